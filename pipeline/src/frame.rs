@@ -1,0 +1,192 @@
+//! An owned, tightly packed 8-bit RGB raster, and the halo copy that makes
+//! tiled processing seamless.
+
+use crate::geometry::Rect;
+
+/// Bytes per pixel of every raster in the pipeline (RGB, 8 bits per channel).
+pub const CHANNELS: usize = 3;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major RGB8, `width * height * 3` bytes, no row padding.
+    pub pixels: Vec<u8>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({}x{})", self.width, self.height)
+    }
+}
+
+impl Frame {
+    /// # Panics
+    /// If `pixels` does not hold exactly `width * height` RGB pixels.
+    pub fn new(width: u32, height: u32, pixels: Vec<u8>) -> Self {
+        assert_eq!(pixels.len(), Self::byte_len(width, height), "pixel buffer size");
+        Self { width, height, pixels }
+    }
+
+    pub fn black(width: u32, height: u32) -> Self {
+        Self::new(width, height, vec![0; Self::byte_len(width, height)])
+    }
+
+    pub const fn byte_len(width: u32, height: u32) -> usize {
+        width as usize * height as usize * CHANNELS
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.width as usize * CHANNELS
+    }
+
+    /// Copies `rect` grown by `halo` pixels on every side. Pixels outside the
+    /// image are mirrored reflect-101 (`dcb|abcd|cba`), OpenCV's default border,
+    /// so a tile processed with its halo equals the same region of the whole
+    /// image processed in one piece.
+    pub fn crop_with_halo(&self, rect: Rect, halo: u32) -> Frame {
+        let out_w = rect.width + 2 * halo;
+        let out_h = rect.height + 2 * halo;
+        let mut out = Vec::with_capacity(Self::byte_len(out_w, out_h));
+        let x0 = i64::from(rect.x) - i64::from(halo);
+        let y0 = i64::from(rect.y) - i64::from(halo);
+        // Columns that need mirroring are at most `halo` on each side; the
+        // middle run is one contiguous copy per row.
+        let inner_start = (-x0).max(0) as u32;
+        let inner_end = (i64::from(self.width) - x0).min(i64::from(out_w)) as u32;
+        for oy in 0..out_h {
+            let sy = reflect101(y0 + i64::from(oy), self.height) as usize;
+            let row = &self.pixels[sy * self.row_bytes()..(sy + 1) * self.row_bytes()];
+            let mirrored = |out: &mut Vec<u8>, cols: std::ops::Range<u32>| {
+                for ox in cols {
+                    let sx = reflect101(x0 + i64::from(ox), self.width) as usize * CHANNELS;
+                    out.extend_from_slice(&row[sx..sx + CHANNELS]);
+                }
+            };
+            mirrored(&mut out, 0..inner_start.min(out_w));
+            if inner_start < inner_end {
+                let a = (x0 + i64::from(inner_start)) as usize * CHANNELS;
+                let b = (x0 + i64::from(inner_end)) as usize * CHANNELS;
+                out.extend_from_slice(&row[a..b]);
+            }
+            mirrored(&mut out, inner_end.max(inner_start)..out_w);
+        }
+        Frame::new(out_w, out_h, out)
+    }
+
+    /// Copies `rect` out of the frame (no halo).
+    pub fn crop(&self, rect: Rect) -> Frame {
+        self.crop_with_halo(rect, 0)
+    }
+
+    /// Writes `tile` into this frame with its top-left corner at (`x`, `y`).
+    ///
+    /// # Panics
+    /// If the tile does not fit.
+    pub fn paste(&mut self, x: u32, y: u32, tile: &Frame) {
+        assert!(x + tile.width <= self.width && y + tile.height <= self.height, "tile out of bounds");
+        let dst_row = self.row_bytes();
+        let src_row = tile.row_bytes();
+        for (ty, src) in tile.pixels.chunks_exact(src_row).enumerate() {
+            let start = (y as usize + ty) * dst_row + x as usize * CHANNELS;
+            self.pixels[start..start + src_row].copy_from_slice(src);
+        }
+    }
+}
+
+/// Mirrors coordinate `i` into `0..n` the way OpenCV's BORDER_REFLECT_101 does,
+/// repeating the reflection when `i` lies more than one image away.
+pub fn reflect101(i: i64, n: u32) -> u32 {
+    let n = i64::from(n);
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - m }) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn numbered(w: u32, h: u32) -> Frame {
+        let pixels = (0..Frame::byte_len(w, h)).map(|i| (i * 7 % 251) as u8).collect();
+        Frame::new(w, h, pixels)
+    }
+
+    fn pixel(f: &Frame, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * f.width as usize + x as usize) * CHANNELS;
+        f.pixels[i..i + 3].try_into().unwrap()
+    }
+
+    #[test]
+    fn reflect101_matches_opencv() {
+        // OpenCV: gfedcb|abcdefgh|gfedcba
+        let n = 8;
+        let got: Vec<u32> = (-6..14).map(|i| reflect101(i, n)).collect();
+        assert_eq!(got, [6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(reflect101(-5, 1), 0);
+        assert_eq!(reflect101(-3, 2), 1);
+    }
+
+    #[test]
+    fn halo_is_mirrored_at_all_four_edges() {
+        let f = numbered(10, 7);
+        let halo = 3;
+        // The whole image with its halo: every edge at once.
+        let t = f.crop_with_halo(Rect::new(0, 0, 10, 7), halo);
+        assert_eq!((t.width, t.height), (16, 13));
+        for oy in 0..t.height {
+            for ox in 0..t.width {
+                let sx = reflect101(i64::from(ox) - 3, 10);
+                let sy = reflect101(i64::from(oy) - 3, 7);
+                assert_eq!(pixel(&t, ox, oy), pixel(&f, sx, sy), "at ({ox},{oy})");
+            }
+        }
+        // Left halo column 0 mirrors image column 3 (reflect-101 skips the edge).
+        assert_eq!(pixel(&t, 0, 3), pixel(&f, 3, 0));
+        // Bottom-right corner mirrors both ways.
+        assert_eq!(pixel(&t, 15, 12), pixel(&f, 10 - 1 - 3, 7 - 1 - 3));
+    }
+
+    #[test]
+    fn interior_halo_is_the_neighbours_pixels() {
+        let f = numbered(40, 30);
+        let t = f.crop_with_halo(Rect::new(10, 10, 5, 5), 4);
+        assert_eq!(t, f.crop(Rect::new(6, 6, 13, 13)));
+    }
+
+    proptest! {
+        #[test]
+        fn crop_with_halo_matches_definition(
+            w in 1u32..40, h in 1u32..40, halo in 0u32..50,
+            fx in 0.0f64..1.0, fy in 0.0f64..1.0, fw in 0.0f64..1.0, fh in 0.0f64..1.0,
+        ) {
+            let f = numbered(w, h);
+            let x = (fx * f64::from(w)) as u32 % w;
+            let y = (fy * f64::from(h)) as u32 % h;
+            let rw = 1 + (fw * f64::from(w - x - 1)) as u32;
+            let rh = 1 + (fh * f64::from(h - y - 1)) as u32;
+            let t = f.crop_with_halo(Rect::new(x, y, rw, rh), halo);
+            for oy in 0..t.height {
+                for ox in 0..t.width {
+                    let sx = reflect101(i64::from(x) + i64::from(ox) - i64::from(halo), w);
+                    let sy = reflect101(i64::from(y) + i64::from(oy) - i64::from(halo), h);
+                    prop_assert_eq!(pixel(&t, ox, oy), pixel(&f, sx, sy));
+                }
+            }
+        }
+
+        #[test]
+        fn paste_inverts_crop(w in 1u32..50, h in 1u32..50, t in 1u32..20) {
+            let f = numbered(w, h);
+            let mut out = Frame::black(w, h);
+            for (_, r) in crate::TileGrid::new(w, h, t).tiles() {
+                out.paste(r.x, r.y, &f.crop(r));
+            }
+            prop_assert_eq!(out, f);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! tilepipe's image engine, shared by the master and the workers: tile
+//! geometry, halo cutting, operations and the Kafka wire format. Pure: no I/O.
+
+pub mod frame;
+pub mod geometry;
+pub mod ops;
+pub mod wire;
+
+pub use frame::Frame;
+pub use geometry::{Rect, TileGrid};
+pub use ops::Operation;

@@ -1,0 +1,203 @@
+//! The Kafka wire format. Task and result messages are binary:
+//!
+//! ```text
+//! magic (4 bytes: "TPT1" task, "TPR1" result)
+//! header length (u32, little endian)
+//! header (UTF-8 JSON object, that many bytes)
+//! pixels (the rest: raw RGB8, row-major, no padding)
+//! ```
+//!
+//! The JSON header keeps the format easy to read from any language; the pixels
+//! travel raw because tiles of noisy input barely compress and raw costs no CPU.
+//! Heartbeats carry no pixels and are plain JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Frame;
+use crate::geometry::Rect;
+use crate::ops::Operation;
+
+pub const TASK_MAGIC: &[u8; 4] = b"TPT1";
+pub const RESULT_MAGIC: &[u8; 4] = b"TPR1";
+
+/// One tile to process: `rect` is the tile's place in the image; the pixels
+/// are that rectangle grown by `halo` on every side (mirrored at image edges).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskHeader {
+    pub job_id: String,
+    pub tile: u32,
+    pub rect: Rect,
+    pub halo: u32,
+    pub ops: Vec<Operation>,
+}
+
+/// A processed tile: `rect.width * rect.height` pixels for `rect` of the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultHeader {
+    pub job_id: String,
+    pub tile: u32,
+    pub rect: Rect,
+    pub worker_id: String,
+    /// Wall time the worker spent on the operations, in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub host: String,
+    pub pid: u32,
+    /// `"job_id/tile"` of the tile in progress, if any.
+    pub current_tile: Option<String>,
+    pub tiles_done: u64,
+    /// Milliseconds since the Unix epoch, by the worker's clock.
+    pub sent_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("message is {0} bytes, too short for a header")]
+    Truncated(usize),
+    #[error("unknown magic {0:?}")]
+    Magic([u8; 4]),
+    #[error("bad header: {0}")]
+    Header(#[from] serde_json::Error),
+    #[error("expected {expected} pixel bytes, got {got}")]
+    Pixels { expected: usize, got: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub header: TaskHeader,
+    pub input: Frame,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileResult {
+    pub header: ResultHeader,
+    pub output: Frame,
+}
+
+impl Task {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(TASK_MAGIC, &self.header, &self.input.pixels)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let (header, pixels): (TaskHeader, _) = decode(TASK_MAGIC, bytes)?;
+        let (w, h) = (header.rect.width + 2 * header.halo, header.rect.height + 2 * header.halo);
+        let input = frame(w, h, pixels)?;
+        Ok(Task { header, input })
+    }
+}
+
+impl TileResult {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(RESULT_MAGIC, &self.header, &self.output.pixels)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
+        let output = frame(header.rect.width, header.rect.height, pixels)?;
+        Ok(TileResult { header, output })
+    }
+}
+
+impl Heartbeat {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("heartbeat serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+fn encode<H: Serialize>(magic: &[u8; 4], header: &H, pixels: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("headers serialise");
+    let mut out = Vec::with_capacity(8 + json.len() + pixels.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(pixels);
+    out
+}
+
+fn decode<'a, H: Deserialize<'a>>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<(H, &'a [u8]), WireError> {
+    if bytes.len() < 8 {
+        return Err(WireError::Truncated(bytes.len()));
+    }
+    let got: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
+    if &got != magic {
+        return Err(WireError::Magic(got));
+    }
+    let len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    let rest = &bytes[8..];
+    if rest.len() < len {
+        return Err(WireError::Truncated(bytes.len()));
+    }
+    let header = serde_json::from_slice(&rest[..len])?;
+    Ok((header, &rest[len..]))
+}
+
+fn frame(width: u32, height: u32, pixels: &[u8]) -> Result<Frame, WireError> {
+    let expected = Frame::byte_len(width, height);
+    if pixels.len() != expected {
+        return Err(WireError::Pixels { expected, got: pixels.len() });
+    }
+    Ok(Frame::new(width, height, pixels.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        let header = TaskHeader {
+            job_id: "j1".into(),
+            tile: 4,
+            rect: Rect::new(512, 0, 3, 2),
+            halo: 1,
+            ops: vec![Operation::default()],
+        };
+        let input = Frame::new(5, 4, (0..60).collect());
+        Task { header, input }
+    }
+
+    #[test]
+    fn task_round_trips() {
+        let t = task();
+        let bytes = t.encode();
+        assert_eq!(&bytes[..4], b"TPT1");
+        assert_eq!(Task::decode(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn result_round_trips() {
+        let r = TileResult {
+            header: ResultHeader {
+                job_id: "j1".into(),
+                tile: 4,
+                rect: Rect::new(512, 0, 3, 2),
+                worker_id: "w".into(),
+                elapsed_ms: 1.5,
+            },
+            output: Frame::new(3, 2, vec![9; 18]),
+        };
+        assert_eq!(TileResult::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let bytes = task().encode();
+        assert!(matches!(Task::decode(&bytes[..5]), Err(WireError::Truncated(5))));
+        assert!(matches!(Task::decode(&bytes[..bytes.len() - 1]), Err(WireError::Pixels { .. })));
+        assert!(matches!(TileResult::decode(&bytes), Err(WireError::Magic(_))));
+        let mut bad_len = bytes.clone();
+        bad_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Task::decode(&bad_len), Err(WireError::Truncated(_))));
+        let mut bad_json = bytes;
+        bad_json[8] = b'x';
+        assert!(matches!(Task::decode(&bad_json), Err(WireError::Header(_))));
+    }
+}
