@@ -59,7 +59,7 @@ if [[ ! -x tools/node_modules/.bin/wasm-opt ]]; then
 fi
 if [[ ! -d end2end/node_modules/@playwright/test ]]; then
   log "npm: installing Playwright (browser comes from Debian's chromium)"
-  (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
+  (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 log "all tools present"

@@ -13,7 +13,12 @@ pub struct Rect {
 
 impl Rect {
     pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Self { x, y, width, height }
+        Self {
+            x,
+            y,
+            width,
+            height,
+        }
     }
 
     pub const fn area(&self) -> u64 {
@@ -36,7 +41,11 @@ impl TileGrid {
     /// If `tile_size` is zero.
     pub fn new(width: u32, height: u32, tile_size: u32) -> Self {
         assert!(tile_size > 0, "tile size must be positive");
-        Self { width, height, tile_size }
+        Self {
+            width,
+            height,
+            tile_size,
+        }
     }
 
     pub fn columns(&self) -> u32 {

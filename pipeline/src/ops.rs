@@ -39,7 +39,10 @@ pub enum OpError {
 impl Default for Operation {
     /// The seed system's operation: a 51x51 Gaussian blur.
     fn default() -> Self {
-        Operation::GaussianBlur { kernel: 51, sigma: None }
+        Operation::GaussianBlur {
+            kernel: 51,
+            sigma: None,
+        }
     }
 }
 
@@ -83,9 +86,19 @@ pub fn opencv_sigma(kernel: u32) -> f64 {
 }
 
 fn gaussian_blur(input: &Frame, kernel: u32, sigma: f64) -> Frame {
-    let src = BlurImage::borrow(&input.pixels, input.width, input.height, FastBlurChannels::Channels3);
+    let src = BlurImage::borrow(
+        &input.pixels,
+        input.width,
+        input.height,
+        FastBlurChannels::Channels3,
+    );
     let mut out = Frame::black(input.width, input.height);
-    let mut dst = BlurImageMut::borrow(&mut out.pixels, input.width, input.height, FastBlurChannels::Channels3);
+    let mut dst = BlurImageMut::borrow(
+        &mut out.pixels,
+        input.width,
+        input.height,
+        FastBlurChannels::Channels3,
+    );
     // Clamp is only ever seen by the halo, which is cropped; the image's own
     // edges were already mirrored reflect-101 when the halo was cut.
     // Single-threaded: tiles are the unit of parallelism.
@@ -120,7 +133,12 @@ pub fn process_tile(chain: &[Operation], input: &Frame, halo: u32) -> Frame {
     for op in chain {
         frame = std::borrow::Cow::Owned(op.apply(&frame));
     }
-    frame.crop(Rect::new(halo, halo, input.width - 2 * halo, input.height - 2 * halo))
+    frame.crop(Rect::new(
+        halo,
+        halo,
+        input.width - 2 * halo,
+        input.height - 2 * halo,
+    ))
 }
 
 /// The reference result: the chain applied to the whole image in one piece.
@@ -170,7 +188,11 @@ mod tests {
             (77, 99, 1_000, 5),
         ] {
             let image = noise(w, h, seed);
-            assert_eq!(tiled(&chain, &image, tile), process_whole(&chain, &image), "{w}x{h} tile {tile}");
+            assert_eq!(
+                tiled(&chain, &image, tile),
+                process_whole(&chain, &image),
+                "{w}x{h} tile {tile}"
+            );
         }
     }
 
@@ -179,11 +201,18 @@ mod tests {
         let image = noise(120, 80, 9);
         let out = process_whole(&[Operation::default()], &image);
         let spread = |f: &Frame| {
-            let (min, max) = f.pixels.iter().fold((255u8, 0u8), |(a, b), &p| (a.min(p), b.max(p)));
+            let (min, max) = f
+                .pixels
+                .iter()
+                .fold((255u8, 0u8), |(a, b), &p| (a.min(p), b.max(p)));
             max - min
         };
         assert!(spread(&image) > 200);
-        assert!(spread(&out) < 60, "blurred noise should be flat, spread {}", spread(&out));
+        assert!(
+            spread(&out) < 60,
+            "blurred noise should be flat, spread {}",
+            spread(&out)
+        );
     }
 
     #[test]
@@ -205,8 +234,14 @@ mod tests {
         assert_eq!(blur(50, None).validate(), Err(OpError::Kernel(50)));
         assert_eq!(blur(1, None).validate(), Err(OpError::Kernel(1)));
         assert_eq!(blur(257, None).validate(), Err(OpError::Kernel(257)));
-        assert!(matches!(blur(5, Some(-1.0)).validate(), Err(OpError::Sigma(_))));
-        assert!(matches!(blur(5, Some(f64::NAN)).validate(), Err(OpError::Sigma(_))));
+        assert!(matches!(
+            blur(5, Some(-1.0)).validate(),
+            Err(OpError::Sigma(_))
+        ));
+        assert!(matches!(
+            blur(5, Some(f64::NAN)).validate(),
+            Err(OpError::Sigma(_))
+        ));
         assert_eq!(blur(51, Some(8.0)).validate(), Ok(()));
         assert_eq!(validate_chain(&[]), Err(OpError::EmptyChain));
     }

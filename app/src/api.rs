@@ -1,0 +1,161 @@
+//! The JSON API's types, shared by the server (which produces them) and the
+//! browser (which reads them). Field names are the wire names.
+
+use pipeline::Operation;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted; the image is being decoded and cut into tiles.
+    Queued,
+    /// Tiles are out with the workers.
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Done | JobStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub filename: String,
+    pub status: JobStatus,
+    pub width: u32,
+    pub height: u32,
+    pub tile_size: u32,
+    pub ops: Vec<Operation>,
+    pub tiles_total: u32,
+    pub tiles_done: u32,
+    pub input_bytes: u64,
+    /// Why the job failed, in words.
+    pub error: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Job {
+    /// Progress in percent, 0 to 100.
+    pub fn progress(&self) -> f64 {
+        if self.tiles_total == 0 {
+            return 0.0;
+        }
+        100.0 * f64::from(self.tiles_done) / f64::from(self.tiles_total)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Alive,
+    /// No heartbeat for longer than the server's worker timeout.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub status: WorkerStatus,
+    /// Milliseconds since the Unix epoch, by the server's clock.
+    pub last_seen: i64,
+    pub current_tile: Option<String>,
+    pub tiles_done: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub jobs_total: u64,
+    pub jobs_queued: u64,
+    pub jobs_running: u64,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub tiles_done: u64,
+    pub workers_alive: u64,
+    pub workers_lost: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TileStatus {
+    Queued,
+    Done,
+}
+
+/// One tile of a job: where it is in the image and who processed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tile {
+    pub idx: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub status: TileStatus,
+    pub worker_id: Option<String>,
+    pub elapsed_ms: Option<f64>,
+    pub done_at: Option<i64>,
+}
+
+/// A tile finished by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileDone {
+    pub job_id: String,
+    pub tile: u32,
+    pub worker_id: String,
+    pub elapsed_ms: f64,
+}
+
+/// What `GET /api/events` streams. The SSE event name is the variant's name
+/// in snake case (`job`, `tile`, `worker`); the data is the payload as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Event {
+    Job(Job),
+    Tile(TileDone),
+    Worker(Worker),
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Job(_) => "job",
+            Event::Tile(_) => "tile",
+            Event::Worker(_) => "worker",
+        }
+    }
+}
+
+/// Every error response's body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A stable, machine-readable code such as `image_too_small`.
+    pub error: String,
+    /// What went wrong, in words for people.
+    pub message: String,
+}

@@ -1,0 +1,81 @@
+//! The live view of the system every page reads: jobs and workers, seeded
+//! from the API and kept current by the server-sent event stream.
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+
+use crate::api::{Event, Job, Worker};
+
+#[derive(Clone, Copy)]
+pub struct Live {
+    pub jobs: RwSignal<HashMap<String, Job>>,
+    pub workers: RwSignal<HashMap<String, Worker>>,
+    pub connected: RwSignal<bool>,
+    /// Milliseconds since the epoch, ticking every second (for ages).
+    pub now: RwSignal<i64>,
+}
+
+// Updates come only from the browser; the server renders the empty state.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+impl Live {
+    pub fn provide() -> Self {
+        let live = Live {
+            jobs: RwSignal::new(HashMap::new()),
+            workers: RwSignal::new(HashMap::new()),
+            connected: RwSignal::new(false),
+            now: RwSignal::new(0),
+        };
+        provide_context(live);
+        live
+    }
+
+    pub fn get() -> Self {
+        expect_context()
+    }
+
+    /// Opens the event stream and loads a snapshot; browser only.
+    pub fn connect(self) {
+        #[cfg(feature = "hydrate")]
+        crate::client::connect(self);
+    }
+
+    pub fn apply(self, event: Event) {
+        match event {
+            Event::Job(job) => self.upsert_job(job),
+            Event::Worker(worker) => self.upsert_worker(worker),
+            Event::Tile(_) => {}
+        }
+    }
+
+    /// Keeps whichever copy is further along, so a late snapshot never
+    /// undoes a newer event.
+    pub fn upsert_job(self, job: Job) {
+        self.jobs.update(|jobs| match jobs.get(&job.id) {
+            Some(old) if rank(old) > rank(&job) => {}
+            _ => {
+                jobs.insert(job.id.clone(), job);
+            }
+        });
+    }
+
+    pub fn upsert_worker(self, worker: Worker) {
+        self.workers
+            .update(|workers| match workers.get(&worker.id) {
+                Some(old) if old.last_seen > worker.last_seen => {}
+                _ => {
+                    workers.insert(worker.id.clone(), worker);
+                }
+            });
+    }
+}
+
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn rank(job: &Job) -> (bool, u32, u8) {
+    let status = match job.status {
+        crate::api::JobStatus::Queued => 0,
+        crate::api::JobStatus::Running => 1,
+        crate::api::JobStatus::Done | crate::api::JobStatus::Failed => 2,
+    };
+    (job.finished_at.is_some(), job.tiles_done, status)
+}

@@ -1,0 +1,98 @@
+//! The dashboard: every worker and job, live.
+
+use leptos::prelude::*;
+
+use crate::api::{JobStatus, WorkerStatus};
+use crate::live::Live;
+use crate::pages::{human_bytes, human_duration};
+
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let live = Live::get();
+
+    let workers = move || {
+        let mut list: Vec<_> = live.workers.with(|w| w.values().cloned().collect());
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    };
+    let jobs = move || {
+        let mut list: Vec<_> = live.jobs.with(|j| j.values().cloned().collect());
+        list.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        list
+    };
+
+    view! {
+        <section class="dashboard">
+            <h1>"Dashboard"</h1>
+            <h2>"Workers"</h2>
+            <table id="workers">
+                <thead>
+                    <tr><th>"Worker"</th><th>"Host"</th><th>"Status"</th><th>"Last heartbeat"</th><th>"Current tile"</th><th>"Tiles done"</th></tr>
+                </thead>
+                <tbody>
+                    {move || {
+                        let list = workers();
+                        if list.is_empty() {
+                            return view! { <tr><td colspan="6" class="empty">"No worker has reported yet."</td></tr> }.into_any();
+                        }
+                        list.into_iter().map(|w| {
+                            let status = match w.status { WorkerStatus::Alive => "alive", WorkerStatus::Lost => "lost" };
+                            let age = (live.now.get() - w.last_seen).max(0);
+                            view! {
+                                <tr class="worker" data-status=status>
+                                    <td class="mono">{w.id}</td>
+                                    <td>{w.host}</td>
+                                    <td><span class=format!("pill {status}")>{status}</span></td>
+                                    <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
+                                    <td class="mono">{w.current_tile.unwrap_or_else(|| "idle".into())}</td>
+                                    <td>{w.tiles_done}</td>
+                                </tr>
+                            }
+                        }).collect_view().into_any()
+                    }}
+                </tbody>
+            </table>
+            <h2>"Jobs"</h2>
+            <table id="jobs">
+                <thead>
+                    <tr><th>"Image"</th><th>"Size"</th><th>"Status"</th><th>"Progress"</th><th>"Duration"</th></tr>
+                </thead>
+                <tbody>
+                    {move || {
+                        let list = jobs();
+                        if list.is_empty() {
+                            return view! { <tr><td colspan="5" class="empty">"No jobs yet."</td></tr> }.into_any();
+                        }
+                        list.into_iter().map(|j| {
+                            let percent = j.progress();
+                            let end = j.finished_at.unwrap_or_else(|| live.now.get());
+                            let done = j.status == JobStatus::Done;
+                            view! {
+                                <tr class="job" data-status=j.status.as_str()>
+                                    <td>
+                                        {if done {
+                                            view! { <a href=format!("/api/jobs/{}/result", j.id)>{j.filename.clone()}</a> }.into_any()
+                                        } else {
+                                            view! { <span>{j.filename.clone()}</span> }.into_any()
+                                        }}
+                                    </td>
+                                    <td>{format!("{}×{} · {}", j.width, j.height, human_bytes(j.input_bytes))}</td>
+                                    <td><span class=format!("pill {}", j.status.as_str())>{j.status.as_str()}</span></td>
+                                    <td>
+                                        <div class="bar small"><div class="fill" style:width=format!("{percent:.1}%")></div></div>
+                                        {format!("{}/{}", j.tiles_done, j.tiles_total)}
+                                    </td>
+                                    <td>{if end > 0 { human_duration(end - j.created_at) } else { "—".into() }}</td>
+                                </tr>
+                            }
+                        }).collect_view().into_any()
+                    }}
+                </tbody>
+            </table>
+        </section>
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test: unit and integration tests (each integration test starts
+# its own nisshi broker), then the whole system (broker, release server, two
+# workers) under Playwright in Debian's Chromium. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+scripts/setup.sh
+
+log "format check"
+cargo fmt --all -- --check
+
+log "unit and integration tests (release)"
+cargo test --release --workspace
+
+log "building the site (release)"
+cargo leptos build --release
+cargo build --release -p worker
+
+run_dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n ${BROKER_PID:-} ]]; then kill -KILL "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT INT TERM
+
+broker_port=$(free_port)
+http_port=$(free_port)
+log "end-to-end: broker on $broker_port, server on $http_port (logs in $run_dir)"
+BROKER_REBALANCE_DELAY=300ms start_broker "$run_dir/broker" "$broker_port"
+export TILEPIPE_BROKERS=127.0.0.1:$broker_port
+export TILEPIPE_TOPIC_PREFIX="e2e-$$-"
+export TILEPIPE_DATA_DIR=$run_dir/data
+export TILEPIPE_ADDR=127.0.0.1:$http_port
+export LEPTOS_SITE_ROOT=target/site
+target/release/server >"$run_dir/server.log" 2>&1 & pids+=($!)
+wait_for_port "$TILEPIPE_ADDR" 60
+for n in 1 2; do
+  TILEPIPE_WORKER_ID="e2e-worker-$n" TILEPIPE_HEARTBEAT_SECS=1 target/release/worker >"$run_dir/worker-$n.log" 2>&1 & pids+=($!)
+done
+
+status=0
+(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" npx playwright test) || status=$?
+if ((status != 0)); then
+  for f in "$run_dir"/*.log; do echo "--- $f"; tail -n 40 "$f"; done
+fi
+exit $status

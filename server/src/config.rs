@@ -1,0 +1,65 @@
+//! The server's settings: every one a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "server",
+    about = "tilepipe master: web UI, API, tiling, dispatch and reassembly"
+)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "TILEPIPE_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Directory for the SQLite database and the job files.
+    #[arg(long, env = "TILEPIPE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "TILEPIPE_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Prefix of the topic and consumer-group names (`<prefix>tasks`, ...).
+    #[arg(long, env = "TILEPIPE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
+    /// Partitions of the tasks topic: the most workers that can share a job.
+    #[arg(long, env = "TILEPIPE_TASK_PARTITIONS", default_value_t = 12)]
+    pub task_partitions: i32,
+
+    /// Edge length of a tile in pixels.
+    #[arg(long, env = "TILEPIPE_TILE_SIZE", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub tile_size: u32,
+
+    /// Smallest accepted image width and height in pixels.
+    #[arg(long, env = "TILEPIPE_MIN_DIMENSION", default_value_t = 1024)]
+    pub min_dimension: u32,
+
+    /// Largest accepted upload in bytes.
+    #[arg(long, env = "TILEPIPE_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// Seconds without a heartbeat before a worker is shown as lost.
+    #[arg(long, env = "TILEPIPE_WORKER_TIMEOUT_SECS", default_value_t = 15)]
+    pub worker_timeout_secs: u64,
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were given (for tests and tools).
+    pub fn defaults() -> Self {
+        Self::parse_from(["server"])
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("tilepipe.db")
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.data_dir.join("jobs")
+    }
+}

@@ -1,0 +1,85 @@
+//! Kafka plumbing of the master: topic creation, the producer, the consumers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::FutureProducer;
+
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// Creates the three topics if they do not exist. The tasks topic gets many
+/// partitions (the most workers that can share a job); every topic accepts
+/// messages as large as the largest tile.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &Topics,
+    task_partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = client_config(brokers)
+        .create()
+        .context("creating Kafka admin client")?;
+    let max_bytes = MAX_MESSAGE_BYTES.to_string();
+    let new = |name, partitions| {
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+            .set("max.message.bytes", &max_bytes)
+    };
+    let wanted = [
+        new(&topics.tasks, task_partitions),
+        new(&topics.results, 4),
+        new(&topics.heartbeats, 1),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&wanted, &options)
+        .await
+        .context("creating Kafka topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    client_config(brokers)
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set("linger.ms", "2")
+        .set("acks", "all")
+        .create()
+        .context("creating Kafka producer")
+}
+
+/// A consumer whose offsets are stored by the application only after a
+/// message's effects are durable, then committed in the background.
+pub fn consumer(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    from_earliest: bool,
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if from_earliest { "earliest" } else { "latest" },
+        )
+        .set("session.timeout.ms", "10000")
+        .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .create()
+        .context("creating Kafka consumer")?;
+    rdkafka::consumer::Consumer::subscribe(&consumer, &[topic]).context("subscribing")?;
+    Ok(consumer)
+}

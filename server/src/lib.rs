@@ -1,0 +1,180 @@
+//! tilepipe's master. `main.rs` only parses the config and calls [`Server`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod intake;
+pub mod jobs;
+pub mod kafka;
+pub mod sse;
+pub mod state;
+pub mod store;
+pub mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use pipeline::wire::Topics;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::jobs::Jobs;
+use crate::sse::Events;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// A started master: store open, topics created, consumers running, socket bound.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    background: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    pub async fn start(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
+        let store = Store::open(&config.database_path())
+            .await
+            .context("opening the database")?;
+        let topics = Topics::new(&config.topic_prefix);
+        kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
+        let producer = kafka::producer(&config.brokers)?;
+        let events = Events::default();
+        let jobs = Arc::new(Jobs::new(
+            store.clone(),
+            events.clone(),
+            producer,
+            topics.clone(),
+            config.jobs_dir(),
+            config.tile_size,
+        ));
+
+        let shutdown = CancellationToken::new();
+        let timeout = Duration::from_secs(config.worker_timeout_secs);
+        let mut background = JoinSet::new();
+        let results =
+            kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
+        background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
+        let heartbeats_group = format!("{}-heartbeats", topics.master_group);
+        let heartbeats = kafka::consumer(
+            &config.brokers,
+            &heartbeats_group,
+            &topics.heartbeats,
+            false,
+        )?;
+        background.spawn(workers::consume_heartbeats(
+            heartbeats,
+            store.clone(),
+            events.clone(),
+            timeout,
+            shutdown.clone(),
+        ));
+        background.spawn(workers::sweep_liveness(
+            store.clone(),
+            events.clone(),
+            timeout,
+            shutdown.clone(),
+        ));
+
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let state = AppState {
+            leptos_options,
+            config: Arc::new(config),
+            store,
+            events,
+            jobs,
+        };
+        let router = app(state);
+        Ok(Self {
+            listener,
+            router,
+            background,
+            shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound socket")
+    }
+
+    /// Serves until `signal` completes, then stops the consumers cleanly
+    /// (leaving their groups, so partitions move at once).
+    pub async fn serve(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                shutdown.cancel();
+            })
+            .await;
+        self.shutdown.cancel();
+        while self.background.join_next().await.is_some() {}
+        served.context("HTTP server")
+    }
+}
+
+/// The whole HTTP surface: the JSON API, the SSE stream and the Leptos pages.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let leptos_options = state.leptos_options.clone();
+    Router::new()
+        .nest("/api", api::router(state.config.max_upload_bytes))
+        .leptos_routes(&state, routes, move || app::shell(leptos_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
+        .with_state(state)
+}
+
+/// Leptos options from cargo-leptos's environment when it built or runs the
+/// binary, else the project's defaults (site in `LEPTOS_SITE_ROOT` or
+/// `target/site`), so plain `cargo run` and tests work too.
+pub fn leptos_options(addr: SocketAddr) -> anyhow::Result<LeptosOptions> {
+    let from_cargo_leptos = option_env!("LEPTOS_OUTPUT_NAME").is_some()
+        || std::env::var_os("LEPTOS_OUTPUT_NAME").is_some();
+    let mut options = if from_cargo_leptos {
+        leptos::config::get_configuration(None)?.leptos_options
+    } else {
+        LeptosOptions::builder()
+            .output_name("tilepipe")
+            .site_root(std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()))
+            .build()
+    };
+    options.site_addr = addr;
+    Ok(options)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

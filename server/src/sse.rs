@@ -1,0 +1,49 @@
+//! Live events: a broadcast channel fed by the job engine and the heartbeat
+//! consumer, streamed to browsers as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use app::api::Event;
+use axum::extract::State;
+use axum::response::sse::{self, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::state::AppState;
+
+#[derive(Clone)]
+pub struct Events(broadcast::Sender<Event>);
+
+impl Default for Events {
+    fn default() -> Self {
+        // Room for a burst of tile events from a large job between two polls
+        // of a slow client; a client that falls further behind skips ahead.
+        Self(broadcast::channel(4096).0)
+    }
+}
+
+impl Events {
+    pub fn emit(&self, event: Event) {
+        // No subscribers is normal: nobody has the page open.
+        let _ = self.0.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.0.subscribe()
+    }
+}
+
+/// `GET /api/events`
+pub async fn stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+    let events = BroadcastStream::new(state.events.subscribe()).filter_map(|item| async move {
+        // A lagging client misses events; the UI refreshes its snapshot on reconnect.
+        let event = item.ok()?;
+        let data = serde_json::to_string(&event).ok()?;
+        Some(Ok(sse::Event::default().event(event.name()).data(data)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

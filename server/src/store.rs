@@ -1,0 +1,357 @@
+//! The SQLite store: the only module with SQL in it.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use app::api::{Job, JobStatus, Stats, Tile, TileStatus, Worker, WorkerStatus};
+use pipeline::wire::Heartbeat;
+use pipeline::{Operation, Rect};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A job as it is first recorded.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub filename: &'a str,
+    pub width: u32,
+    pub height: u32,
+    pub tile_size: u32,
+    pub ops: &'a [Operation],
+    pub tiles_total: u32,
+    pub input_bytes: u64,
+    pub created_at: i64,
+}
+
+#[derive(FromRow)]
+struct TileRow {
+    pub idx: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub status: String,
+    pub worker_id: Option<String>,
+    pub elapsed_ms: Option<f64>,
+    pub done_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct JobRow {
+    id: String,
+    filename: String,
+    status: String,
+    width: u32,
+    height: u32,
+    tile_size: u32,
+    ops: String,
+    tiles_total: u32,
+    tiles_done: u32,
+    input_bytes: i64,
+    error: Option<String>,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+
+    fn try_from(r: JobRow) -> Result<Self, Self::Error> {
+        let decode = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
+        Ok(Job {
+            status: JobStatus::parse(&r.status)
+                .ok_or_else(|| decode(format!("job status {:?}", r.status).into()))?,
+            ops: serde_json::from_str(&r.ops).map_err(|e| decode(e.into()))?,
+            id: r.id,
+            filename: r.filename,
+            width: r.width,
+            height: r.height,
+            tile_size: r.tile_size,
+            tiles_total: r.tiles_total,
+            tiles_done: r.tiles_done,
+            input_bytes: r.input_bytes as u64,
+            error: r.error,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+impl From<TileRow> for Tile {
+    fn from(r: TileRow) -> Self {
+        Tile {
+            idx: r.idx,
+            x: r.x,
+            y: r.y,
+            width: r.width,
+            height: r.height,
+            status: if r.status == "done" {
+                TileStatus::Done
+            } else {
+                TileStatus::Queued
+            },
+            worker_id: r.worker_id,
+            elapsed_ms: r.elapsed_ms,
+            done_at: r.done_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct WorkerRow {
+    id: String,
+    host: String,
+    pid: u32,
+    last_seen: i64,
+    current_tile: Option<String>,
+    tiles_done: i64,
+}
+
+impl WorkerRow {
+    fn into_worker(self, now: i64, timeout: Duration) -> Worker {
+        let alive = now - self.last_seen <= timeout.as_millis() as i64;
+        Worker {
+            id: self.id,
+            host: self.host,
+            pid: self.pid,
+            status: if alive {
+                WorkerStatus::Alive
+            } else {
+                WorkerStatus::Lost
+            },
+            last_seen: self.last_seen,
+            current_tile: self.current_tile,
+            tiles_done: self.tiles_done as u64,
+        }
+    }
+}
+
+const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
+                           tiles_done, input_bytes, error, created_at, finished_at";
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn insert_job(&self, job: &NewJob<'_>) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, \
+             input_bytes, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id)
+        .bind(job.filename)
+        .bind(job.width)
+        .bind(job.height)
+        .bind(job.tile_size)
+        .bind(serde_json::to_string(job.ops).expect("operations serialise"))
+        .bind(job.tiles_total)
+        .bind(job.input_bytes as i64)
+        .bind(job.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a job's tiles and marks it running, in one transaction.
+    pub async fn start_job(
+        &self,
+        job_id: &str,
+        tiles: impl Iterator<Item = (u32, Rect)>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (idx, r) in tiles {
+            sqlx::query(
+                "INSERT OR IGNORE INTO tiles (job_id, idx, x, y, width, height, status) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'queued')",
+            )
+            .bind(job_id)
+            .bind(idx)
+            .bind(r.x)
+            .bind(r.y)
+            .bind(r.width)
+            .bind(r.height)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn finish_job(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<&str>,
+        at: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(error)
+            .bind(at)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a finished tile and returns the job's new state, or `None` when
+    /// the tile was already done (a duplicate result changes nothing).
+    pub async fn complete_tile(
+        &self,
+        job_id: &str,
+        idx: u32,
+        worker_id: &str,
+        elapsed_ms: f64,
+        at: i64,
+    ) -> sqlx::Result<Option<Job>> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tiles SET status = 'done', worker_id = ?, elapsed_ms = ?, done_at = ? \
+             WHERE job_id = ? AND idx = ? AND status <> 'done'",
+        )
+        .bind(worker_id)
+        .bind(elapsed_ms)
+        .bind(at)
+        .bind(job_id)
+        .bind(idx)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE jobs SET tiles_done = tiles_done + 1 WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        let row: JobRow = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.try_into().map(Some)
+    }
+
+    pub async fn job(&self, id: &str) -> sqlx::Result<Option<Job>> {
+        let row: Option<JobRow> =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    /// The newest jobs first.
+    pub async fn jobs(&self, limit: u32) -> sqlx::Result<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    pub async fn tiles(&self, job_id: &str) -> sqlx::Result<Vec<Tile>> {
+        let rows: Vec<TileRow> = sqlx::query_as(
+            "SELECT idx, x, y, width, height, status, worker_id, elapsed_ms, done_at \
+             FROM tiles WHERE job_id = ? ORDER BY idx",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Tile::from).collect())
+    }
+
+    /// Records a heartbeat; `now` is the server's clock, so liveness never
+    /// depends on the worker's clock being right.
+    pub async fn record_heartbeat(
+        &self,
+        hb: &Heartbeat,
+        now: i64,
+        timeout: Duration,
+    ) -> sqlx::Result<Worker> {
+        let row: WorkerRow = sqlx::query_as(
+            "INSERT INTO workers (id, host, pid, first_seen, last_seen, current_tile, tiles_done) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
+             last_seen = excluded.last_seen, current_tile = excluded.current_tile, \
+             tiles_done = excluded.tiles_done \
+             RETURNING id, host, pid, last_seen, current_tile, tiles_done",
+        )
+        .bind(&hb.worker_id)
+        .bind(&hb.host)
+        .bind(hb.pid)
+        .bind(now)
+        .bind(now)
+        .bind(&hb.current_tile)
+        .bind(hb.tiles_done as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into_worker(now, timeout))
+    }
+
+    pub async fn workers(&self, now: i64, timeout: Duration) -> sqlx::Result<Vec<Worker>> {
+        let rows: Vec<WorkerRow> = sqlx::query_as(
+            "SELECT id, host, pid, last_seen, current_tile, tiles_done FROM workers ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_worker(now, timeout))
+            .collect())
+    }
+
+    pub async fn stats(&self, now: i64, timeout: Duration) -> sqlx::Result<Stats> {
+        let (total, queued, running, done, failed, tiles_done): (i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT COUNT(*), \
+             COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0), \
+             COALESCE(SUM(status = 'done'), 0), COALESCE(SUM(status = 'failed'), 0), \
+             COALESCE(SUM(tiles_done), 0) FROM jobs",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+        let workers = self.workers(now, timeout).await?;
+        let alive = workers
+            .iter()
+            .filter(|w| w.status == WorkerStatus::Alive)
+            .count() as u64;
+        Ok(Stats {
+            jobs_total: total as u64,
+            jobs_queued: queued as u64,
+            jobs_running: running as u64,
+            jobs_done: done as u64,
+            jobs_failed: failed as u64,
+            tiles_done: tiles_done as u64,
+            workers_alive: alive,
+            workers_lost: workers.len() as u64 - alive,
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Worker health: heartbeats from Kafka into the store, and a sweep that
+//! announces workers turning lost (silent past the timeout) or alive again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use app::api::{Event, WorkerStatus};
+use pipeline::wire::Heartbeat;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::jobs::now_ms;
+use crate::sse::Events;
+use crate::store::Store;
+
+pub async fn consume_heartbeats(
+    consumer: StreamConsumer,
+    store: Store,
+    events: Events,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "heartbeat consumer");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match Heartbeat::decode(message.payload().unwrap_or_default()) {
+            Ok(hb) => match store.record_heartbeat(&hb, now_ms(), timeout).await {
+                Ok(worker) => events.emit(Event::Worker(worker)),
+                Err(e) => warn!(error = %e, "recording heartbeat"),
+            },
+            Err(e) => warn!(error = %e, "skipping malformed heartbeat"),
+        }
+        let _ = consumer.store_offset_from_message(&message);
+    }
+    tokio::task::spawn_blocking(move || drop(consumer));
+}
+
+/// Emits a worker event whenever a worker's status changes by the passing of
+/// time alone (heartbeats announce themselves).
+pub async fn sweep_liveness(
+    store: Store,
+    events: Events,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut known: HashMap<String, WorkerStatus> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let Ok(workers) = store.workers(now_ms(), timeout).await else {
+            continue;
+        };
+        for worker in workers {
+            let previous = known.insert(worker.id.clone(), worker.status);
+            if previous.is_some_and(|p| p != worker.status) {
+                info!(worker = %worker.id, status = ?worker.status, "worker status changed");
+                events.emit(Event::Worker(worker));
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Test harness: a real nisshi broker per test, a real server on a free port
+//! with its own SQLite file, and real workers, all on loopback.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::api::Job;
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A nisshi broker with SQLite storage in a temporary directory.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("nisshi")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://broker.db",
+                "--group-initial-rebalance-delay",
+                "300ms",
+            ])
+            .arg("--silent")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nisshi must be on PATH (scripts/setup.sh installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nisshi did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server running in this process on a free port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub data: tempfile::TempDir,
+    pub prefix: String,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(broker: &Broker, prefix: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = server::Config::defaults();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = data.path().to_owned();
+        config.brokers = broker.addr.clone();
+        config.topic_prefix = prefix.to_owned();
+        config.task_partitions = 4;
+        let options = server::leptos_options(config.addr).unwrap();
+        let server = server::Server::start(config, options)
+            .await
+            .expect("server starts");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let handle = tokio::spawn(server.serve(async move { signal.cancelled().await }));
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            data,
+            prefix: prefix.to_owned(),
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub async fn job(&self, id: &str) -> Job {
+        reqwest::get(self.url(&format!("/api/jobs/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `bytes` as a file named `name`; returns the raw response.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+        let form = reqwest::multipart::Form::new().part("image", part);
+        reqwest::Client::new()
+            .post(self.url("/api/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    pub fn start(broker: &Broker, prefix: &str, id: &str) -> Self {
+        let config = worker::Config {
+            brokers: broker.addr.clone(),
+            topic_prefix: prefix.to_owned(),
+            worker_id: Some(id.to_owned()),
+            heartbeat_secs: 1,
+            session_timeout_ms: 6_000,
+        };
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(worker::run(config, shutdown.clone()));
+        Self { shutdown, handle }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A deterministic test image with structure at every scale (gradients plus
+/// noise), so any misplaced or missing tile changes the blurred output.
+pub fn test_image(width: u32, height: u32) -> pipeline::Frame {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut pixels = Vec::with_capacity(pipeline::Frame::byte_len(width, height));
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 56) as u32;
+            pixels.push(((x * 255 / width + noise) / 2) as u8);
+            pixels.push(((y * 255 / height + noise) / 2) as u8);
+            pixels.push((((x ^ y) & 0xff) + noise) as u8 / 2);
+        }
+    }
+    pipeline::Frame::new(width, height, pixels)
+}
+
+pub fn png(frame: &pipeline::Frame) -> Vec<u8> {
+    server::intake::encode_png(frame).unwrap()
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix(test: &str) -> String {
+    format!("t-{test}-{}-", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,113 @@
+//! A real broker, a real server with its SQLite file, two real workers: a
+//! 1536x1100 image goes through the whole system and comes back equal, bit
+//! for bit, to the same blur applied to the whole image at once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use app::api::{JobStatus, Worker, WorkerStatus};
+use common::*;
+use pipeline::{Operation, ops};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_process_an_image_seamlessly() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("e2e");
+    let server = TestServer::start(&broker, &prefix).await;
+    let workers = [
+        TestWorker::start(&broker, &prefix, "w-one"),
+        TestWorker::start(&broker, &prefix, "w-two"),
+    ];
+
+    let image = test_image(1536, 1100);
+    let response = server.upload("mountains.png", png(&image)).await;
+    assert_eq!(response.status(), 201);
+    let created: app::api::Job = response.json().await.unwrap();
+    assert_eq!(
+        (created.width, created.height, created.tiles_total),
+        (1536, 1100, 9)
+    );
+    assert!(matches!(
+        created.status,
+        JobStatus::Queued | JobStatus::Running
+    ));
+
+    let job = eventually("the job to finish", Duration::from_secs(120), || async {
+        let job = server.job(&created.id).await;
+        job.status.is_finished().then_some(job)
+    })
+    .await;
+    assert_eq!(job.status, JobStatus::Done, "job failed: {:?}", job.error);
+    assert_eq!(job.tiles_done, 9);
+
+    // Every tile is recorded as done, by one of our workers.
+    let tiles: Vec<app::api::Tile> =
+        reqwest::get(server.url(&format!("/api/jobs/{}/tiles", job.id)))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(tiles.len(), 9);
+    let names: HashSet<_> = ["w-one", "w-two"].into_iter().collect();
+    for tile in &tiles {
+        assert_eq!(tile.status, app::api::TileStatus::Done);
+        assert!(
+            names.contains(tile.worker_id.as_deref().unwrap_or("")),
+            "tile {} by {:?}",
+            tile.idx,
+            tile.worker_id
+        );
+        assert!(tile.elapsed_ms.unwrap() > 0.0);
+    }
+
+    // The result equals the whole-image blur exactly.
+    let response = reqwest::get(server.url(&format!("/api/jobs/{}/result", job.id)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let bytes = response.bytes().await.unwrap();
+    let result = image::load_from_memory(&bytes).unwrap().into_rgb8();
+    let expected = ops::process_whole(&[Operation::default()], &image);
+    assert_eq!(result.dimensions(), (1536, 1100));
+    assert!(
+        result.as_raw() == &expected.pixels,
+        "distributed result differs from the whole-image blur"
+    );
+
+    // Both workers are known and alive.
+    let listed: Vec<Worker> = eventually(
+        "both workers to report",
+        Duration::from_secs(20),
+        || async {
+            let w: Vec<Worker> = reqwest::get(server.url("/api/workers"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (w.len() == 2).then_some(w)
+        },
+    )
+    .await;
+    assert!(listed.iter().all(|w| w.status == WorkerStatus::Alive));
+
+    let stats: app::api::Stats = reqwest::get(server.url("/api/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.jobs_done, stats.tiles_done, stats.workers_alive),
+        (1, 9, 2)
+    );
+
+    for w in workers {
+        w.stop().await;
+    }
+    server.stop().await;
+}
