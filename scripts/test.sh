@@ -11,14 +11,14 @@ scripts/setup.sh
 log "format check"
 cargo fmt --all -- --check
 
+run_dir=$(mktemp -d)
 log "unit and integration tests (release)"
-cargo test --release --workspace
+cargo test --release --workspace 2>&1 | tee "$run_dir/cargo-test.log"
 
 log "building the site (release)"
 cargo leptos build --release
 cargo build --release -p worker
 
-run_dir=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -44,8 +44,14 @@ for n in 1 2; do
 done
 
 status=0
-(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" npx playwright test) || status=$?
+(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" npx playwright test) 2>&1 | tee "$run_dir/playwright.log" || status=$?
 if ((status != 0)); then
-  for f in "$run_dir"/*.log; do echo "--- $f"; tail -n 40 "$f"; done
+  for f in "$run_dir"/{server,worker-1,worker-2}.log; do echo "--- $f"; tail -n 40 "$f"; done
 fi
+
+# One closing line for everything that ran.
+count() { grep -oE "[0-9]+ $2" "$1" | awk '{n += $1} END {print n + 0}'; }
+passed=$(($(count "$run_dir/cargo-test.log" passed) + $(count "$run_dir/playwright.log" passed)))
+failed=$(($(count "$run_dir/cargo-test.log" failed) + $(count "$run_dir/playwright.log" failed)))
+echo "tests: $passed passed, $failed failed"
 exit $status
