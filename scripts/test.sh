@@ -50,7 +50,7 @@ if ((status != 0)); then
 fi
 
 # One closing line for everything that ran.
-count() { grep -oE "[0-9]+ $2" "$1" | awk '{n += $1} END {print n + 0}'; }
+count() { { grep -oE "[0-9]+ $2" "$1" || true; } | awk '{n += $1} END {print n + 0}'; }
 passed=$(($(count "$run_dir/cargo-test.log" passed) + $(count "$run_dir/playwright.log" passed)))
 failed=$(($(count "$run_dir/cargo-test.log" failed) + $(count "$run_dir/playwright.log" failed)))
 echo "tests: $passed passed, $failed failed"
