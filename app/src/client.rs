@@ -17,16 +17,11 @@ pub fn connect(live: Live) {
         return;
     };
     for name in ["job", "worker", "tile"] {
-        let on_message =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                if let Some(event) = e
-                    .data()
-                    .as_string()
-                    .and_then(|s| serde_json::from_str::<Event>(&s).ok())
-                {
-                    live.apply(event);
-                }
-            });
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            if let Some(event) = e.data().as_string().and_then(|s| serde_json::from_str::<Event>(&s).ok()) {
+                live.apply(event);
+            }
+        });
         let _ = source.add_event_listener_with_callback(name, on_message.as_ref().unchecked_ref());
         on_message.forget();
     }
@@ -42,10 +37,7 @@ pub fn connect(live: Live) {
     std::mem::forget(source);
 
     live.now.set(js_sys_now());
-    let _ = set_interval_with_handle(
-        move || live.now.set(js_sys_now()),
-        std::time::Duration::from_secs(1),
-    );
+    let _ = set_interval_with_handle(move || live.now.set(js_sys_now()), std::time::Duration::from_secs(1));
 }
 
 fn js_sys_now() -> i64 {
@@ -68,8 +60,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, St
 
 /// Uploads an image as a new job.
 pub async fn upload(file: web_sys::File) -> Result<Job, String> {
-    let form =
-        web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
+    let form = web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
     form.append_with_blob_and_filename("image", &file, &file.name())
         .map_err(|_| "the browser cannot read the file".to_owned())?;
     let response = Request::post("/api/jobs")
@@ -88,10 +79,6 @@ async fn parse<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, 
     }
     match response.json::<ApiError>().await {
         Ok(e) => Err(e.message),
-        Err(_) => Err(format!(
-            "the server answered {} {}",
-            response.status(),
-            response.status_text()
-        )),
+        Err(_) => Err(format!("the server answered {} {}", response.status(), response.status_text())),
     }
 }

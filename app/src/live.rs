@@ -60,13 +60,12 @@ impl Live {
     }
 
     pub fn upsert_worker(self, worker: Worker) {
-        self.workers
-            .update(|workers| match workers.get(&worker.id) {
-                Some(old) if old.last_seen > worker.last_seen => {}
-                _ => {
-                    workers.insert(worker.id.clone(), worker);
-                }
-            });
+        self.workers.update(|workers| match workers.get(&worker.id) {
+            Some(old) if old.last_seen > worker.last_seen => {}
+            _ => {
+                workers.insert(worker.id.clone(), worker);
+            }
+        });
     }
 }
 

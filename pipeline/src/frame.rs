@@ -24,16 +24,8 @@ impl Frame {
     /// # Panics
     /// If `pixels` does not hold exactly `width * height` RGB pixels.
     pub fn new(width: u32, height: u32, pixels: Vec<u8>) -> Self {
-        assert_eq!(
-            pixels.len(),
-            Self::byte_len(width, height),
-            "pixel buffer size"
-        );
-        Self {
-            width,
-            height,
-            pixels,
-        }
+        assert_eq!(pixels.len(), Self::byte_len(width, height), "pixel buffer size");
+        Self { width, height, pixels }
     }
 
     pub fn black(width: u32, height: u32) -> Self {
@@ -92,10 +84,7 @@ impl Frame {
     /// # Panics
     /// If the tile does not fit.
     pub fn paste(&mut self, x: u32, y: u32, tile: &Frame) {
-        assert!(
-            x + tile.width <= self.width && y + tile.height <= self.height,
-            "tile out of bounds"
-        );
+        assert!(x + tile.width <= self.width && y + tile.height <= self.height, "tile out of bounds");
         let dst_row = self.row_bytes();
         let src_row = tile.row_bytes();
         for (ty, src) in tile.pixels.chunks_exact(src_row).enumerate() {
@@ -123,9 +112,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn numbered(w: u32, h: u32) -> Frame {
-        let pixels = (0..Frame::byte_len(w, h))
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
+        let pixels = (0..Frame::byte_len(w, h)).map(|i| (i * 7 % 251) as u8).collect();
         Frame::new(w, h, pixels)
     }
 
@@ -139,10 +126,7 @@ mod tests {
         // OpenCV: gfedcb|abcdefgh|gfedcba
         let n = 8;
         let got: Vec<u32> = (-6..14).map(|i| reflect101(i, n)).collect();
-        assert_eq!(
-            got,
-            [6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1]
-        );
+        assert_eq!(got, [6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(reflect101(-5, 1), 0);
         assert_eq!(reflect101(-3, 2), 1);
     }

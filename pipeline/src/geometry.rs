@@ -13,12 +13,7 @@ pub struct Rect {
 
 impl Rect {
     pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Self {
-            x,
-            y,
-            width,
-            height,
-        }
+        Self { x, y, width, height }
     }
 
     pub const fn area(&self) -> u64 {
@@ -41,11 +36,7 @@ impl TileGrid {
     /// If `tile_size` is zero.
     pub fn new(width: u32, height: u32, tile_size: u32) -> Self {
         assert!(tile_size > 0, "tile size must be positive");
-        Self {
-            width,
-            height,
-            tile_size,
-        }
+        Self { width, height, tile_size }
     }
 
     pub fn columns(&self) -> u32 {
@@ -71,12 +62,7 @@ impl TileGrid {
         }
         let (col, row) = (index % self.columns(), index / self.columns());
         let (x, y) = (col * self.tile_size, row * self.tile_size);
-        Some(Rect::new(
-            x,
-            y,
-            self.tile_size.min(self.width - x),
-            self.tile_size.min(self.height - y),
-        ))
+        Some(Rect::new(x, y, self.tile_size.min(self.width - x), self.tile_size.min(self.height - y)))
     }
 
     pub fn tiles(&self) -> impl Iterator<Item = (u32, Rect)> + '_ {

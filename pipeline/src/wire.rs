@@ -113,10 +113,7 @@ impl Task {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (TaskHeader, _) = decode(TASK_MAGIC, bytes)?;
-        let (w, h) = (
-            header.rect.width + 2 * header.halo,
-            header.rect.height + 2 * header.halo,
-        );
+        let (w, h) = (header.rect.width + 2 * header.halo, header.rect.height + 2 * header.halo);
         let input = frame(w, h, pixels)?;
         Ok(Task { header, input })
     }
@@ -154,10 +151,7 @@ fn encode<H: Serialize>(magic: &[u8; 4], header: &H, pixels: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode<'a, H: Deserialize<'a>>(
-    magic: &[u8; 4],
-    bytes: &'a [u8],
-) -> Result<(H, &'a [u8]), WireError> {
+fn decode<'a, H: Deserialize<'a>>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<(H, &'a [u8]), WireError> {
     if bytes.len() < 8 {
         return Err(WireError::Truncated(bytes.len()));
     }
@@ -177,10 +171,7 @@ fn decode<'a, H: Deserialize<'a>>(
 fn frame(width: u32, height: u32, pixels: &[u8]) -> Result<Frame, WireError> {
     let expected = Frame::byte_len(width, height);
     if pixels.len() != expected {
-        return Err(WireError::Pixels {
-            expected,
-            got: pixels.len(),
-        });
+        return Err(WireError::Pixels { expected, got: pixels.len() });
     }
     Ok(Frame::new(width, height, pixels.to_vec()))
 }
@@ -227,24 +218,12 @@ mod tests {
     #[test]
     fn malformed_messages_are_errors_not_panics() {
         let bytes = task().encode();
-        assert!(matches!(
-            Task::decode(&bytes[..5]),
-            Err(WireError::Truncated(5))
-        ));
-        assert!(matches!(
-            Task::decode(&bytes[..bytes.len() - 1]),
-            Err(WireError::Pixels { .. })
-        ));
-        assert!(matches!(
-            TileResult::decode(&bytes),
-            Err(WireError::Magic(_))
-        ));
+        assert!(matches!(Task::decode(&bytes[..5]), Err(WireError::Truncated(5))));
+        assert!(matches!(Task::decode(&bytes[..bytes.len() - 1]), Err(WireError::Pixels { .. })));
+        assert!(matches!(TileResult::decode(&bytes), Err(WireError::Magic(_))));
         let mut bad_len = bytes.clone();
         bad_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            Task::decode(&bad_len),
-            Err(WireError::Truncated(_))
-        ));
+        assert!(matches!(Task::decode(&bad_len), Err(WireError::Truncated(_))));
         let mut bad_json = bytes;
         bad_json[8] = b'x';
         assert!(matches!(Task::decode(&bad_json), Err(WireError::Header(_))));

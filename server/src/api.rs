@@ -19,12 +19,7 @@ use crate::state::AppState;
 
 pub fn router(max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
-        .route(
-            "/jobs",
-            post(create_job)
-                .layer(DefaultBodyLimit::max(max_upload_bytes))
-                .get(list_jobs),
-        )
+        .route("/jobs", post(create_job).layer(DefaultBodyLimit::max(max_upload_bytes)).get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/tiles", get(job_tiles))
         .route("/jobs/{id}/result", get(job_result))
@@ -37,43 +32,26 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
 /// `POST /api/jobs`: a multipart form with the image in a file field (any
 /// name, conventionally `image`) and optionally `ops`, a JSON array of
 /// operations. Answers 201 with the job as soon as it is recorded.
-async fn create_job(
-    State(state): State<AppState>,
-    mut form: Multipart,
-) -> AppResult<(StatusCode, Json<Job>)> {
+async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppResult<(StatusCode, Json<Job>)> {
     let mut image: Option<(String, Vec<u8>)> = None;
     let mut chain = vec![Operation::default()];
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("ops") {
             let text = field.text().await.map_err(multipart_error)?;
-            chain = serde_json::from_str(&text).map_err(|e| {
-                AppError::bad_request(
-                    "invalid_ops",
-                    format!("ops is not a valid operation list: {e}"),
-                )
-            })?;
+            chain = serde_json::from_str(&text)
+                .map_err(|e| AppError::bad_request("invalid_ops", format!("ops is not a valid operation list: {e}")))?;
         } else if let Some(name) = field.file_name().map(str::to_owned) {
             let bytes = field.bytes().await.map_err(multipart_error)?;
             image = Some((name, bytes.to_vec()));
         }
     }
-    let (filename, bytes) = image.ok_or_else(|| {
-        AppError::bad_request("missing_image", "the form has no image file field")
-    })?;
-    ops::validate_chain(&chain).map_err(|e| {
-        AppError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_ops",
-            e.to_string(),
-        )
-    })?;
+    let (filename, bytes) =
+        image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
+    ops::validate_chain(&chain)
+        .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
     let info = intake::inspect(&bytes, state.config.min_dimension)?;
     // The client's file name is shown, never used as a path.
-    let filename: String = filename
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
+    let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     let job = state.jobs.submit(bytes, &filename, info, chain).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
@@ -81,11 +59,7 @@ async fn create_job(
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::client(
-            status,
-            "too_large",
-            "the upload is larger than the server accepts",
-        )
+        AppError::client(status, "too_large", "the upload is larger than the server accepts")
     } else {
         AppError::client(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
     }
@@ -97,78 +71,38 @@ async fn list_jobs(State(state): State<AppState>) -> AppResult<Json<Vec<Job>>> {
 
 /// Job ids are UUIDs; anything else is refused before it reaches a query or a path.
 fn job_id(id: &str) -> AppResult<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::not_found("job"))
+    uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| AppError::not_found("job"))
 }
 
 async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Job>> {
     let id = job_id(&id)?;
-    state
-        .store
-        .job(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| AppError::not_found("job"))
+    state.store.job(&id).await?.map(Json).ok_or_else(|| AppError::not_found("job"))
 }
 
-async fn job_tiles(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AppResult<Json<Vec<Tile>>> {
+async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Vec<Tile>>> {
     let id = job_id(&id)?;
-    state
-        .store
-        .job(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("job"))?;
+    state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     Ok(Json(state.store.tiles(&id).await?))
 }
 
-async fn job_result(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AppResult<impl IntoResponse> {
+async fn job_result(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<impl IntoResponse> {
     let id = job_id(&id)?;
-    let job = state
-        .store
-        .job(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("job"))?;
+    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     if job.status != JobStatus::Done {
         return Err(AppError::client(
             StatusCode::CONFLICT,
             "not_ready",
-            format!(
-                "the job is {}; its result is not ready",
-                job.status.as_str()
-            ),
+            format!("the job is {}; its result is not ready", job.status.as_str()),
         ));
     }
-    let bytes = tokio::fs::read(state.jobs.result_path(&id))
-        .await
-        .map_err(anyhow::Error::from)?;
-    let stem = job
-        .filename
-        .rsplit_once('.')
-        .map_or(job.filename.as_str(), |(s, _)| s);
-    let download: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let bytes = tokio::fs::read(state.jobs.result_path(&id)).await.map_err(anyhow::Error::from)?;
+    let stem = job.filename.rsplit_once('.').map_or(job.filename.as_str(), |(s, _)| s);
+    let download: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{download}-tilepipe.png\""),
-            ),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{download}-tilepipe.png\"")),
         ],
         bytes,
     ))
@@ -179,16 +113,9 @@ fn worker_timeout(state: &AppState) -> Duration {
 }
 
 async fn list_workers(State(state): State<AppState>) -> AppResult<Json<Vec<Worker>>> {
-    Ok(Json(
-        state
-            .store
-            .workers(now_ms(), worker_timeout(&state))
-            .await?,
-    ))
+    Ok(Json(state.store.workers(now_ms(), worker_timeout(&state)).await?))
 }
 
 async fn stats(State(state): State<AppState>) -> AppResult<Json<Stats>> {
-    Ok(Json(
-        state.store.stats(now_ms(), worker_timeout(&state)).await?,
-    ))
+    Ok(Json(state.store.stats(now_ms(), worker_timeout(&state)).await?))
 }

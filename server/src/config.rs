@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "server",
-    about = "tilepipe master: web UI, API, tiling, dispatch and reassembly"
-)]
+#[command(name = "server", about = "tilepipe master: web UI, API, tiling, dispatch and reassembly")]
 pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "TILEPIPE_ADDR", default_value = "127.0.0.1:3000")]

@@ -10,11 +10,7 @@ use app::api::ApiError;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{message}")]
-    Client {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
+    Client { status: StatusCode, code: &'static str, message: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -23,11 +19,7 @@ pub enum AppError {
 
 impl AppError {
     pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Client {
-            status,
-            code,
-            message: message.into(),
-        }
+        AppError::Client { status, code, message: message.into() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -35,11 +27,7 @@ impl AppError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::client(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::client(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn status_code(&self) -> StatusCode {
@@ -54,17 +42,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let body = match self {
-            AppError::Client { code, message, .. } => ApiError {
-                error: code.into(),
-                message,
-            },
+            AppError::Client { code, message, .. } => ApiError { error: code.into(), message },
             other => {
                 // Details stay in the log; the client learns only that it was us.
                 tracing::error!(error = %other, "internal error");
-                ApiError {
-                    error: "internal".into(),
-                    message: "internal server error".into(),
-                }
+                ApiError { error: "internal".into(), message: "internal server error".into() }
             }
         };
         (status, Json(body)).into_response()

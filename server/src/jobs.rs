@@ -41,9 +41,7 @@ pub struct Jobs {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Jobs {
@@ -55,15 +53,7 @@ impl Jobs {
         jobs_dir: PathBuf,
         tile_size: u32,
     ) -> Self {
-        Self {
-            store,
-            events,
-            producer,
-            topics,
-            jobs_dir,
-            tile_size,
-            active: Mutex::default(),
-        }
+        Self { store, events, producer, topics, jobs_dir, tile_size, active: Mutex::default() }
     }
 
     pub fn result_path(&self, job_id: &str) -> PathBuf {
@@ -82,9 +72,7 @@ impl Jobs {
         let dir = self.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
-        tokio::fs::write(&input, &bytes)
-            .await
-            .with_context(|| format!("writing {}", input.display()))?;
+        tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
 
         let grid = TileGrid::new(info.width, info.height, self.tile_size);
         self.store
@@ -124,14 +112,8 @@ impl Jobs {
     ) -> anyhow::Result<()> {
         let input = tokio::task::spawn_blocking(move || intake::decode(&bytes, info)).await??;
         let input = Arc::new(input);
-        let assembly = Assembly {
-            grid,
-            output: Frame::black(grid.width, grid.height),
-        };
-        self.active
-            .lock()
-            .expect("lock")
-            .insert(id.to_owned(), Arc::new(Mutex::new(assembly)));
+        let assembly = Assembly { grid, output: Frame::black(grid.width, grid.height) };
+        self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(assembly)));
 
         self.store.start_job(id, grid.tiles()).await?;
         self.emit_job(id).await;
@@ -141,26 +123,14 @@ impl Jobs {
         futures::stream::iter(grid.tiles())
             .map(|(tile, rect)| {
                 let (input, ops) = (Arc::clone(&input), Arc::clone(&ops));
-                let header = TaskHeader {
-                    job_id: id.to_owned(),
-                    tile,
-                    rect,
-                    halo,
-                    ops: ops.to_vec(),
-                };
+                let header = TaskHeader { job_id: id.to_owned(), tile, rect, halo, ops: ops.to_vec() };
                 async move {
                     let payload = tokio::task::spawn_blocking(move || {
-                        Task {
-                            header,
-                            input: input.crop_with_halo(rect, halo),
-                        }
-                        .encode()
+                        Task { header, input: input.crop_with_halo(rect, halo) }.encode()
                     })
                     .await?;
                     let key = format!("{id}/{tile}");
-                    let record = FutureRecord::to(&self.topics.tasks)
-                        .key(&key)
-                        .payload(&payload);
+                    let record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
                     self.producer
                         .send(record, Duration::from_secs(30))
                         .await
@@ -177,11 +147,7 @@ impl Jobs {
 
     /// Consumes results until `shutdown`; a result's offset is stored only
     /// once it has been recorded, so a crash replays it rather than losing it.
-    pub async fn collect_results(
-        self: Arc<Self>,
-        consumer: StreamConsumer,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -226,11 +192,7 @@ impl Jobs {
             }
             a.output.paste(h.rect.x, h.rect.y, &output);
         }
-        let Some(job) = self
-            .store
-            .complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms())
-            .await?
-        else {
+        let Some(job) = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await? else {
             return Ok(()); // duplicate
         };
         self.events.emit(Event::Tile(TileDone {
@@ -254,10 +216,8 @@ impl Jobs {
         };
         let path = self.result_path(id);
         let written = async {
-            let png = tokio::task::spawn_blocking(move || {
-                intake::encode_png(&assembly.lock().expect("lock").output)
-            })
-            .await??;
+            let png = tokio::task::spawn_blocking(move || intake::encode_png(&assembly.lock().expect("lock").output))
+                .await??;
             // Write then rename: a reader never sees half a file.
             let partial = path.with_extension("png.partial");
             tokio::fs::write(&partial, png).await?;
@@ -266,30 +226,19 @@ impl Jobs {
         };
         match written.await {
             Ok(()) => {
-                if let Err(e) = self
-                    .store
-                    .finish_job(id, JobStatus::Done, None, now_ms())
-                    .await
-                {
+                if let Err(e) = self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
                     warn!(job = %id, error = %e, "marking job done");
                 }
                 info!(job = %id, "job done");
                 self.emit_job(id).await;
             }
-            Err(e) => {
-                self.fail(id, &format!("writing the result failed: {e}"))
-                    .await
-            }
+            Err(e) => self.fail(id, &format!("writing the result failed: {e}")).await,
         }
     }
 
     async fn fail(&self, id: &str, reason: &str) {
         self.active.lock().expect("lock").remove(id);
-        if let Err(e) = self
-            .store
-            .finish_job(id, JobStatus::Failed, Some(reason), now_ms())
-            .await
-        {
+        if let Err(e) = self.store.finish_job(id, JobStatus::Failed, Some(reason), now_ms()).await {
             warn!(job = %id, error = %e, "marking job failed");
         }
         self.emit_job(id).await;

@@ -19,29 +19,15 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// Creates the three topics if they do not exist. The tasks topic gets many
 /// partitions (the most workers that can share a job); every topic accepts
 /// messages as large as the largest tile.
-pub async fn ensure_topics(
-    brokers: &str,
-    topics: &Topics,
-    task_partitions: i32,
-) -> anyhow::Result<()> {
-    let admin: AdminClient<_> = client_config(brokers)
-        .create()
-        .context("creating Kafka admin client")?;
+pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = client_config(brokers).create().context("creating Kafka admin client")?;
     let max_bytes = MAX_MESSAGE_BYTES.to_string();
     let new = |name, partitions| {
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1))
-            .set("max.message.bytes", &max_bytes)
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", &max_bytes)
     };
-    let wanted = [
-        new(&topics.tasks, task_partitions),
-        new(&topics.results, 4),
-        new(&topics.heartbeats, 1),
-    ];
+    let wanted = [new(&topics.tasks, task_partitions), new(&topics.results, 4), new(&topics.heartbeats, 1)];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&wanted, &options)
-        .await
-        .context("creating Kafka topics")?;
+    let results = admin.create_topics(&wanted, &options).await.context("creating Kafka topics")?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -62,20 +48,12 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 
 /// A consumer whose offsets are stored by the application only after a
 /// message's effects are durable, then committed in the background.
-pub fn consumer(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    from_earliest: bool,
-) -> anyhow::Result<StreamConsumer> {
+pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.offset.reset",
-            if from_earliest { "earliest" } else { "latest" },
-        )
+        .set("auto.offset.reset", if from_earliest { "earliest" } else { "latest" })
         .set("session.timeout.ms", "10000")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .create()

@@ -41,9 +41,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
-        let store = Store::open(&config.database_path())
-            .await
-            .context("opening the database")?;
+        let store = Store::open(&config.database_path()).await.context("opening the database")?;
         let topics = Topics::new(&config.topic_prefix);
         kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
         let producer = kafka::producer(&config.brokers)?;
@@ -60,16 +58,10 @@ impl Server {
         let shutdown = CancellationToken::new();
         let timeout = Duration::from_secs(config.worker_timeout_secs);
         let mut background = JoinSet::new();
-        let results =
-            kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
+        let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
         let heartbeats_group = format!("{}-heartbeats", topics.master_group);
-        let heartbeats = kafka::consumer(
-            &config.brokers,
-            &heartbeats_group,
-            &topics.heartbeats,
-            false,
-        )?;
+        let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false)?;
         background.spawn(workers::consume_heartbeats(
             heartbeats,
             store.clone(),
@@ -77,30 +69,12 @@ impl Server {
             timeout,
             shutdown.clone(),
         ));
-        background.spawn(workers::sweep_liveness(
-            store.clone(),
-            events.clone(),
-            timeout,
-            shutdown.clone(),
-        ));
+        background.spawn(workers::sweep_liveness(store.clone(), events.clone(), timeout, shutdown.clone()));
 
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
-        let state = AppState {
-            leptos_options,
-            config: Arc::new(config),
-            store,
-            events,
-            jobs,
-        };
+        let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+        let state = AppState { leptos_options, config: Arc::new(config), store, events, jobs };
         let router = app(state);
-        Ok(Self {
-            listener,
-            router,
-            background,
-            shutdown,
-        })
+        Ok(Self { listener, router, background, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -109,10 +83,7 @@ impl Server {
 
     /// Serves until `signal` completes, then stops the consumers cleanly
     /// (leaving their groups, so partitions move at once).
-    pub async fn serve(
-        mut self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(mut self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -133,9 +104,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api", api::router(state.config.max_upload_bytes))
         .leptos_routes(&state, routes, move || app::shell(leptos_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .with_state(state)
 }
 
@@ -143,8 +112,8 @@ pub fn app(state: AppState) -> Router {
 /// binary, else the project's defaults (site in `LEPTOS_SITE_ROOT` or
 /// `target/site`), so plain `cargo run` and tests work too.
 pub fn leptos_options(addr: SocketAddr) -> anyhow::Result<LeptosOptions> {
-    let from_cargo_leptos = option_env!("LEPTOS_OUTPUT_NAME").is_some()
-        || std::env::var_os("LEPTOS_OUTPUT_NAME").is_some();
+    let from_cargo_leptos =
+        option_env!("LEPTOS_OUTPUT_NAME").is_some() || std::env::var_os("LEPTOS_OUTPUT_NAME").is_some();
     let mut options = if from_cargo_leptos {
         leptos::config::get_configuration(None)?.leptos_options
     } else {

@@ -36,9 +36,7 @@ impl Events {
 }
 
 /// `GET /api/events`
-pub async fn stream(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+pub async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
     let events = BroadcastStream::new(state.events.subscribe()).filter_map(|item| async move {
         // A lagging client misses events; the UI refreshes its snapshot on reconnect.
         let event = item.ok()?;

@@ -64,8 +64,7 @@ impl TryFrom<JobRow> for Job {
     fn try_from(r: JobRow) -> Result<Self, Self::Error> {
         let decode = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
         Ok(Job {
-            status: JobStatus::parse(&r.status)
-                .ok_or_else(|| decode(format!("job status {:?}", r.status).into()))?,
+            status: JobStatus::parse(&r.status).ok_or_else(|| decode(format!("job status {:?}", r.status).into()))?,
             ops: serde_json::from_str(&r.ops).map_err(|e| decode(e.into()))?,
             id: r.id,
             filename: r.filename,
@@ -90,11 +89,7 @@ impl From<TileRow> for Tile {
             y: r.y,
             width: r.width,
             height: r.height,
-            status: if r.status == "done" {
-                TileStatus::Done
-            } else {
-                TileStatus::Queued
-            },
+            status: if r.status == "done" { TileStatus::Done } else { TileStatus::Queued },
             worker_id: r.worker_id,
             elapsed_ms: r.elapsed_ms,
             done_at: r.done_at,
@@ -119,11 +114,7 @@ impl WorkerRow {
             id: self.id,
             host: self.host,
             pid: self.pid,
-            status: if alive {
-                WorkerStatus::Alive
-            } else {
-                WorkerStatus::Lost
-            },
+            status: if alive { WorkerStatus::Alive } else { WorkerStatus::Lost },
             last_seen: self.last_seen,
             current_tile: self.current_tile,
             tiles_done: self.tiles_done as u64,
@@ -147,10 +138,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -175,11 +163,7 @@ impl Store {
     }
 
     /// Records a job's tiles and marks it running, in one transaction.
-    pub async fn start_job(
-        &self,
-        job_id: &str,
-        tiles: impl Iterator<Item = (u32, Rect)>,
-    ) -> sqlx::Result<()> {
+    pub async fn start_job(&self, job_id: &str, tiles: impl Iterator<Item = (u32, Rect)>) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         for (idx, r) in tiles {
             sqlx::query(
@@ -202,13 +186,7 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn finish_job(
-        &self,
-        job_id: &str,
-        status: JobStatus,
-        error: Option<&str>,
-        at: i64,
-    ) -> sqlx::Result<()> {
+    pub async fn finish_job(&self, job_id: &str, status: JobStatus, error: Option<&str>, at: i64) -> sqlx::Result<()> {
         sqlx::query("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(error)
@@ -245,10 +223,7 @@ impl Store {
         if updated == 0 {
             return Ok(None);
         }
-        sqlx::query("UPDATE jobs SET tiles_done = tiles_done + 1 WHERE id = ?")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE jobs SET tiles_done = tiles_done + 1 WHERE id = ?").bind(job_id).execute(&mut *tx).await?;
         let row: JobRow = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
             .bind(job_id)
             .fetch_one(&mut *tx)
@@ -258,22 +233,20 @@ impl Store {
     }
 
     pub async fn job(&self, id: &str) -> sqlx::Result<Option<Job>> {
-        let row: Option<JobRow> =
-            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Job::try_from).transpose()
     }
 
     /// The newest jobs first.
     pub async fn jobs(&self, limit: u32) -> sqlx::Result<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<JobRow> =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?"))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(Job::try_from).collect()
     }
 
@@ -290,12 +263,7 @@ impl Store {
 
     /// Records a heartbeat; `now` is the server's clock, so liveness never
     /// depends on the worker's clock being right.
-    pub async fn record_heartbeat(
-        &self,
-        hb: &Heartbeat,
-        now: i64,
-        timeout: Duration,
-    ) -> sqlx::Result<Worker> {
+    pub async fn record_heartbeat(&self, hb: &Heartbeat, now: i64, timeout: Duration) -> sqlx::Result<Worker> {
         let row: WorkerRow = sqlx::query_as(
             "INSERT INTO workers (id, host, pid, first_seen, last_seen, current_tile, tiles_done) \
              VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -317,32 +285,24 @@ impl Store {
     }
 
     pub async fn workers(&self, now: i64, timeout: Duration) -> sqlx::Result<Vec<Worker>> {
-        let rows: Vec<WorkerRow> = sqlx::query_as(
-            "SELECT id, host, pid, last_seen, current_tile, tiles_done FROM workers ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| r.into_worker(now, timeout))
-            .collect())
+        let rows: Vec<WorkerRow> =
+            sqlx::query_as("SELECT id, host, pid, last_seen, current_tile, tiles_done FROM workers ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.into_worker(now, timeout)).collect())
     }
 
     pub async fn stats(&self, now: i64, timeout: Duration) -> sqlx::Result<Stats> {
-        let (total, queued, running, done, failed, tiles_done): (i64, i64, i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT COUNT(*), \
+        let (total, queued, running, done, failed, tiles_done): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), \
              COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0), \
              COALESCE(SUM(status = 'done'), 0), COALESCE(SUM(status = 'failed'), 0), \
              COALESCE(SUM(tiles_done), 0) FROM jobs",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let workers = self.workers(now, timeout).await?;
-        let alive = workers
-            .iter()
-            .filter(|w| w.status == WorkerStatus::Alive)
-            .count() as u64;
+        let alive = workers.iter().filter(|w| w.status == WorkerStatus::Alive).count() as u64;
         Ok(Stats {
             jobs_total: total as u64,
             jobs_queued: queued as u64,

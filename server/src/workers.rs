@@ -49,12 +49,7 @@ pub async fn consume_heartbeats(
 
 /// Emits a worker event whenever a worker's status changes by the passing of
 /// time alone (heartbeats announce themselves).
-pub async fn sweep_liveness(
-    store: Store,
-    events: Events,
-    timeout: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn sweep_liveness(store: Store, events: Events, timeout: Duration, shutdown: CancellationToken) {
     let mut known: HashMap<String, WorkerStatus> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

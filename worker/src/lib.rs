@@ -46,13 +46,9 @@ pub struct Config {
 
 impl Config {
     pub fn id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                gethostname::gethostname().to_string_lossy(),
-                std::process::id()
-            )
-        })
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id()))
     }
 }
 
@@ -83,10 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout_ms / 4).max(100).to_string(),
-        )
+        .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(100).to_string())
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         // Notice a tasks topic created after this worker started within seconds.
         .set("topic.metadata.refresh.interval.ms", "5000")
@@ -94,9 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("queued.max.messages.kbytes", "16384")
         .create()
         .context("creating Kafka consumer")?;
-    consumer
-        .subscribe(&[&topics.tasks])
-        .context("subscribing to tasks")?;
+    consumer.subscribe(&[&topics.tasks]).context("subscribing to tasks")?;
     info!(worker = %id, brokers = %config.brokers, topic = %topics.tasks, "worker started");
 
     let status = Arc::new(Status::default());
@@ -165,13 +156,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {
     let Task { header, input } = task;
     ops::validate_chain(&header.ops)?;
-    anyhow::ensure!(
-        header.halo == ops::chain_halo(&header.ops),
-        "halo does not match the operations"
-    );
+    anyhow::ensure!(header.halo == ops::chain_halo(&header.ops), "halo does not match the operations");
     let (ops, halo) = (header.ops, header.halo);
     let started = Instant::now();
-    let output = tokio::task::spawn_blocking(move || ops::process_tile(&ops, &input, halo))
+    let output = tokio::task::spawn_blocking(move || ops::process_tile(&ops, input, halo))
         .await
         .context("the operation panicked")?;
     Ok(TileResult {
@@ -187,12 +175,7 @@ async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {
 }
 
 /// Sends a result, retrying while the broker is away; false if shut down first.
-async fn publish(
-    producer: &FutureProducer,
-    topic: &str,
-    result: &TileResult,
-    shutdown: &CancellationToken,
-) -> bool {
+async fn publish(producer: &FutureProducer, topic: &str, result: &TileResult, shutdown: &CancellationToken) -> bool {
     let payload = result.encode();
     let key = format!("{}/{}", result.header.job_id, result.header.tile);
     loop {

@@ -17,11 +17,7 @@ pub fn Dashboard() -> impl IntoView {
     };
     let jobs = move || {
         let mut list: Vec<_> = live.jobs.with(|j| j.values().cloned().collect());
-        list.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         list
     };
 

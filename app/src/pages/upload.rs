@@ -30,11 +30,7 @@ pub fn UploadPage() -> impl IntoView {
         ev.prevent_default();
         dragging.set(false);
         #[cfg(feature = "hydrate")]
-        if let Some(file) = ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
+        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
             start(file, phase, live);
         }
     };
@@ -42,13 +38,8 @@ pub fn UploadPage() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         {
             use wasm_bindgen::JsCast;
-            let input: Option<web_sys::HtmlInputElement> =
-                ev.target().and_then(|t| t.dyn_into().ok());
-            if let Some(file) = input
-                .as_ref()
-                .and_then(|i| i.files())
-                .and_then(|f| f.get(0))
-            {
+            let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
+            if let Some(file) = input.as_ref().and_then(|i| i.files()).and_then(|f| f.get(0)) {
                 start(file, phase, live);
             }
             if let Some(input) = input {

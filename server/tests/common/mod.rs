@@ -21,20 +21,13 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A nisshi broker with SQLite storage in a temporary directory.
@@ -50,19 +43,8 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new("nisshi")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args([
-                "--storage-engine",
-                "sqlite://broker.db",
-                "--group-initial-rebalance-delay",
-                "300ms",
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://broker.db", "--group-initial-rebalance-delay", "300ms"])
             .arg("--silent")
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -72,17 +54,10 @@ impl Broker {
         let addr = format!("127.0.0.1:{port}");
         let start = Instant::now();
         while TcpStream::connect(&addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nisshi did not start listening on {addr}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "nisshi did not start listening on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Self { child, addr, _dir: dir }
     }
 }
 
@@ -113,21 +88,12 @@ impl TestServer {
         config.topic_prefix = prefix.to_owned();
         config.task_partitions = 4;
         let options = server::leptos_options(config.addr).unwrap();
-        let server = server::Server::start(config, options)
-            .await
-            .expect("server starts");
+        let server = server::Server::start(config, options).await.expect("server starts");
         let addr = server.local_addr();
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let handle = tokio::spawn(server.serve(async move { signal.cancelled().await }));
-        Self {
-            addr,
-            base: format!("http://{addr}"),
-            data,
-            prefix: prefix.to_owned(),
-            shutdown,
-            handle,
-        }
+        Self { addr, base: format!("http://{addr}"), data, prefix: prefix.to_owned(), shutdown, handle }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -140,24 +106,14 @@ impl TestServer {
     }
 
     pub async fn job(&self, id: &str) -> Job {
-        reqwest::get(self.url(&format!("/api/jobs/{id}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        reqwest::get(self.url(&format!("/api/jobs/{id}"))).await.unwrap().json().await.unwrap()
     }
 
     /// Uploads `bytes` as a file named `name`; returns the raw response.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
         let form = reqwest::multipart::Form::new().part("image", part);
-        reqwest::Client::new()
-            .post(self.url("/api/jobs"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
+        reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap()
     }
 }
 
@@ -213,4 +169,32 @@ pub fn png(frame: &pipeline::Frame) -> Vec<u8> {
 /// A topic prefix no other test uses.
 pub fn unique_prefix(test: &str) -> String {
     format!("t-{test}-{}-", uuid::Uuid::new_v4().simple())
+}
+
+/// Reads `GET /api/events` in the background until `stop` says an event is
+/// the last one wanted; returns every event seen. The subscription is live
+/// when this returns.
+pub async fn record_events(
+    server: &TestServer,
+    stop: impl Fn(&app::api::Event) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<app::api::Event>> {
+    let mut response = reqwest::get(server.url("/api/events")).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    tokio::spawn(async move {
+        let (mut buffer, mut events) = (String::new(), Vec::new());
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+                let event: app::api::Event = serde_json::from_str(data.trim()).unwrap();
+                let last = stop(&event);
+                events.push(event);
+                if last {
+                    return events;
+                }
+            }
+        }
+        events
+    })
 }
