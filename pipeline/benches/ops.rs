@@ -1,0 +1,119 @@
+//! Throughput of every operation, single-threaded and tiled across all cores,
+//! and the fast Gaussian blur against the `image` crate's blur.
+//!
+//! `cargo bench -p pipeline` (release). `BENCH_SIZE=8192` changes the image
+//! edge (default 4096). Prints a Markdown table.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pipeline::ops::{self, Operation};
+use pipeline::{Frame, TileGrid};
+
+const TILE: u32 = 512;
+
+fn noise(width: u32, height: u32) -> Frame {
+    let mut s = 0x2545_F491_4F6C_DD1D_u64;
+    let pixels = (0..Frame::byte_len(width, height))
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect();
+    Frame::new(width, height, pixels)
+}
+
+/// Best of a few runs, at least `min_runs`, for about a second at most.
+fn best(min_runs: u32, mut f: impl FnMut()) -> Duration {
+    let (mut best, started, mut runs) = (Duration::MAX, Instant::now(), 0);
+    while runs < min_runs || (started.elapsed() < Duration::from_secs(1) && runs < 50) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+        runs += 1;
+    }
+    best
+}
+
+fn mp_per_s(pixels: u64, d: Duration) -> f64 {
+    pixels as f64 / 1e6 / d.as_secs_f64()
+}
+
+/// The whole image as tiles with halos, spread over `threads` threads.
+fn tiled(chain: &[Operation], image: &Frame, threads: usize) {
+    let halo = ops::chain_halo(chain);
+    let grid = TileGrid::new(image.width, image.height, TILE);
+    let next = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(rect) = grid.tile(i) else { break };
+                    black_box(ops::process_tile(chain, image.crop_with_halo(rect, halo), halo));
+                }
+            });
+        }
+    });
+}
+
+fn main() {
+    let size: u32 = std::env::var("BENCH_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let image = noise(size, size);
+    let pixels = u64::from(size) * u64::from(size);
+    let tile_pixels = u64::from(TILE) * u64::from(TILE);
+
+    let catalog = [
+        ("gaussian_blur 51 (sigma 8)", Operation::default()),
+        ("gaussian_blur 21", Operation::GaussianBlur { kernel: 21, sigma: None }),
+        ("box_blur 51", Operation::BoxBlur { kernel: 51 }),
+        ("sharpen r5 x1.5", Operation::Sharpen { radius: 5, amount: 1.5 }),
+        ("edge_detect", Operation::EdgeDetect),
+        ("grayscale", Operation::Grayscale),
+        ("invert", Operation::Invert),
+        ("brightness_contrast", Operation::BrightnessContrast { brightness: 10.0, contrast: 1.2 }),
+    ];
+
+    println!("image {size}x{size} RGB, tiles {TILE}x{TILE} with halos, {threads} threads\n");
+    println!(
+        "| operation | one tile, 1 thread (MP/s) | whole image, 1 thread (MP/s) | tiled, {threads} threads (MP/s) |"
+    );
+    println!("|---|---:|---:|---:|");
+    let mut blur_whole = 0.0;
+    for (name, op) in catalog {
+        let chain = [op];
+        let halo = ops::chain_halo(&chain);
+        let rect = pipeline::Rect::new(size / 2, size / 2, TILE, TILE);
+        let tile = best(5, || {
+            black_box(ops::process_tile(&chain, image.crop_with_halo(rect, halo), halo));
+        });
+        let whole = best(2, || {
+            black_box(ops::process_whole(&chain, &image));
+        });
+        let spread = best(2, || tiled(&chain, &image, threads));
+        let (t, w, p) = (mp_per_s(tile_pixels, tile), mp_per_s(pixels, whole), mp_per_s(pixels, spread));
+        if blur_whole == 0.0 {
+            blur_whole = w;
+        }
+        println!("| {name} | {t:.1} | {w:.1} | {p:.1} |");
+    }
+
+    // The same 51x51 sigma-8 blur with the image crate, whole image, 1 thread.
+    let rgb = image::RgbImage::from_raw(size, size, image.pixels.clone()).expect("buffer size");
+    let imageops = best(1, || {
+        black_box(image::imageops::blur(&rgb, 8.0));
+    });
+    let dynamic = image::DynamicImage::ImageRgb8(rgb);
+    let dynamic_blur = best(1, || {
+        black_box(dynamic.blur(8.0));
+    });
+    let (a, b) = (mp_per_s(pixels, imageops), mp_per_s(pixels, dynamic_blur));
+    println!("\n| Gaussian blur sigma 8, whole image, 1 thread | MP/s | tilepipe is |");
+    println!("|---|---:|---:|");
+    println!("| tilepipe (libblur fixed point, reflect-101 halo) | {blur_whole:.1} | 1.0x |");
+    println!("| image `imageops::blur` | {a:.1} | {:.1}x faster |", blur_whole / a);
+    println!("| image `DynamicImage::blur` | {b:.1} | {:.1}x faster |", blur_whole / b);
+}
