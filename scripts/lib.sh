@@ -23,7 +23,9 @@ free_port() {
 start_broker() {
   local dir=$1 port=$2
   mkdir -p "$dir"
-  (cd "$dir" && exec nisshi broker \
+  # Its own session: a Ctrl-C in the terminal must not stop the broker before
+  # the server and workers have left their consumer groups.
+  (cd "$dir" && exec setsid nisshi broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine sqlite://broker.db \

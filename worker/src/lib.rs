@@ -148,8 +148,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = beats.await;
     let _ = producer.flush(Duration::from_secs(5));
     // Dropping the consumer commits stored offsets and leaves the group
-    // (blocking), so the others get its partitions at once.
-    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    // (blocking), so the others get its partitions at once. Bounded: with the
+    // broker gone there is no group to leave.
+    let leave = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(Duration::from_secs(10), leave).await.is_err() {
+        warn!(worker = %id, "could not leave the group in time (broker unreachable?)");
+    }
     Ok(())
 }
 

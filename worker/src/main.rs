@@ -1,20 +1,27 @@
+use std::time::Duration;
+
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = worker::Config::parse();
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.cancel();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ran = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        worker::run(config, shutdown).await
     });
-    worker::run(config, shutdown).await
+    // Leaving the group needs the broker; if it is gone, do not wait forever.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    ran
 }
 
 /// Completes on Ctrl-C or SIGTERM.
