@@ -49,11 +49,28 @@ async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppRe
         image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
     ops::validate_chain(&chain)
         .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
-    let info = intake::inspect(&bytes, state.config.min_dimension)?;
+    let info = intake::inspect(&bytes, state.config.limits())?;
+    admit(&state, &info).await?;
     // The client's file name is shown, never used as a path.
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     let job = state.jobs.submit(bytes, &filename, info, chain).await?;
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Refuses new work while the backlog is full, so that one user's flood slows
+/// nobody else's jobs.
+async fn admit(state: &AppState, info: &intake::ImageInfo) -> AppResult<()> {
+    let (active_jobs, queued_tiles) = state.store.backlog().await?;
+    let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
+    if active_jobs >= state.config.max_active_jobs || queued_tiles + tiles > state.config.max_queued_tiles {
+        return Err(AppError::Busy {
+            retry_after_secs: 10,
+            message: format!(
+                "the server is busy ({active_jobs} jobs and {queued_tiles} tiles waiting); try again shortly"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {

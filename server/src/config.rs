@@ -37,6 +37,23 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_MIN_DIMENSION", default_value_t = 1024)]
     pub min_dimension: u32,
 
+    /// Largest accepted width or height in pixels.
+    #[arg(long, env = "TILEPIPE_MAX_DIMENSION", default_value_t = 65_535)]
+    pub max_dimension: u32,
+
+    /// Largest accepted image in pixels (width x height), checked from the
+    /// file's header before anything is decoded.
+    #[arg(long, env = "TILEPIPE_MAX_PIXELS", default_value_t = 300_000_000)]
+    pub max_pixels: u64,
+
+    /// Jobs queued or running at once; beyond it uploads get 503 and Retry-After.
+    #[arg(long, env = "TILEPIPE_MAX_ACTIVE_JOBS", default_value_t = 64)]
+    pub max_active_jobs: u64,
+
+    /// Tiles waiting for workers across all jobs; beyond it uploads get 503.
+    #[arg(long, env = "TILEPIPE_MAX_QUEUED_TILES", default_value_t = 20_000)]
+    pub max_queued_tiles: u64,
+
     /// Largest accepted upload in bytes.
     #[arg(long, env = "TILEPIPE_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_upload_bytes: usize,
@@ -50,6 +67,14 @@ impl Config {
     /// The defaults, as if no flag or variable were given (for tests and tools).
     pub fn defaults() -> Self {
         Self::parse_from(["server"])
+    }
+
+    pub fn limits(&self) -> crate::intake::Limits {
+        crate::intake::Limits {
+            min_dimension: self.min_dimension,
+            max_dimension: self.max_dimension,
+            max_pixels: self.max_pixels,
+        }
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -11,6 +11,9 @@ use app::api::ApiError;
 pub enum AppError {
     #[error("{message}")]
     Client { status: StatusCode, code: &'static str, message: String },
+    /// The backlog is full: 503 with Retry-After.
+    #[error("{message}")]
+    Busy { retry_after_secs: u32, message: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -33,6 +36,7 @@ impl AppError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             AppError::Client { status, .. } => *status,
+            AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -41,15 +45,24 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let retry_after = match &self {
+            AppError::Busy { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = match self {
             AppError::Client { code, message, .. } => ApiError { error: code.into(), message },
+            AppError::Busy { message, .. } => ApiError { error: "busy".into(), message },
             other => {
                 // Details stay in the log; the client learns only that it was us.
                 tracing::error!(error = %other, "internal error");
                 ApiError { error: "internal".into(), message: "internal server error".into() }
             }
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

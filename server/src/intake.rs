@@ -17,11 +17,20 @@ pub struct ImageInfo {
     pub height: u32,
 }
 
+/// What sizes of image are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub min_dimension: u32,
+    pub max_dimension: u32,
+    pub max_pixels: u64,
+}
+
 const SUPPORTED: &[ImageFormat] =
     &[ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::Gif];
 
-/// Sniffs the format and reads the dimensions without decoding the pixels.
-pub fn inspect(bytes: &[u8], min_dimension: u32) -> Result<ImageInfo, AppError> {
+/// Sniffs the format and reads the dimensions without decoding the pixels, so
+/// a decompression bomb is refused before it costs any memory.
+pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
     if bytes.is_empty() {
         return Err(AppError::bad_request("empty_file", "the uploaded file is empty"));
     }
@@ -32,8 +41,32 @@ pub fn inspect(bytes: &[u8], min_dimension: u32) -> Result<ImageInfo, AppError> 
             "not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF or GIF)",
         )
     })?;
-    let (width, height) =
-        ImageReader::with_format(Cursor::new(bytes), format).into_dimensions().map_err(|e| unreadable(format, e))?;
+    // Decoders are third-party code fed hostile input: a panic is a bad file.
+    // No decoder limits here: only the header is read, and our own limits
+    // below give the clearer answer.
+    let dimensions = std::panic::catch_unwind(|| {
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        reader.no_limits();
+        reader.into_dimensions()
+    })
+    .map_err(|_| unreadable_panic(format))?;
+    let (width, height) = dimensions.map_err(|e| unreadable(format, e))?;
+    if width == 0 || height == 0 {
+        return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "empty_image", "the image has no pixels"));
+    }
+    let Limits { min_dimension, max_dimension, max_pixels } = limits;
+    let pixels = u64::from(width) * u64::from(height);
+    if width > max_dimension || height > max_dimension || pixels > max_pixels {
+        return Err(AppError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            format!(
+                "the image is {width}x{height} ({:.0} megapixels); at most {max_dimension} pixels a side and {:.0} megapixels are accepted",
+                pixels as f64 / 1e6,
+                max_pixels as f64 / 1e6
+            ),
+        ));
+    }
     if width < min_dimension || height < min_dimension {
         return Err(AppError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -44,14 +77,30 @@ pub fn inspect(bytes: &[u8], min_dimension: u32) -> Result<ImageInfo, AppError> 
     Ok(ImageInfo { format, width, height })
 }
 
-/// Decodes the whole image to RGB8.
+/// Decodes the whole image to RGB8. Allocation is bounded by what the header
+/// declared (already checked), so a lying header cannot exhaust memory.
 pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
-    reader.no_limits();
-    let image = reader.decode().map_err(|e| unreadable(info.format, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(info.width);
+    limits.max_image_height = Some(info.height);
+    // Room for the widest decoded layout (16-bit RGBA) plus the RGB8 copy.
+    limits.max_alloc = Some(u64::from(info.width) * u64::from(info.height) * 11 + (64 << 20));
+    reader.limits(limits);
+    let image = std::panic::catch_unwind(move || reader.decode())
+        .map_err(|_| unreadable_panic(info.format))?
+        .map_err(|e| unreadable(info.format, e))?;
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(Frame::new(width, height, rgb.into_raw()))
+}
+
+fn unreadable_panic(format: ImageFormat) -> AppError {
+    AppError::client(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unreadable_image",
+        format!("the {} file is malformed and could not be read", format.extensions_str()[0]),
+    )
 }
 
 fn unreadable(format: ImageFormat, e: image::ImageError) -> AppError {
@@ -85,6 +134,8 @@ mod tests {
         encode_png(&Frame::black(w, h)).unwrap()
     }
 
+    const LIMITS: Limits = Limits { min_dimension: 1024, max_dimension: 65_535, max_pixels: 300_000_000 };
+
     fn code(r: Result<ImageInfo, AppError>) -> (StatusCode, &'static str) {
         match r.unwrap_err() {
             AppError::Client { status, code, .. } => (status, code),
@@ -94,17 +145,78 @@ mod tests {
 
     #[test]
     fn reads_size_from_header() {
-        let info = inspect(&png(1100, 1024), 1024).unwrap();
+        let info = inspect(&png(1100, 1024), LIMITS).unwrap();
         assert_eq!(info, ImageInfo { format: ImageFormat::Png, width: 1100, height: 1024 });
     }
 
     #[test]
     fn refuses_small_empty_and_unknown() {
-        assert_eq!(code(inspect(&png(1023, 2000), 1024)), (StatusCode::UNPROCESSABLE_ENTITY, "image_too_small"));
-        assert_eq!(code(inspect(&[], 1024)), (StatusCode::BAD_REQUEST, "empty_file"));
-        assert_eq!(code(inspect(b"hello, world", 1024)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"));
+        assert_eq!(code(inspect(&png(1023, 2000), LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, "image_too_small"));
+        assert_eq!(code(inspect(&[], LIMITS)), (StatusCode::BAD_REQUEST, "empty_file"));
+        assert_eq!(code(inspect(b"hello, world", LIMITS)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"));
         let truncated = &png(2000, 2000)[..12];
-        assert_eq!(code(inspect(truncated, 1024)), (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_image"));
+        assert_eq!(code(inspect(truncated, LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_image"));
+    }
+
+    #[test]
+    fn odd_but_valid_images_decode_to_rgb() {
+        use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+        let small = Limits { min_dimension: 1, ..LIMITS };
+        let check = |image: DynamicImage, expect: [u8; 3]| {
+            let mut bytes = Vec::new();
+            image.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+            let frame = decode(&bytes, inspect(&bytes, small).unwrap()).unwrap();
+            assert_eq!((frame.width, frame.height), (3, 2));
+            assert_eq!(&frame.pixels[..3], &expect);
+        };
+        check(DynamicImage::ImageLuma8(ImageBuffer::from_pixel(3, 2, Luma([77]))), [77, 77, 77]);
+        check(DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(3, 2, LumaA([90, 10]))), [90, 90, 90]);
+        check(DynamicImage::ImageRgba8(ImageBuffer::from_pixel(3, 2, Rgba([1, 2, 3, 0]))), [1, 2, 3]);
+        // 16 bits per channel: v16 becomes round(v16 / 257).
+        check(DynamicImage::ImageRgb16(ImageBuffer::from_pixel(3, 2, Rgb([0xffff, 0x8080, 257]))), [255, 128, 1]);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let mut bomb = encode_png(&Frame::black(1, 1)).unwrap();
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        // The CRC no longer matches; the dimensions are still read first.
+        match inspect(&bomb, LIMITS) {
+            Err(AppError::Client { code, .. }) => assert!(["image_too_large", "unreadable_image"].contains(&code)),
+            other => panic!("bomb accepted: {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Intake fuzzing: random bytes, and valid PNG/JPEG/BMP files with
+        /// bytes overwritten, never panic; whatever passes the header check
+        /// decodes or fails cleanly.
+        #[test]
+        fn intake_never_panics(
+            format in proptest::sample::select(vec![ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp, ImageFormat::Gif]),
+            edits in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 0..12),
+            cut in 0usize..5000,
+            random in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let small = Limits { min_dimension: 1, max_dimension: 4096, max_pixels: 4_000_000 };
+            let _ = inspect(&random, small);
+            let mut frame = Frame::black(37, 23);
+            frame.pixels.iter_mut().enumerate().for_each(|(i, p)| *p = (i * 31 % 256) as u8);
+            let image = image::RgbImage::from_raw(37, 23, frame.pixels).unwrap();
+            let mut bytes = Vec::new();
+            image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            for (at, value) in edits {
+                let len = bytes.len();
+                bytes[at % len] = value;
+            }
+            bytes.truncate(cut.max(1));
+            if let Ok(info) = inspect(&bytes, small) {
+                let _ = decode(&bytes, info);
+            }
+        }
     }
 
     #[test]
@@ -112,7 +224,7 @@ mod tests {
         let mut frame = Frame::black(40, 30);
         frame.pixels.iter_mut().enumerate().for_each(|(i, p)| *p = i as u8);
         let bytes = encode_png(&frame).unwrap();
-        let info = inspect(&bytes, 1).unwrap();
+        let info = inspect(&bytes, Limits { min_dimension: 1, ..LIMITS }).unwrap();
         assert_eq!(decode(&bytes, info).unwrap(), frame);
     }
 }

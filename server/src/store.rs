@@ -232,6 +232,17 @@ impl Store {
         row.try_into().map(Some)
     }
 
+    /// Jobs queued or running, and the tiles they still wait for.
+    pub async fn backlog(&self) -> sqlx::Result<(u64, u64)> {
+        let (jobs, tiles): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(tiles_total - tiles_done), 0) FROM jobs \
+             WHERE status IN ('queued', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((jobs as u64, tiles as u64))
+    }
+
     pub async fn job(&self, id: &str) -> sqlx::Result<Option<Job>> {
         let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
             .bind(id)

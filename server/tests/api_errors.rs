@@ -63,3 +63,58 @@ async fn bad_uploads_and_ids_get_json_errors() {
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_bombs_floods_and_oversized_uploads() {
+    let broker = Broker::start();
+    let server = TestServer::start_with(&broker, &unique_prefix("limits"), |c| {
+        c.max_upload_bytes = 8 << 20;
+        c.max_pixels = 50_000_000;
+        c.max_active_jobs = 1;
+    })
+    .await;
+
+    // A 100000x100000 PNG declared in 57 bytes: refused from its header alone.
+    let bomb = png_header_only(100_000, 100_000);
+    assert!(bomb.len() < 100);
+    let started = std::time::Instant::now();
+    let body = expect_error(server.upload("bomb.png", bomb).await, 413, "image_too_large").await;
+    assert!(body.message.contains("100000x100000"), "{}", body.message);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    expect_error(server.upload("wide.png", png_header_only(70_000, 1_024)).await, 413, "image_too_large").await;
+    let zero = expect_error(server.upload("zero.png", png_header_only(0, 1_024)).await, 422, "unreadable_image").await;
+    assert!(zero.message.contains("dimensions"), "{}", zero.message);
+
+    // A body over the upload limit is cut off with 413 and JSON.
+    let big = vec![0u8; 9 << 20];
+    expect_error(server.upload("big.png", big).await, 413, "too_large").await;
+
+    // A header that lies about the pixels that follow fails the job, not the server.
+    let liar = png_header_only(1_024, 1_024);
+    let created = server.upload("liar.png", liar).await;
+    assert_eq!(created.status(), 201);
+    let job: app::api::Job = created.json().await.unwrap();
+    let failed = eventually("the lying image's job to fail", std::time::Duration::from_secs(20), || async {
+        let j = server.job(&job.id).await;
+        j.status.is_finished().then_some(j)
+    })
+    .await;
+    assert_eq!(failed.status, app::api::JobStatus::Failed);
+    assert!(failed.error.unwrap().contains("could not be read"));
+
+    // One active job allowed: the second waits its turn with 503 and Retry-After.
+    let first = server.upload("one.png", png(&test_image(1024, 1024))).await;
+    assert_eq!(first.status(), 201);
+    let busy = server.upload("two.png", png(&test_image(1024, 1024))).await;
+    assert_eq!(busy.headers()["retry-after"], "10");
+    expect_error(busy, 503, "busy").await;
+
+    // Pages and API answers carry the security headers.
+    for path in ["/", "/api/jobs"] {
+        let r = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
+        assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    }
+    server.stop().await;
+}

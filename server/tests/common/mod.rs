@@ -80,6 +80,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(broker: &Broker, prefix: &str) -> Self {
+        Self::start_with(broker, prefix, |_| {}).await
+    }
+
+    /// Starts a server whose config `tweak` may change first.
+    pub async fn start_with(broker: &Broker, prefix: &str, tweak: impl FnOnce(&mut server::Config)) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut config = server::Config::defaults();
         config.addr = "127.0.0.1:0".parse().unwrap();
@@ -87,6 +92,7 @@ impl TestServer {
         config.brokers = broker.addr.clone();
         config.topic_prefix = prefix.to_owned();
         config.task_partitions = 4;
+        tweak(&mut config);
         let options = server::leptos_options(config.addr).unwrap();
         let server = server::Server::start(config, options).await.expect("server starts");
         let addr = server.local_addr();
@@ -160,6 +166,39 @@ pub fn test_image(width: u32, height: u32) -> pipeline::Frame {
         }
     }
     pipeline::Frame::new(width, height, pixels)
+}
+
+/// A PNG that declares `width` x `height` and holds no pixels: a decompression
+/// bomb's calling card, under a hundred bytes long.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut out, b"IHDR", &ihdr);
+    // An IDAT holding an empty zlib stream: decoders read up to here for the header.
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut out, b"IEND", &[]);
+    out
 }
 
 pub fn png(frame: &pipeline::Frame) -> Vec<u8> {
