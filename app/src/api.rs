@@ -13,6 +13,8 @@ pub enum JobStatus {
     Running,
     Done,
     Failed,
+    /// Stopped by a user; its remaining tiles are skipped.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -22,6 +24,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Done => "done",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -31,12 +34,13 @@ impl JobStatus {
             "running" => JobStatus::Running,
             "done" => JobStatus::Done,
             "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
             _ => return None,
         })
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Done | JobStatus::Failed)
+        matches!(self, JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled)
     }
 }
 
@@ -132,13 +136,15 @@ pub struct TileDone {
 }
 
 /// What `GET /api/events` streams. The SSE event name is the variant's name
-/// in snake case (`job`, `tile`, `worker`); the data is the payload as JSON.
+/// in snake case (`job`, `tile`, `worker`, `job_deleted`); the data is the payload as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
     Job(Job),
     Tile(TileDone),
     Worker(Worker),
+    /// A job was deleted; the payload is its id.
+    JobDeleted(String),
 }
 
 impl Event {
@@ -147,6 +153,7 @@ impl Event {
             Event::Job(_) => "job",
             Event::Tile(_) => "tile",
             Event::Worker(_) => "worker",
+            Event::JobDeleted(_) => "job_deleted",
         }
     }
 }

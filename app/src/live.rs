@@ -44,6 +44,9 @@ impl Live {
         match event {
             Event::Job(job) => self.upsert_job(job),
             Event::Worker(worker) => self.upsert_worker(worker),
+            Event::JobDeleted(id) => self.jobs.update(|jobs| {
+                jobs.remove(&id);
+            }),
             Event::Tile(_) => {}
         }
     }
@@ -74,7 +77,7 @@ fn rank(job: &Job) -> (bool, u32, u8) {
     let status = match job.status {
         crate::api::JobStatus::Queued => 0,
         crate::api::JobStatus::Running => 1,
-        crate::api::JobStatus::Done | crate::api::JobStatus::Failed => 2,
+        crate::api::JobStatus::Done | crate::api::JobStatus::Failed | crate::api::JobStatus::Cancelled => 2,
     };
     (job.finished_at.is_some(), job.tiles_done, status)
 }

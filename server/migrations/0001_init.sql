@@ -4,7 +4,7 @@
 CREATE TABLE jobs (
     id           TEXT PRIMARY KEY NOT NULL,
     filename     TEXT NOT NULL,
-    status       TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     width        INTEGER NOT NULL,
     height       INTEGER NOT NULL,
     tile_size    INTEGER NOT NULL,

@@ -20,7 +20,8 @@ use crate::state::AppState;
 pub fn router(max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/jobs", post(create_job).layer(DefaultBodyLimit::max(max_upload_bytes)).get(list_jobs))
-        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/tiles", get(job_tiles))
         .route("/jobs/{id}/result", get(job_result))
         .route("/workers", get(list_workers))
@@ -94,6 +95,35 @@ fn job_id(id: &str) -> AppResult<String> {
 async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Job>> {
     let id = job_id(&id)?;
     state.store.job(&id).await?.map(Json).ok_or_else(|| AppError::not_found("job"))
+}
+
+/// `POST /api/jobs/{id}/cancel`: stops a queued or running job.
+async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Job>> {
+    let id = job_id(&id)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    if !state.jobs.cancel(&id).await? {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "already_finished",
+            format!("the job is already {}", job.status.as_str()),
+        ));
+    }
+    Ok(Json(state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?))
+}
+
+/// `DELETE /api/jobs/{id}`: removes a finished job's rows and files.
+async fn delete_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<StatusCode> {
+    let id = job_id(&id)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    if !job.status.is_finished() {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "still_running",
+            format!("the job is {}; cancel it before deleting it", job.status.as_str()),
+        ));
+    }
+    state.jobs.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Vec<Tile>>> {

@@ -112,10 +112,11 @@ impl Jobs {
     ) -> anyhow::Result<()> {
         let input = tokio::task::spawn_blocking(move || intake::decode(&bytes, info)).await??;
         let input = Arc::new(input);
+        if !self.store.start_job(id, grid.tiles()).await? {
+            return Ok(()); // cancelled while decoding
+        }
         let assembly = Assembly { grid, output: Frame::black(grid.width, grid.height) };
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(assembly)));
-
-        self.store.start_job(id, grid.tiles()).await?;
         self.emit_job(id).await;
 
         let halo = ops::chain_halo(&ops);
@@ -125,6 +126,9 @@ impl Jobs {
                 let (input, ops) = (Arc::clone(&input), Arc::clone(&ops));
                 let header = TaskHeader { job_id: id.to_owned(), tile, rect, halo, ops: ops.to_vec() };
                 async move {
+                    if !self.is_active(id) {
+                        return anyhow::Ok(()); // cancelled mid-dispatch
+                    }
                     let payload = tokio::task::spawn_blocking(move || {
                         Task { header, input: input.crop_with_halo(rect, halo) }.encode()
                     })
@@ -225,15 +229,43 @@ impl Jobs {
             anyhow::Ok(())
         };
         match written.await {
-            Ok(()) => {
-                if let Err(e) = self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
-                    warn!(job = %id, error = %e, "marking job done");
+            Ok(()) => match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
+                Ok(true) => {
+                    info!(job = %id, "job done");
+                    self.emit_job(id).await;
                 }
-                info!(job = %id, "job done");
-                self.emit_job(id).await;
-            }
+                Ok(false) => {} // cancelled meanwhile
+                Err(e) => warn!(job = %id, error = %e, "marking job done"),
+            },
             Err(e) => self.fail(id, &format!("writing the result failed: {e}")).await,
         }
+    }
+
+    fn is_active(&self, id: &str) -> bool {
+        self.active.lock().expect("lock").contains_key(id)
+    }
+
+    /// Stops an unfinished job: its unsent tiles are not sent and results
+    /// still in flight are ignored. False if it had already finished.
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<bool> {
+        let cancelled = self.store.finish_job(id, JobStatus::Cancelled, None, now_ms()).await?;
+        if cancelled {
+            self.active.lock().expect("lock").remove(id);
+            info!(job = %id, "job cancelled");
+            self.emit_job(id).await;
+        }
+        Ok(cancelled)
+    }
+
+    /// Removes a finished job's rows and files together.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.store.delete_job(id).await?;
+        match tokio::fs::remove_dir_all(self.jobs_dir.join(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        self.events.emit(Event::JobDeleted(id.to_owned()));
+        Ok(())
     }
 
     async fn fail(&self, id: &str, reason: &str) {

@@ -162,8 +162,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records a job's tiles and marks it running, in one transaction.
-    pub async fn start_job(&self, job_id: &str, tiles: impl Iterator<Item = (u32, Rect)>) -> sqlx::Result<()> {
+    /// Records a job's tiles and marks it running, in one transaction; false
+    /// (and nothing recorded) if the job is no longer queued, e.g. cancelled.
+    pub async fn start_job(&self, job_id: &str, tiles: impl Iterator<Item = (u32, Rect)>) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         for (idx, r) in tiles {
             sqlx::query(
@@ -179,21 +180,43 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
+        let started = sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
             .bind(job_id)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+            .await?
+            .rows_affected()
+            == 1;
+        if started {
+            tx.commit().await?;
+        }
+        Ok(started)
     }
 
-    pub async fn finish_job(&self, job_id: &str, status: JobStatus, error: Option<&str>, at: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(at)
-            .bind(job_id)
-            .execute(&self.pool)
-            .await?;
+    /// Moves an unfinished job to a final status; false if it had already
+    /// finished (a job ends once: done, failed or cancelled).
+    pub async fn finish_job(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<&str>,
+        at: i64,
+    ) -> sqlx::Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ? \
+             WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(at)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Deletes a job and its tiles.
+    pub async fn delete_job(&self, job_id: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE id = ?").bind(job_id).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -1,0 +1,89 @@
+//! Many jobs at once, and a job's end by cancel and delete.
+
+mod common;
+
+use std::time::Duration;
+
+use app::api::{ApiError, Job, JobStatus};
+use common::*;
+use pipeline::{Operation, ops};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_jobs_all_complete_without_cross_talk() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("many");
+    let server = TestServer::start(&broker, &prefix).await;
+    let workers = [TestWorker::start(&broker, &prefix, "m-1"), TestWorker::start(&broker, &prefix, "m-2")];
+
+    // Twenty different images (different sizes and content), uploaded at once.
+    let images: Vec<_> = (0..20u32).map(|i| test_image(1024 + 37 * i, 1024 + 11 * i)).collect();
+    let names: Vec<String> = (0..images.len()).map(|i| format!("img-{i}.png")).collect();
+    let uploads = images.iter().zip(&names).map(|(image, name)| server.upload(name, png(image)));
+    let mut jobs = Vec::new();
+    for response in futures::future::join_all(uploads).await {
+        assert_eq!(response.status(), 201);
+        jobs.push(response.json::<Job>().await.unwrap());
+    }
+
+    for (job, image) in jobs.iter().zip(&images) {
+        let done = eventually("every job to finish", Duration::from_secs(180), || async {
+            let j = server.job(&job.id).await;
+            j.status.is_finished().then_some(j)
+        })
+        .await;
+        assert_eq!(done.status, JobStatus::Done, "{}: {:?}", done.filename, done.error);
+        assert_eq!(done.tiles_done, done.tiles_total);
+        let bytes =
+            reqwest::get(server.url(&format!("/api/jobs/{}/result", job.id))).await.unwrap().bytes().await.unwrap();
+        let result = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        let expected = ops::process_whole(&[Operation::default()], image);
+        assert!(result.as_raw() == &expected.pixels, "{} does not match its own image", done.filename);
+    }
+    let stats: app::api::Stats = reqwest::get(server.url("/api/stats")).await.unwrap().json().await.unwrap();
+    let tiles: u32 = jobs.iter().map(|j| j.tiles_total).sum();
+    assert_eq!((stats.jobs_done, stats.tiles_done), (20, u64::from(tiles)));
+
+    for w in workers {
+        w.stop().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_cancelled_then_deleted_with_its_files() {
+    let broker = Broker::start();
+    // No worker: the job stays running until it is cancelled.
+    let server = TestServer::start(&broker, &unique_prefix("cancel")).await;
+    let client = reqwest::Client::new();
+
+    let job: Job = server.upload("slow.png", png(&test_image(1500, 1500))).await.json().await.unwrap();
+    eventually("the job to run", Duration::from_secs(30), || async {
+        (server.job(&job.id).await.status == JobStatus::Running).then_some(())
+    })
+    .await;
+    let job_dir = server.data.path().join("jobs").join(&job.id);
+    assert!(job_dir.join("input.png").exists());
+
+    let running_delete = client.delete(server.url(&format!("/api/jobs/{}", job.id))).send().await.unwrap();
+    assert_eq!(running_delete.status(), 409);
+    assert_eq!(running_delete.json::<ApiError>().await.unwrap().error, "still_running");
+
+    let cancel = client.post(server.url(&format!("/api/jobs/{}/cancel", job.id))).send().await.unwrap();
+    assert_eq!(cancel.status(), 200);
+    let cancelled: Job = cancel.json().await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+
+    let again = client.post(server.url(&format!("/api/jobs/{}/cancel", job.id))).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<ApiError>().await.unwrap().error, "already_finished");
+
+    let deleted = client.delete(server.url(&format!("/api/jobs/{}", job.id))).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(reqwest::get(server.url(&format!("/api/jobs/{}", job.id))).await.unwrap().status(), 404);
+    assert!(!job_dir.exists(), "the job's files are gone");
+    let jobs: Vec<Job> = reqwest::get(server.url("/api/jobs")).await.unwrap().json().await.unwrap();
+    assert!(jobs.is_empty());
+
+    server.stop().await;
+}
