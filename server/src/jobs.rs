@@ -166,11 +166,15 @@ impl Jobs {
                 }
             };
             match TileResult::decode(message.payload().unwrap_or_default()) {
+                // The offset is stored only once the result is recorded: while
+                // the store fails, retry rather than move past it.
                 Ok(result) => {
-                    if let Err(e) = self.accept(result).await {
-                        // The store is failing: leave the offset so the result is replayed.
-                        warn!(error = %e, "recording a result failed");
-                        continue;
+                    while let Err(e) = self.accept(&result).await {
+                        warn!(error = %e, job = %result.header.job_id, tile = result.header.tile, "recording a result failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return self.close(consumer),
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, offset = message.offset(), "skipping malformed result"),
@@ -179,10 +183,15 @@ impl Jobs {
                 warn!(error = %e, "storing result offset");
             }
         }
+        self.close(consumer);
+    }
+
+    /// Leaves the group (blocking, so off the reactor).
+    fn close(&self, consumer: StreamConsumer) {
         tokio::task::spawn_blocking(move || drop(consumer));
     }
 
-    async fn accept(self: &Arc<Self>, result: TileResult) -> anyhow::Result<()> {
+    async fn accept(self: &Arc<Self>, result: &TileResult) -> anyhow::Result<()> {
         let TileResult { header: h, output } = result;
         let Some(assembly) = self.active.lock().expect("lock").get(&h.job_id).cloned() else {
             // A job that finished already (a duplicate) or that this master never started.
@@ -194,7 +203,7 @@ impl Jobs {
                 warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid; ignored");
                 return Ok(());
             }
-            a.output.paste(h.rect.x, h.rect.y, &output);
+            a.output.paste(h.rect.x, h.rect.y, output);
         }
         let Some(job) = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await? else {
             return Ok(()); // duplicate
@@ -202,14 +211,14 @@ impl Jobs {
         self.events.emit(Event::Tile(TileDone {
             job_id: h.job_id.clone(),
             tile: h.tile,
-            worker_id: h.worker_id,
+            worker_id: h.worker_id.clone(),
             elapsed_ms: h.elapsed_ms,
         }));
         let complete = job.tiles_done == job.tiles_total;
         self.events.emit(Event::Job(job));
         if complete {
-            let this = Arc::clone(self);
-            tokio::spawn(async move { this.finish(&h.job_id).await });
+            let (this, id) = (Arc::clone(self), h.job_id.clone());
+            tokio::spawn(async move { this.finish(&id).await });
         }
         Ok(())
     }

@@ -42,6 +42,14 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
         let store = Store::open(&config.database_path()).await.context("opening the database")?;
+        // Jobs are not yet resumed after a restart: say so rather than leave
+        // them running forever (and counting against the backlog).
+        let interrupted = store
+            .fail_unfinished("interrupted by a server restart; please submit the image again", jobs::now_ms())
+            .await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(jobs = ?interrupted, "failed jobs interrupted by the last shutdown");
+        }
         let topics = Topics::new(&config.topic_prefix);
         kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
         let producer = kafka::producer(&config.brokers)?;

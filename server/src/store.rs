@@ -214,6 +214,19 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
+    /// Fails every job left queued or running (by a previous run of the
+    /// server); returns their ids.
+    pub async fn fail_unfinished(&self, reason: &str, at: i64) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? \
+             WHERE status IN ('queued', 'running') RETURNING id",
+        )
+        .bind(reason)
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Deletes a job and its tiles.
     pub async fn delete_job(&self, job_id: &str) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = ?").bind(job_id).execute(&self.pool).await?;

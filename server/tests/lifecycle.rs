@@ -50,6 +50,25 @@ async fn twenty_concurrent_jobs_all_complete_without_cross_talk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_interrupted_jobs_with_a_reason() {
+    let broker = Broker::start();
+    let server = TestServer::start(&broker, &unique_prefix("restart")).await;
+    let job: Job = server.upload("left.png", png(&test_image(1024, 1024))).await.json().await.unwrap();
+    eventually("the job to run", Duration::from_secs(30), || async {
+        (server.job(&job.id).await.status == JobStatus::Running).then_some(())
+    })
+    .await;
+
+    let server = server.restart(&broker).await;
+    let after = server.job(&job.id).await;
+    assert_eq!(after.status, JobStatus::Failed);
+    assert!(after.error.unwrap().contains("restart"));
+    // It no longer counts against the backlog, and the server takes new work.
+    assert_eq!(server.upload("next.png", png(&test_image(1024, 1024))).await.status(), 201);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_cancelled_then_deleted_with_its_files() {
     let broker = Broker::start();
     // No worker: the job stays running until it is cancelled.

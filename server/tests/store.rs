@@ -95,3 +95,15 @@ async fn workers_turn_lost_after_the_timeout() {
     let workers = at(200_500).await.unwrap();
     assert_eq!((workers.len(), workers[0].status), (1, WorkerStatus::Alive));
 }
+
+#[tokio::test]
+async fn unfinished_jobs_are_failed_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_job(&dir, "job-3").await;
+    let failed = store.fail_unfinished("interrupted", 9_000).await.unwrap();
+    assert_eq!(failed, ["job-3"]);
+    let job = store.job("job-3").await.unwrap().unwrap();
+    assert_eq!((job.status, job.error.as_deref()), (JobStatus::Failed, Some("interrupted")));
+    assert_eq!(store.backlog().await.unwrap(), (0, 0));
+    assert!(store.fail_unfinished("again", 9_001).await.unwrap().is_empty());
+}

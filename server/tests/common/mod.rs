@@ -85,7 +85,23 @@ impl TestServer {
 
     /// Starts a server whose config `tweak` may change first.
     pub async fn start_with(broker: &Broker, prefix: &str, tweak: impl FnOnce(&mut server::Config)) -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), broker, prefix, tweak).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory.
+    pub async fn restart(self, broker: &Broker) -> Self {
+        let (data, prefix) = (self.data, self.prefix);
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+        Self::start_in(data, broker, &prefix, |_| {}).await
+    }
+
+    async fn start_in(
+        data: tempfile::TempDir,
+        broker: &Broker,
+        prefix: &str,
+        tweak: impl FnOnce(&mut server::Config),
+    ) -> Self {
         let mut config = server::Config::defaults();
         config.addr = "127.0.0.1:0".parse().unwrap();
         config.data_dir = data.path().to_owned();
