@@ -59,8 +59,10 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, St
 }
 
 /// Uploads an image as a new job.
-pub async fn upload(file: web_sys::File) -> Result<Job, String> {
+pub async fn upload(file: web_sys::File, ops: &[pipeline::Operation]) -> Result<Job, String> {
     let form = web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
+    let ops = serde_json::to_string(ops).map_err(|e| e.to_string())?;
+    form.append_with_str("ops", &ops).map_err(|_| "the browser cannot build a form".to_owned())?;
     form.append_with_blob_and_filename("image", &file, &file.name())
         .map_err(|_| "the browser cannot read the file".to_owned())?;
     let response = Request::post("/api/jobs")
@@ -70,6 +72,21 @@ pub async fn upload(file: web_sys::File) -> Result<Job, String> {
         .await
         .map_err(|e| format!("the upload failed: {e}"))?;
     parse(response).await
+}
+
+/// Cancels a running job.
+pub async fn cancel(id: &str) -> Result<Job, String> {
+    let response = Request::post(&format!("/api/jobs/{id}/cancel")).send().await.map_err(|e| e.to_string())?;
+    parse(response).await
+}
+
+/// Deletes a finished job.
+pub async fn delete(id: &str) -> Result<(), String> {
+    let response = Request::delete(&format!("/api/jobs/{id}")).send().await.map_err(|e| e.to_string())?;
+    if response.ok() {
+        return Ok(());
+    }
+    parse::<()>(response).await
 }
 
 /// The body as `T`, or the server's error message in words.

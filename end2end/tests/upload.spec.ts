@@ -23,6 +23,42 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   expect(download.suggestedFilename()).toBe("generated-tilepipe.png");
 });
 
+test("a custom chain runs, and the finished job can be deleted from the dashboard", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+
+  // Replace the default blur with grayscale then a 9x9 blur.
+  await page.getByRole("button", { name: "Remove Gaussian blur 51×51" }).click();
+  await expect(page.locator("#chain li")).toHaveCount(0);
+  await page.locator("#op-kind").selectOption("grayscale");
+  await page.locator("#op-add").click();
+  await page.locator("#op-kind").selectOption("gaussian_blur");
+  await page.locator("#op-size").fill("9");
+  await page.locator("#op-add").click();
+  await expect(page.locator("#chain li span")).toHaveText(["Grayscale", "Gaussian blur 9×9"]);
+
+  const transfer = await generatedImageTransfer(page, 1100, 1024, "chain.png");
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  await expect(page.locator("#percent")).toHaveText("100 %", { timeout: 90_000 });
+  await expect(page.locator(".job-card .ops")).toHaveText("Grayscale → Gaussian blur 9×9");
+
+  await page.getByRole("link", { name: "Dashboard" }).click();
+  const row = page.locator("#jobs tr.job", { hasText: "chain.png" });
+  await expect(row).toHaveAttribute("data-status", "done");
+  await row.getByRole("button", { name: "Delete chain.png" }).click();
+  await expect(row).toHaveCount(0);
+});
+
+test("an invalid step is refused with the parameter's name", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  await page.locator("#op-size").fill("50");
+  await page.locator("#op-add").click();
+  const transfer = await generatedImageTransfer(page, 1024, 1024, "even.png");
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  await expect(page.locator("#error")).toContainText("gaussian_blur.kernel must be an odd number");
+});
+
 test("an image below 1024x1024 is refused with the server's words", async ({ page }) => {
   await page.goto("/");
   await waitForLive(page);

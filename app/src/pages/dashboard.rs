@@ -9,6 +9,8 @@ use crate::pages::{human_bytes, human_duration};
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let live = Live::get();
+    // The last action's error, in words.
+    let problem = RwSignal::new(None::<String>);
 
     let workers = move || {
         let mut list: Vec<_> = live.workers.with(|w| w.values().cloned().collect());
@@ -53,20 +55,40 @@ pub fn Dashboard() -> impl IntoView {
                 </tbody>
             </table>
             <h2>"Jobs"</h2>
+            {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
             <table id="jobs">
                 <thead>
-                    <tr><th>"Image"</th><th>"Size"</th><th>"Status"</th><th>"Progress"</th><th>"Duration"</th></tr>
+                    <tr><th>"Image"</th><th>"Size"</th><th>"Status"</th><th>"Progress"</th><th>"Duration"</th><th><span class="sr-only">"Actions"</span></th></tr>
                 </thead>
                 <tbody>
                     {move || {
                         let list = jobs();
                         if list.is_empty() {
-                            return view! { <tr><td colspan="5" class="empty">"No jobs yet."</td></tr> }.into_any();
+                            return view! { <tr><td colspan="6" class="empty">"No jobs yet."</td></tr> }.into_any();
                         }
                         list.into_iter().map(|j| {
                             let percent = j.progress();
                             let end = j.finished_at.unwrap_or_else(|| live.now.get());
                             let done = j.status == JobStatus::Done;
+                            let finished = j.status.is_finished();
+                            let id = j.id.clone();
+                            let act = move |_| {
+                                let id = id.clone();
+                                problem.set(None);
+                                #[cfg(feature = "hydrate")]
+                                leptos::task::spawn_local(async move {
+                                    let outcome = if finished {
+                                        crate::client::delete(&id).await
+                                    } else {
+                                        crate::client::cancel(&id).await.map(|job| live.upsert_job(job))
+                                    };
+                                    if let Err(message) = outcome {
+                                        problem.set(Some(message));
+                                    }
+                                });
+                                #[cfg(not(feature = "hydrate"))]
+                                let _ = id;
+                            };
                             view! {
                                 <tr class="job" data-status=j.status.as_str()>
                                     <td>
@@ -83,6 +105,12 @@ pub fn Dashboard() -> impl IntoView {
                                         {format!("{}/{}", j.tiles_done, j.tiles_total)}
                                     </td>
                                     <td>{if end > 0 { human_duration(end - j.created_at) } else { "—".into() }}</td>
+                                    <td>
+                                        <button type="button" class="small" on:click=act
+                                            aria-label=format!("{} {}", if finished { "Delete" } else { "Cancel" }, j.filename)>
+                                            {if finished { "Delete" } else { "Cancel" }}
+                                        </button>
+                                    </td>
                                 </tr>
                             }
                         }).collect_view().into_any()

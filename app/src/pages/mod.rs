@@ -1,3 +1,4 @@
+pub mod chain;
 pub mod dashboard;
 pub mod upload;
 

@@ -3,6 +3,8 @@
 use leptos::prelude::*;
 
 use crate::api::{Job, JobStatus};
+use crate::pages::chain::{ChainEditor, describe};
+use pipeline::Operation;
 use crate::live::Live;
 use crate::pages::{human_bytes, human_duration};
 
@@ -20,6 +22,7 @@ pub fn UploadPage() -> impl IntoView {
     let live = Live::get();
     let phase = RwSignal::new(Phase::Idle);
     let dragging = RwSignal::new(false);
+    let chain = RwSignal::new(vec![Operation::default()]);
 
     let job = Memo::new(move |_| match phase.get() {
         Phase::Submitted(id) => live.jobs.with(|jobs| jobs.get(&id).cloned()),
@@ -31,7 +34,7 @@ pub fn UploadPage() -> impl IntoView {
         dragging.set(false);
         #[cfg(feature = "hydrate")]
         if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-            start(file, phase, live);
+            start(file, chain.get_untracked(), phase, live);
         }
     };
     let on_pick = move |ev: leptos::ev::Event| {
@@ -40,7 +43,7 @@ pub fn UploadPage() -> impl IntoView {
             use wasm_bindgen::JsCast;
             let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
             if let Some(file) = input.as_ref().and_then(|i| i.files()).and_then(|f| f.get(0)) {
-                start(file, phase, live);
+                start(file, chain.get_untracked(), phase, live);
             }
             if let Some(input) = input {
                 input.set_value("");
@@ -55,8 +58,9 @@ pub fn UploadPage() -> impl IntoView {
             <h1>"Blur a large image, tile by tile"</h1>
             <p class="lede">
                 "Drop an image of at least 1024×1024 pixels. The master cuts it into tiles, "
-                "workers blur them (51×51 Gaussian) and the result is stitched back without seams."
+                "workers process them and the result is stitched back without seams."
             </p>
+            <ChainEditor chain=chain />
             <label
                 id="dropzone"
                 class="dropzone"
@@ -89,10 +93,10 @@ pub fn UploadPage() -> impl IntoView {
 }
 
 #[cfg(feature = "hydrate")]
-fn start(file: web_sys::File, phase: RwSignal<Phase>, live: Live) {
+fn start(file: web_sys::File, chain: Vec<Operation>, phase: RwSignal<Phase>, live: Live) {
     phase.set(Phase::Uploading(file.name()));
     leptos::task::spawn_local(async move {
-        match crate::client::upload(file).await {
+        match crate::client::upload(file, &chain).await {
             Ok(job) => {
                 let id = job.id.clone();
                 live.upsert_job(job);
@@ -124,6 +128,7 @@ fn JobProgress(job: Memo<Option<Job>>) -> impl IntoView {
                     <span class="muted">
                         {format!("{}×{} · {} · {} tiles", job.width, job.height, human_bytes(job.input_bytes), job.tiles_total)}
                     </span>
+                    <span class="muted ops">{job.ops.iter().map(describe).collect::<Vec<_>>().join(" → ")}</span>
                 </div>
                 <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
                     <div class="fill" style:width=format!("{percent:.1}%")></div>
