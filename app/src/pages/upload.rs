@@ -3,10 +3,10 @@
 use leptos::prelude::*;
 
 use crate::api::{Job, JobStatus};
-use crate::pages::chain::{ChainEditor, describe};
-use pipeline::Operation;
 use crate::live::Live;
+use crate::pages::chain::{ChainEditor, describe};
 use crate::pages::{human_bytes, human_duration};
+use pipeline::Operation;
 
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
