@@ -152,19 +152,7 @@ impl Jobs {
     /// Consumes results until `shutdown`; a result's offset is stored only
     /// once it has been recorded, so a crash replays it rather than losing it.
     pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = consumer.recv() => m,
-            };
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "results consumer");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
+        while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
             match TileResult::decode(message.payload().unwrap_or_default()) {
                 // The offset is stored only once the result is recorded: while
                 // the store fails, retry rather than move past it.

@@ -8,7 +8,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
 
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -60,4 +62,26 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         .context("creating Kafka consumer")?;
     rdkafka::consumer::Consumer::subscribe(&consumer, &[topic]).context("subscribing")?;
     Ok(consumer)
+}
+
+/// The consumer's next message, or `None` once `shutdown` is cancelled.
+/// Errors (the broker away, a rebalance) are logged and waited out: librdkafka
+/// reconnects by itself.
+pub async fn next_message<'a>(
+    consumer: &'a StreamConsumer,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<BorrowedMessage<'a>> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            message = consumer.recv() => match message {
+                Ok(message) => return Some(message),
+                Err(e) => {
+                    tracing::warn!(error = %e, consumer = what, "Kafka consumer");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+        }
+    }
 }

@@ -22,19 +22,7 @@ pub async fn consume_heartbeats(
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "heartbeat consumer");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+    while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "heartbeats").await {
         match Heartbeat::decode(message.payload().unwrap_or_default()) {
             Ok(hb) => match store.record_heartbeat(&hb, now_ms(), timeout).await {
                 Ok(worker) => events.emit(Event::Worker(worker)),
