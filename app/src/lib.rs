@@ -55,6 +55,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
                     <Route path=path!("/") view=pages::upload::UploadPage />
                     <Route path=path!("/dashboard") view=pages::dashboard::Dashboard />
+                    <Route path=path!("/jobs/:id") view=pages::job::JobPage />
                 </Routes>
             </main>
         </Router>

@@ -14,6 +14,13 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   await expect(page.locator("#percent")).toHaveText("100 %", { timeout: 90_000 });
   await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done");
 
+  // The job has its own URL: a reload shows the same state.
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await page.reload();
+  await waitForLive(page);
+  await expect(page.locator("#percent")).toHaveText("100 %");
+  await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done");
+
   const downloading = page.waitForEvent("download");
   await page.locator("#download").click();
   const download = await downloading;

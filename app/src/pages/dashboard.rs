@@ -92,11 +92,10 @@ pub fn Dashboard() -> impl IntoView {
                             view! {
                                 <tr class="job" data-status=j.status.as_str()>
                                     <td>
-                                        {if done {
-                                            view! { <a href=format!("/api/jobs/{}/result", j.id)>{j.filename.clone()}</a> }.into_any()
-                                        } else {
-                                            view! { <span>{j.filename.clone()}</span> }.into_any()
-                                        }}
+                                        <a href=format!("/jobs/{}", j.id)>{j.filename.clone()}</a>
+                                        {done.then(|| view! {
+                                            " " <a class="muted small-link" href=format!("/api/jobs/{}/result", j.id) download>"download"</a>
+                                        })}
                                     </td>
                                     <td>{format!("{}×{} · {}", j.width, j.height, human_bytes(j.input_bytes))}</td>
                                     <td><span class=format!("pill {}", j.status.as_str())>{j.status.as_str()}</span></td>

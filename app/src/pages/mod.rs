@@ -1,5 +1,6 @@
 pub mod chain;
 pub mod dashboard;
+pub mod job;
 pub mod upload;
 
 /// "1.4 MB", "512 KB", "37 B".

@@ -1,11 +1,9 @@
-//! The upload page: drop or pick an image, watch its job, download the result.
+//! The upload page: choose the operations, drop or pick an image; the job's
+//! own page (`/jobs/{id}`) takes over once it is accepted.
 
 use leptos::prelude::*;
 
-use crate::api::{Job, JobStatus};
-use crate::live::Live;
-use crate::pages::chain::{ChainEditor, describe};
-use crate::pages::{human_bytes, human_duration};
+use crate::pages::chain::ChainEditor;
 use pipeline::Operation;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -13,28 +11,30 @@ use pipeline::Operation;
 enum Phase {
     Idle,
     Uploading(String),
-    Submitted(String),
     Refused(String),
 }
 
 #[component]
 pub fn UploadPage() -> impl IntoView {
-    let live = Live::get();
+    #[cfg(feature = "hydrate")]
+    let live = crate::live::Live::get();
     let phase = RwSignal::new(Phase::Idle);
     let dragging = RwSignal::new(false);
     let chain = RwSignal::new(vec![Operation::default()]);
 
-    let job = Memo::new(move |_| match phase.get() {
-        Phase::Submitted(id) => live.jobs.with(|jobs| jobs.get(&id).cloned()),
-        _ => None,
-    });
+    #[cfg(feature = "hydrate")]
+    let navigate = leptos_router::hooks::use_navigate();
+    #[cfg(feature = "hydrate")]
+    let start = move |file: web_sys::File| start(file, chain.get_untracked(), phase, live, navigate.clone());
+    #[cfg(feature = "hydrate")]
+    let start_picked = start.clone();
 
     let on_drop = move |ev: leptos::ev::DragEvent| {
         ev.prevent_default();
         dragging.set(false);
         #[cfg(feature = "hydrate")]
         if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-            start(file, chain.get_untracked(), phase, live);
+            start(file);
         }
     };
     let on_pick = move |ev: leptos::ev::Event| {
@@ -43,7 +43,7 @@ pub fn UploadPage() -> impl IntoView {
             use wasm_bindgen::JsCast;
             let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
             if let Some(file) = input.as_ref().and_then(|i| i.files()).and_then(|f| f.get(0)) {
-                start(file, chain.get_untracked(), phase, live);
+                start_picked(file);
             }
             if let Some(input) = input {
                 input.set_value("");
@@ -84,73 +84,28 @@ pub fn UploadPage() -> impl IntoView {
                 Phase::Refused(message) => {
                     view! { <p class="error" id="error" role="alert">{message}</p> }.into_any()
                 }
-                Phase::Submitted(_) => {
-                    view! { <JobProgress job=job /> }.into_any()
-                }
             }}
         </section>
     }
 }
 
 #[cfg(feature = "hydrate")]
-fn start(file: web_sys::File, chain: Vec<Operation>, phase: RwSignal<Phase>, live: Live) {
+fn start(
+    file: web_sys::File,
+    chain: Vec<Operation>,
+    phase: RwSignal<Phase>,
+    live: crate::live::Live,
+    navigate: impl Fn(&str, leptos_router::NavigateOptions) + 'static,
+) {
     phase.set(Phase::Uploading(file.name()));
     leptos::task::spawn_local(async move {
         match crate::client::upload(file, &chain).await {
             Ok(job) => {
-                let id = job.id.clone();
+                let path = format!("/jobs/{}", job.id);
                 live.upsert_job(job);
-                phase.set(Phase::Submitted(id.clone()));
-                // Catch up on anything that happened before the stream saw it.
-                if let Ok(job) = crate::client::get_json::<Job>(&format!("/api/jobs/{id}")).await {
-                    live.upsert_job(job);
-                }
+                navigate(&path, Default::default());
             }
             Err(message) => phase.set(Phase::Refused(message)),
         }
     });
-}
-
-#[component]
-fn JobProgress(job: Memo<Option<Job>>) -> impl IntoView {
-    let live = Live::get();
-    move || {
-        let Some(job) = job.get() else {
-            return view! { <p class="status">"Waiting for the job…"</p> }.into_any();
-        };
-        let percent = job.progress();
-        let status = job.status;
-        let elapsed = job.finished_at.unwrap_or_else(|| live.now.get()) - job.created_at;
-        view! {
-            <div class="job-card" data-status=status.as_str()>
-                <div class="job-head">
-                    <strong>{job.filename.clone()}</strong>
-                    <span class="muted">
-                        {format!("{}×{} · {} · {} tiles", job.width, job.height, human_bytes(job.input_bytes), job.tiles_total)}
-                    </span>
-                    <span class="muted ops">{job.ops.iter().map(describe).collect::<Vec<_>>().join(" → ")}</span>
-                </div>
-                <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
-                    <div class="fill" style:width=format!("{percent:.1}%")></div>
-                </div>
-                <p class="status" id="status">
-                    <span id="percent">{format!("{percent:.0} %")}</span>
-                    " · " {status.as_str()} " · " {job.tiles_done} "/" {job.tiles_total} " tiles · "
-                    {human_duration(elapsed)}
-                </p>
-                {match status {
-                    JobStatus::Done => view! {
-                        <a id="download" class="button" href=format!("/api/jobs/{}/result", job.id) download>
-                            "Download result"
-                        </a>
-                    }.into_any(),
-                    JobStatus::Failed => view! {
-                        <p class="error" role="alert">{job.error.clone().unwrap_or_else(|| "the job failed".into())}</p>
-                    }.into_any(),
-                    _ => ().into_any(),
-                }}
-            </div>
-        }
-        .into_any()
-    }
 }

@@ -1,0 +1,80 @@
+//! A job's page: live progress, its chain, and the result when done. Its URL
+//! is the job's, so a reload (or a link from the dashboard) shows the same
+//! live state.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::JobStatus;
+use crate::live::Live;
+use crate::pages::chain::describe;
+use crate::pages::{human_bytes, human_duration};
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let live = Live::get();
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let job = Memo::new(move |_| live.jobs.with(|jobs| jobs.get(&id()).cloned()));
+    // The snapshot holds only recent jobs: fetch this one in any case.
+    let missing = RwSignal::new(false);
+    Effect::new(move || {
+        let id = id();
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            match crate::client::get_json::<crate::api::Job>(&format!("/api/jobs/{id}")).await {
+                Ok(job) => live.upsert_job(job),
+                Err(_) => missing.set(true),
+            }
+        });
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (id, missing);
+    });
+
+    move || {
+        let Some(job) = job.get() else {
+            return if missing.get() {
+                view! { <p class="error" role="alert">"No such job."</p> }.into_any()
+            } else {
+                view! { <p class="status">"Loading the job…"</p> }.into_any()
+            };
+        };
+        let percent = job.progress();
+        let status = job.status;
+        let elapsed = job.finished_at.unwrap_or_else(|| live.now.get()) - job.created_at;
+        view! {
+            <section class="job">
+                <h1>{job.filename.clone()}</h1>
+                <div class="job-card" data-status=status.as_str()>
+                    <div class="job-head">
+                        <span class="muted">
+                            {format!("{}×{} · {} · {} tiles", job.width, job.height, human_bytes(job.input_bytes), job.tiles_total)}
+                        </span>
+                        <span class="muted ops">{job.ops.iter().map(describe).collect::<Vec<_>>().join(" → ")}</span>
+                    </div>
+                    <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                        <div class="fill" style:width=format!("{percent:.1}%")></div>
+                    </div>
+                    <p class="status" id="status">
+                        <span id="percent">{format!("{percent:.0} %")}</span>
+                        " · " {status.as_str()} " · " {job.tiles_done} "/" {job.tiles_total} " tiles · "
+                        {human_duration(elapsed)}
+                    </p>
+                    {match status {
+                        JobStatus::Done => view! {
+                            <a id="download" class="button" href=format!("/api/jobs/{}/result", job.id) download>
+                                "Download result"
+                            </a>
+                        }.into_any(),
+                        JobStatus::Failed => view! {
+                            <p class="error" role="alert">{job.error.clone().unwrap_or_else(|| "the job failed".into())}</p>
+                        }.into_any(),
+                        _ => ().into_any(),
+                    }}
+                </div>
+                <p><a href="/">"Process another image"</a></p>
+            </section>
+        }
+        .into_any()
+    }
+}
