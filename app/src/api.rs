@@ -124,6 +124,8 @@ pub struct Tile {
     pub worker_id: Option<String>,
     pub elapsed_ms: Option<f64>,
     pub done_at: Option<i64>,
+    /// Times the tile was sent to workers (more than 1: it was retried).
+    pub attempts: u32,
 }
 
 /// A tile finished by a worker.

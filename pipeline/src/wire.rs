@@ -1,10 +1,10 @@
 //! The Kafka wire format. Task and result messages are binary:
 //!
 //! ```text
-//! magic (4 bytes: "TPT1" task, "TPR1" result)
+//! magic (4 bytes: "TPT1" task, "TPR1" result, "TPF1" failure)
 //! header length (u32, little endian)
 //! header (UTF-8 JSON object, that many bytes)
-//! pixels (the rest: raw RGB8, row-major, no padding)
+//! pixels (the rest: raw RGB8, row-major, no padding; none in a failure)
 //! ```
 //!
 //! The JSON header keeps the format easy to read from any language; the pixels
@@ -19,6 +19,7 @@ use crate::ops::Operation;
 
 pub const TASK_MAGIC: &[u8; 4] = b"TPT1";
 pub const RESULT_MAGIC: &[u8; 4] = b"TPR1";
+pub const FAILURE_MAGIC: &[u8; 4] = b"TPF1";
 
 /// One tile to process: `rect` is the tile's place in the image; the pixels
 /// are that rectangle grown by `halo` on every side (mirrored at image edges).
@@ -42,6 +43,23 @@ pub struct ResultHeader {
     pub elapsed_ms: f64,
 }
 
+/// A tile a worker could not process (a malformed task, a failing
+/// operation): the master retries it a bounded number of times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileFailure {
+    pub job_id: String,
+    pub tile: u32,
+    pub worker_id: String,
+    pub error: String,
+}
+
+/// What a worker publishes on the results topic for a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Done(TileResult),
+    Failed(TileFailure),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub worker_id: String,
@@ -61,6 +79,8 @@ pub struct Topics {
     pub tasks: String,
     pub results: String,
     pub heartbeats: String,
+    /// Tasks that failed too often, kept for inspection and replay.
+    pub dead_letters: String,
     /// The consumer group all workers join to share the tasks.
     pub workers_group: String,
     /// The master's consumer group for results.
@@ -73,6 +93,7 @@ impl Topics {
             tasks: format!("{prefix}tasks"),
             results: format!("{prefix}results"),
             heartbeats: format!("{prefix}heartbeats"),
+            dead_letters: format!("{prefix}dead-letters"),
             workers_group: format!("{prefix}tilepipe-workers"),
             master_group: format!("{prefix}tilepipe-master"),
         }
@@ -128,6 +149,36 @@ impl TileResult {
         let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
         let output = frame(header.rect.width, header.rect.height, pixels)?;
         Ok(TileResult { header, output })
+    }
+}
+
+impl TaskHeader {
+    /// The job and tile a task names, read from its header alone: enough to
+    /// report a task whose pixels or operations are unusable.
+    pub fn peek(bytes: &[u8]) -> Option<(String, u32)> {
+        #[derive(Deserialize)]
+        struct Ids {
+            job_id: String,
+            tile: u32,
+        }
+        let (ids, _): (Ids, _) = decode(TASK_MAGIC, bytes).ok()?;
+        Some((ids.job_id, ids.tile))
+    }
+}
+
+impl TileFailure {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(FAILURE_MAGIC, self, &[])
+    }
+}
+
+impl Reply {
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.starts_with(FAILURE_MAGIC) {
+            let (failure, _): (TileFailure, _) = decode(FAILURE_MAGIC, bytes)?;
+            return Ok(Reply::Failed(failure));
+        }
+        TileResult::decode(bytes).map(Reply::Done)
     }
 }
 
@@ -213,6 +264,22 @@ mod tests {
             output: Frame::new(3, 2, vec![9; 18]),
         };
         assert_eq!(TileResult::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn replies_are_results_or_failures() {
+        let failure = TileFailure { job_id: "j1".into(), tile: 7, worker_id: "w".into(), error: "boom".into() };
+        let bytes = failure.encode();
+        assert_eq!(&bytes[..4], b"TPF1");
+        assert_eq!(Reply::decode(&bytes).unwrap(), Reply::Failed(failure));
+        assert!(matches!(Reply::decode(b"TPX1\0\0\0\0"), Err(WireError::Magic(_))));
+    }
+
+    #[test]
+    fn a_task_with_bad_pixels_still_names_its_tile() {
+        let bytes = task().encode();
+        assert_eq!(TaskHeader::peek(&bytes[..bytes.len() - 3]), Some(("j1".into(), 4)));
+        assert_eq!(TaskHeader::peek(b"garbage"), None);
     }
 
     #[test]

@@ -58,6 +58,17 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_upload_bytes: usize,
 
+    /// Times a tile is sent to workers before it is dead-lettered and its job
+    /// fails (counting retries after failures and after missed deadlines).
+    #[arg(long, env = "TILEPIPE_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Seconds a tile's result may take to arrive once a worker has committed
+    /// its task; past it the tile is sent again.
+    #[arg(long, env = "TILEPIPE_TILE_TIMEOUT_SECS", default_value_t = 30)]
+    pub tile_timeout_secs: u64,
+
     /// Seconds without a heartbeat before a worker is shown as lost.
     #[arg(long, env = "TILEPIPE_WORKER_TIMEOUT_SECS", default_value_t = 15)]
     pub worker_timeout_secs: u64,

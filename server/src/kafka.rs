@@ -1,15 +1,18 @@
 //! Kafka plumbing of the master: topic creation, the producer, the consumers.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 pub fn client_config(brokers: &str) -> ClientConfig {
@@ -27,7 +30,12 @@ pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32)
     let new = |name, partitions| {
         NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", &max_bytes)
     };
-    let wanted = [new(&topics.tasks, task_partitions), new(&topics.results, 4), new(&topics.heartbeats, 1)];
+    let wanted = [
+        new(&topics.tasks, task_partitions),
+        new(&topics.results, 4),
+        new(&topics.heartbeats, 1),
+        new(&topics.dead_letters, 1),
+    ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&wanted, &options).await.context("creating Kafka topics")?;
     for result in results {
@@ -60,8 +68,57 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .create()
         .context("creating Kafka consumer")?;
-    rdkafka::consumer::Consumer::subscribe(&consumer, &[topic]).context("subscribing")?;
+    consumer.subscribe(&[topic]).context("subscribing")?;
     Ok(consumer)
+}
+
+/// Where the workers' group stands in a partition of the tasks topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The group's committed offset (the next task it will take), if any.
+    pub committed: Option<i64>,
+    /// The partition's end: one past its last task.
+    pub end: i64,
+}
+
+/// Reads the workers' group's progress through the tasks topic. Its consumer
+/// never subscribes, so it never joins (or disturbs) that group.
+#[derive(Clone)]
+pub struct TaskProgress {
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl TaskProgress {
+    pub fn new(brokers: &str, topics: &Topics) -> anyhow::Result<Self> {
+        let consumer = client_config(brokers)
+            .set("group.id", &topics.workers_group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating Kafka progress reader")?;
+        Ok(Self { consumer: Arc::new(consumer), topic: topics.tasks.clone() })
+    }
+
+    /// Blocking: a round trip to the broker per partition.
+    pub fn read(&self, partitions: &BTreeSet<i32>) -> KafkaResult<HashMap<i32, Position>> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition(&self.topic, p);
+        }
+        let committed = self.consumer.committed_offsets(list, TIMEOUT)?;
+        partitions
+            .iter()
+            .map(|&p| {
+                let (_, end) = self.consumer.fetch_watermarks(&self.topic, p, TIMEOUT)?;
+                let committed = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                Ok((p, Position { committed, end }))
+            })
+            .collect()
+    }
 }
 
 /// The consumer's next message, or `None` once `shutdown` is cancelled.

@@ -42,25 +42,24 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
         let store = Store::open(&config.database_path()).await.context("opening the database")?;
-        // Jobs are not yet resumed after a restart: say so rather than leave
-        // them running forever (and counting against the backlog).
-        let interrupted = store
-            .fail_unfinished("interrupted by a server restart; please submit the image again", jobs::now_ms())
-            .await?;
-        if !interrupted.is_empty() {
-            tracing::warn!(jobs = ?interrupted, "failed jobs interrupted by the last shutdown");
-        }
         let topics = Topics::new(&config.topic_prefix);
         kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
         let producer = kafka::producer(&config.brokers)?;
         let events = Events::default();
+        let settings = jobs::Settings {
+            tile_size: config.tile_size,
+            max_attempts: config.max_attempts,
+            tile_timeout: Duration::from_secs(config.tile_timeout_secs),
+        };
+        let progress = kafka::TaskProgress::new(&config.brokers, &topics)?;
         let jobs = Arc::new(Jobs::new(
             store.clone(),
             events.clone(),
             producer,
+            progress,
             topics.clone(),
             config.jobs_dir(),
-            config.tile_size,
+            settings,
         ));
 
         let shutdown = CancellationToken::new();
@@ -68,6 +67,9 @@ impl Server {
         let mut background = JoinSet::new();
         let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
+        background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
+        // Jobs a previous run left unfinished carry on from their files.
+        background.spawn(Arc::clone(&jobs).resume_unfinished());
         let heartbeats_group = format!("{}-heartbeats", topics.master_group);
         let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false)?;
         background.spawn(workers::consume_heartbeats(

@@ -39,6 +39,16 @@ struct TileRow {
     pub worker_id: Option<String>,
     pub elapsed_ms: Option<f64>,
     pub done_at: Option<i64>,
+    pub attempts: u32,
+}
+
+/// A tile not done yet, and where its latest task was published.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct PendingTile {
+    pub idx: u32,
+    pub attempts: u32,
+    pub task_partition: Option<i32>,
+    pub task_offset: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -93,6 +103,7 @@ impl From<TileRow> for Tile {
             worker_id: r.worker_id,
             elapsed_ms: r.elapsed_ms,
             done_at: r.done_at,
+            attempts: r.attempts,
         }
     }
 }
@@ -163,7 +174,8 @@ impl Store {
     }
 
     /// Records a job's tiles and marks it running, in one transaction; false
-    /// (and nothing recorded) if the job is no longer queued, e.g. cancelled.
+    /// (and nothing recorded) if the job has finished, e.g. cancelled. A job
+    /// already running (resumed after a restart) keeps its tiles' state.
     pub async fn start_job(&self, job_id: &str, tiles: impl Iterator<Item = (u32, Rect)>) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         for (idx, r) in tiles {
@@ -180,12 +192,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let started = sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let started =
+            sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status IN ('queued', 'running')")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if started {
             tx.commit().await?;
         }
@@ -214,17 +227,60 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Fails every job left queued or running (by a previous run of the
-    /// server); returns their ids.
-    pub async fn fail_unfinished(&self, reason: &str, at: i64) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? \
-             WHERE status IN ('queued', 'running') RETURNING id",
+    /// Ids of the jobs left queued or running, oldest first: after a restart
+    /// they resume in the order they were submitted.
+    pub async fn unfinished_jobs(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The tiles of a job that are not done yet.
+    pub async fn pending_tiles(&self, job_id: &str) -> sqlx::Result<Vec<PendingTile>> {
+        sqlx::query_as(
+            "SELECT idx, attempts, task_partition, task_offset FROM tiles \
+             WHERE job_id = ? AND status <> 'done' ORDER BY idx",
         )
-        .bind(reason)
-        .bind(at)
+        .bind(job_id)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Records that a tile's task was published at `partition`/`offset`;
+    /// returns how many times it has been sent.
+    pub async fn record_dispatch(&self, job_id: &str, idx: u32, partition: i32, offset: i64) -> sqlx::Result<u32> {
+        sqlx::query_scalar(
+            "UPDATE tiles SET attempts = attempts + 1, task_partition = ?, task_offset = ? \
+             WHERE job_id = ? AND idx = ? RETURNING attempts",
+        )
+        .bind(partition)
+        .bind(offset)
+        .bind(job_id)
+        .bind(idx)
+        .fetch_optional(&self.pool)
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    /// Marks a done tile as pending again (its stored pixels were lost).
+    pub async fn reopen_tile(&self, job_id: &str, idx: u32) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE tiles SET status = 'queued', worker_id = NULL, elapsed_ms = NULL, done_at = NULL, \
+             task_partition = NULL, task_offset = NULL WHERE job_id = ? AND idx = ? AND status = 'done'",
+        )
+        .bind(job_id)
+        .bind(idx)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if reopened == 1 {
+            sqlx::query("UPDATE jobs SET tiles_done = tiles_done - 1 WHERE id = ?")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
     }
 
     /// Deletes a job and its tiles.
@@ -299,7 +355,7 @@ impl Store {
 
     pub async fn tiles(&self, job_id: &str) -> sqlx::Result<Vec<Tile>> {
         let rows: Vec<TileRow> = sqlx::query_as(
-            "SELECT idx, x, y, width, height, status, worker_id, elapsed_ms, done_at \
+            "SELECT idx, x, y, width, height, status, worker_id, elapsed_ms, done_at, attempts \
              FROM tiles WHERE job_id = ? ORDER BY idx",
         )
         .bind(job_id)

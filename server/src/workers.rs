@@ -7,7 +7,7 @@ use std::time::Duration;
 use app::api::{Event, WorkerStatus};
 use pipeline::wire::Heartbeat;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -30,7 +30,8 @@ pub async fn consume_heartbeats(
             },
             Err(e) => warn!(error = %e, "skipping malformed heartbeat"),
         }
-        let _ = consumer.store_offset_from_message(&message);
+        // No offsets are stored: a restarted master reads only new heartbeats,
+        // so replayed old ones never show a dead worker alive.
     }
     tokio::task::spawn_blocking(move || drop(consumer));
 }

@@ -1,9 +1,7 @@
 //! Bad input gets a clear 4xx with a JSON message, and the server keeps serving.
 
-mod common;
-
 use app::api::ApiError;
-use common::*;
+use testkit::*;
 
 async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> ApiError {
     assert_eq!(response.status(), status);

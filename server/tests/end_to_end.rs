@@ -2,14 +2,12 @@
 //! 1536x1100 image goes through the whole system and comes back equal, bit
 //! for bit, to the same blur applied to the whole image at once.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
 use app::api::{Event, JobStatus, Worker, WorkerStatus};
-use common::*;
 use pipeline::{Operation, ops};
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_process_an_image_seamlessly() {

@@ -1,12 +1,10 @@
 //! Many jobs at once, and a job's end by cancel and delete.
 
-mod common;
-
 use std::time::Duration;
 
 use app::api::{ApiError, Job, JobStatus};
-use common::*;
 use pipeline::{Operation, ops};
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_jobs_all_complete_without_cross_talk() {
@@ -50,21 +48,25 @@ async fn twenty_concurrent_jobs_all_complete_without_cross_talk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_fails_interrupted_jobs_with_a_reason() {
+async fn a_restart_resumes_a_job_without_sending_its_tiles_again() {
     let broker = Broker::start();
-    let server = TestServer::start(&broker, &unique_prefix("restart")).await;
-    let job: Job = server.upload("left.png", png(&test_image(1024, 1024))).await.json().await.unwrap();
-    eventually("the job to run", Duration::from_secs(30), || async {
-        (server.job(&job.id).await.status == JobStatus::Running).then_some(())
+    let prefix = unique_prefix("restart");
+    // No worker yet: the job's tiles wait in the broker across the restart.
+    let server = TestServer::start(&broker, &prefix).await;
+    let image = test_image(1024, 1024);
+    let job = server.api().submit(&image, &[Operation::default()]).await;
+    eventually("every tile to be sent", Duration::from_secs(30), || async {
+        server.api().tiles(&job.id).await.iter().all(|t| t.attempts == 1).then_some(())
     })
     .await;
 
     let server = server.restart(&broker).await;
-    let after = server.job(&job.id).await;
-    assert_eq!(after.status, JobStatus::Failed);
-    assert!(after.error.unwrap().contains("restart"));
-    // It no longer counts against the backlog, and the server takes new work.
-    assert_eq!(server.upload("next.png", png(&test_image(1024, 1024))).await.status(), 201);
+    assert_eq!(server.job(&job.id).await.status, JobStatus::Running);
+    let worker = TestWorker::start(&broker, &prefix, "after-restart");
+    let done = server.api().finished(&job.id, Duration::from_secs(120)).await;
+    server.api().assert_exact(&done, &image, &[Operation::default()]).await;
+    assert!(server.api().tiles(&job.id).await.iter().all(|t| t.attempts == 1), "a tile was sent twice");
+    worker.stop().await;
     server.stop().await;
 }
 

@@ -97,13 +97,32 @@ async fn workers_turn_lost_after_the_timeout() {
 }
 
 #[tokio::test]
-async fn unfinished_jobs_are_failed_with_a_reason() {
+async fn dispatch_bookkeeping_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_job(&dir, "job-3").await;
-    let failed = store.fail_unfinished("interrupted", 9_000).await.unwrap();
-    assert_eq!(failed, ["job-3"]);
-    let job = store.job("job-3").await.unwrap().unwrap();
-    assert_eq!((job.status, job.error.as_deref()), (JobStatus::Failed, Some("interrupted")));
-    assert_eq!(store.backlog().await.unwrap(), (0, 0));
-    assert!(store.fail_unfinished("again", 9_001).await.unwrap().is_empty());
+    assert_eq!(store.record_dispatch("job-3", 1, 2, 40).await.unwrap(), 1);
+    assert_eq!(store.record_dispatch("job-3", 1, 3, 41).await.unwrap(), 2);
+    assert_eq!(store.record_dispatch("nope", 1, 3, 41).await.unwrap(), 0);
+    store.complete_tile("job-3", 0, "w", 1.0, 1).await.unwrap().unwrap();
+    drop(store);
+
+    let store = Store::open(&dir.path().join("nested/dir/tilepipe.db")).await.unwrap();
+    assert_eq!(store.unfinished_jobs().await.unwrap(), ["job-3"]);
+    let pending = store.pending_tiles("job-3").await.unwrap();
+    assert_eq!(pending.iter().map(|t| t.idx).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!((pending[0].attempts, pending[0].task_partition, pending[0].task_offset), (2, Some(3), Some(41)));
+    assert_eq!((pending[1].attempts, pending[1].task_partition), (0, None));
+    // Resuming a running job keeps its tiles.
+    assert!(store.start_job("job-3", TileGrid::new(1100, 1024, 512).tiles()).await.unwrap());
+    assert_eq!(store.job("job-3").await.unwrap().unwrap().tiles_done, 1);
+
+    // A done tile whose pixels were lost is pending again, once.
+    store.reopen_tile("job-3", 0).await.unwrap();
+    store.reopen_tile("job-3", 0).await.unwrap();
+    assert_eq!(store.job("job-3").await.unwrap().unwrap().tiles_done, 0);
+    assert_eq!(store.pending_tiles("job-3").await.unwrap().len(), 6);
+
+    store.finish_job("job-3", JobStatus::Cancelled, None, 9).await.unwrap();
+    assert!(store.unfinished_jobs().await.unwrap().is_empty());
+    assert!(!store.start_job("job-3", TileGrid::new(1100, 1024, 512).tiles()).await.unwrap());
 }

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use pipeline::ops;
-use pipeline::wire::{Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TileResult, Topics};
+use pipeline::wire::{
+    Heartbeat, MAX_MESSAGE_BYTES, Reply, ResultHeader, Task, TaskHeader, TileFailure, TileResult, Topics,
+};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -113,30 +116,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 continue;
             }
         };
-        let task = match Task::decode(message.payload().unwrap_or_default()) {
-            Ok(task) => task,
+        let payload = message.payload().unwrap_or_default();
+        let reply = match Task::decode(payload) {
+            Ok(task) => {
+                let (job, tile) = (task.header.job_id.clone(), task.header.tile);
+                *status.current.lock().expect("lock") = Some(format!("{job}/{tile}"));
+                let result = process(task, &id).await;
+                *status.current.lock().expect("lock") = None;
+                match result {
+                    Ok(result) => Some(Reply::Done(result)),
+                    Err(e) => {
+                        warn!(job = %job, tile, error = %e, "a tile failed");
+                        Some(Reply::Failed(TileFailure {
+                            job_id: job,
+                            tile,
+                            worker_id: id.clone(),
+                            error: format!("{e:#}"),
+                        }))
+                    }
+                }
+            }
             Err(e) => {
-                warn!(error = %e, offset = message.offset(), "skipping malformed task");
-                let _ = consumer.store_offset_from_message(&message);
-                continue;
+                warn!(error = %e, offset = message.offset(), "a malformed task");
+                // Tell the master if the task says whose it is; else park it.
+                TaskHeader::peek(payload).map(|(job_id, tile)| {
+                    Reply::Failed(TileFailure {
+                        job_id,
+                        tile,
+                        worker_id: id.clone(),
+                        error: format!("malformed task: {e}"),
+                    })
+                })
             }
         };
-        let (job, tile) = (task.header.job_id.clone(), task.header.tile);
-        *status.current.lock().expect("lock") = Some(format!("{job}/{tile}"));
-        let result = process(task, &id).await;
-        *status.current.lock().expect("lock") = None;
-        match result {
-            Ok(result) => {
-                if !publish(&producer, &topics.results, &result, &shutdown).await {
-                    // Shutting down before the broker took it: the tile is not
-                    // marked consumed, so the group hands it to someone else.
-                    break;
-                }
-                status.done.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                warn!(job = %job, tile, error = %e, "skipping a tile that cannot be processed")
-            }
+        let sent = match &reply {
+            Some(reply) => publish(&producer, &topics.results, reply, &shutdown).await,
+            None => dead_letter(&producer, &topics.dead_letters, &message, &shutdown).await,
+        };
+        if !sent {
+            // Shutting down before the broker took it: the task is not marked
+            // consumed, so the group hands it to someone else.
+            break;
+        }
+        if matches!(reply, Some(Reply::Done(_))) {
+            status.done.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = consumer.store_offset_from_message(&message) {
             warn!(error = %e, "storing task offset");
@@ -165,7 +188,7 @@ async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {
     let started = Instant::now();
     let output = tokio::task::spawn_blocking(move || ops::process_tile(&ops, input, halo))
         .await
-        .context("the operation panicked")?;
+        .map_err(|e| anyhow::anyhow!("the operations panicked: {}", panic_message(e)))?;
     Ok(TileResult {
         header: ResultHeader {
             job_id: header.job_id,
@@ -178,15 +201,58 @@ async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {
     })
 }
 
-/// Sends a result, retrying while the broker is away; false if shut down first.
-async fn publish(producer: &FutureProducer, topic: &str, result: &TileResult, shutdown: &CancellationToken) -> bool {
-    let payload = result.encode();
-    let key = format!("{}/{}", result.header.job_id, result.header.tile);
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Sends a reply, retrying while the broker is away; false if shut down first.
+async fn publish(producer: &FutureProducer, topic: &str, reply: &Reply, shutdown: &CancellationToken) -> bool {
+    let (payload, key) = match reply {
+        Reply::Done(r) => (r.encode(), format!("{}/{}", r.header.job_id, r.header.tile)),
+        Reply::Failed(f) => (f.encode(), format!("{}/{}", f.job_id, f.tile)),
+    };
+    send(producer, topic, Some(key.as_bytes()), &payload, None, shutdown).await
+}
+
+/// Parks a task nobody can read on the dead-letter topic, as it came.
+async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some("malformed task") });
+    send(producer, topic, message.key(), message.payload().unwrap_or_default(), Some(headers), shutdown).await
+}
+
+/// Sends a record, retrying while the broker is away; false if shut down first.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+    shutdown: &CancellationToken,
+) -> bool {
     loop {
-        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        let record = FutureRecord {
+            topic,
+            partition: None,
+            payload: Some(payload),
+            key,
+            timestamp: None,
+            headers: headers.clone(),
+        };
         match producer.send(record, Duration::from_secs(10)).await {
             Ok(_) => return true,
-            Err((e, _)) => warn!(error = %e, key = %key, "publishing result; retrying"),
+            Err((e, _)) => warn!(error = %e, topic, "publishing; retrying"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return false,

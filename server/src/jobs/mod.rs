@@ -1,0 +1,396 @@
+//! The master's job engine: a job's life from upload to result.
+//!
+//! A job's input is kept on disk and every finished tile is written next to
+//! it before it is recorded in SQLite (and only then is its Kafka offset
+//! stored), so after a crash a job resumes from the files and the database.
+//! Submodules: `results` takes workers' replies in, `retry` sends tiles again
+//! (after failures and missed deadlines) and dead-letters hopeless ones.
+
+mod results;
+mod retry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use app::api::{Event, Job, JobStatus};
+use futures::{StreamExt, TryStreamExt};
+use pipeline::wire::{Task, TaskHeader, Topics};
+use pipeline::{Frame, Operation, TileGrid, ops};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tracing::{info, warn};
+
+use crate::intake::{self, ImageInfo, Limits};
+use crate::kafka::TaskProgress;
+use crate::sse::Events;
+use crate::store::{NewJob, Store};
+
+/// Tiles being cut and sent at once: enough to keep the producer busy.
+const DISPATCH_CONCURRENCY: usize = 8;
+
+/// How the engine cuts, retries and times out tiles.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub tile_size: u32,
+    pub max_attempts: u32,
+    pub tile_timeout: Duration,
+}
+
+/// What the master knows of one tile of a running job.
+#[derive(Debug, Clone, Copy, Default)]
+struct TileState {
+    done: bool,
+    /// Times its task was published.
+    attempts: u32,
+    /// Partition and offset of its latest task, once the broker has it.
+    placed: Option<(i32, i64)>,
+    /// When the workers' group was first seen past that task.
+    consumed_at: Option<Instant>,
+    /// A (re)publish is under way.
+    sending: bool,
+}
+
+/// A running job: its input, and its output filled in as results arrive.
+struct Active {
+    grid: TileGrid,
+    ops: Arc<[Operation]>,
+    halo: u32,
+    input: Arc<Frame>,
+    output: Frame,
+    tiles: Vec<TileState>,
+    remaining: u32,
+}
+
+impl Active {
+    fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Arc<Frame>)> {
+        let rect = self.grid.tile(tile)?;
+        let header = TaskHeader { job_id: id.to_owned(), tile, rect, halo: self.halo, ops: self.ops.to_vec() };
+        Some((header, Arc::clone(&self.input)))
+    }
+}
+
+/// A running job as the engine's tasks share it.
+type Shared = Arc<Mutex<Active>>;
+
+pub struct Jobs {
+    store: Store,
+    events: Events,
+    producer: FutureProducer,
+    progress: TaskProgress,
+    topics: Topics,
+    jobs_dir: PathBuf,
+    settings: Settings,
+    active: Mutex<HashMap<String, Shared>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Jobs {
+    pub fn new(
+        store: Store,
+        events: Events,
+        producer: FutureProducer,
+        progress: TaskProgress,
+        topics: Topics,
+        jobs_dir: PathBuf,
+        settings: Settings,
+    ) -> Self {
+        Self { store, events, producer, progress, topics, jobs_dir, settings, active: Mutex::default() }
+    }
+
+    pub fn result_path(&self, job_id: &str) -> PathBuf {
+        self.jobs_dir.join(job_id).join("result.png")
+    }
+
+    fn tiles_dir(&self, job_id: &str) -> PathBuf {
+        self.jobs_dir.join(job_id).join("tiles")
+    }
+
+    fn tile_path(&self, job_id: &str, tile: u32) -> PathBuf {
+        self.tiles_dir(job_id).join(format!("{tile}.rgb"))
+    }
+
+    fn get(&self, id: &str) -> Option<Shared> {
+        self.active.lock().expect("lock").get(id).cloned()
+    }
+
+    /// Records a checked upload as a new job and starts it in the background.
+    pub async fn submit(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+        filename: &str,
+        info: ImageInfo,
+        ops: Vec<Operation>,
+    ) -> anyhow::Result<Job> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = self.jobs_dir.join(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
+        tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
+
+        let grid = TileGrid::new(info.width, info.height, self.settings.tile_size);
+        self.store
+            .insert_job(&NewJob {
+                id: &id,
+                filename,
+                width: info.width,
+                height: info.height,
+                tile_size: self.settings.tile_size,
+                ops: &ops,
+                tiles_total: grid.len(),
+                input_bytes: bytes.len() as u64,
+                created_at: now_ms(),
+            })
+            .await?;
+        let job = self.store.job(&id).await?.context("job just inserted")?;
+        self.events.emit(Event::Job(job.clone()));
+        info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
+
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.run(&id, Some((bytes, info))).await });
+        Ok(job)
+    }
+
+    /// Resumes the jobs a previous run of the server left unfinished, one at
+    /// a time (each decodes its whole input).
+    pub async fn resume_unfinished(self: Arc<Self>) {
+        let ids = match self.store.unfinished_jobs().await {
+            Ok(ids) => ids,
+            Err(e) => return warn!(error = %e, "listing unfinished jobs"),
+        };
+        for id in ids {
+            info!(job = %id, "resuming job");
+            self.run(&id, None).await;
+        }
+    }
+
+    /// Starts (or resumes) a job; a job that cannot start fails with the reason.
+    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Vec<u8>, ImageInfo)>) {
+        if let Err(e) = self.start(id, upload).await {
+            warn!(job = %id, error = %e, "job failed before its tiles were sent");
+            self.fail(id, &format!("{e:#}")).await;
+        }
+    }
+
+    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Vec<u8>, ImageInfo)>) -> anyhow::Result<()> {
+        let job = self.store.job(id).await?.context("the job was deleted")?;
+        let input = match upload {
+            Some((bytes, info)) => tokio::task::spawn_blocking(move || intake::decode(&bytes, info)).await??,
+            None => {
+                let bytes = self.read_input(id).await?;
+                tokio::task::spawn_blocking(move || {
+                    let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
+                    intake::decode(&bytes, intake::inspect(&bytes, any_size)?)
+                })
+                .await??
+            }
+        };
+        let grid = TileGrid::new(job.width, job.height, job.tile_size);
+        anyhow::ensure!((input.width, input.height) == (grid.width, grid.height), "the input file changed size");
+        if !self.store.start_job(id, grid.tiles()).await? {
+            return Ok(()); // cancelled while decoding
+        }
+        tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
+
+        let (mut output, mut tiles) =
+            (Frame::black(grid.width, grid.height), vec![TileState::default(); grid.len() as usize]);
+        let pending = self.store.pending_tiles(id).await?;
+        for t in tiles_not_in(&pending, grid.len()) {
+            // Done before a restart: its pixels are on disk (or it is redone).
+            let rect = grid.tile(t).expect("in the grid");
+            match tokio::fs::read(self.tile_path(id, t)).await {
+                Ok(pixels) if pixels.len() == Frame::byte_len(rect.width, rect.height) => {
+                    output.paste(rect.x, rect.y, &Frame::new(rect.width, rect.height, pixels));
+                    tiles[t as usize].done = true;
+                }
+                _ => {
+                    warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");
+                    self.store.reopen_tile(id, t).await?;
+                }
+            }
+        }
+        for p in &pending {
+            let state = &mut tiles[p.idx as usize];
+            state.attempts = p.attempts;
+            state.placed = p.task_partition.zip(p.task_offset);
+        }
+        let remaining = tiles.iter().filter(|t| !t.done).count() as u32;
+        let unsent: Vec<u32> =
+            (0..grid.len()).filter(|&t| !tiles[t as usize].done && tiles[t as usize].placed.is_none()).collect();
+        let active = Active {
+            grid,
+            halo: ops::chain_halo(&job.ops),
+            ops: job.ops.into(),
+            input: Arc::new(input),
+            output,
+            tiles,
+            remaining,
+        };
+        self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(active)));
+        self.emit_job(id).await;
+        if remaining == 0 {
+            let this = Arc::clone(self);
+            let id = id.to_owned();
+            tokio::spawn(async move { this.finish(&id).await });
+            return Ok(());
+        }
+
+        futures::stream::iter(unsent)
+            .map(|tile| self.publish(id, tile))
+            .buffer_unordered(DISPATCH_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        info!(job = %id, tiles = grid.len(), "all tiles dispatched");
+        Ok(())
+    }
+
+    async fn read_input(&self, id: &str) -> anyhow::Result<Vec<u8>> {
+        let mut entries = tokio::fs::read_dir(self.jobs_dir.join(id)).await.context("the job's files are gone")?;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name().to_string_lossy().starts_with("input.") {
+                return Ok(tokio::fs::read(entry.path()).await?);
+            }
+        }
+        anyhow::bail!("the job's input file is gone")
+    }
+
+    /// Publishes a tile's task and records where the broker put it. Does
+    /// nothing if the job stopped or the tile is done.
+    async fn publish(&self, id: &str, tile: u32) -> anyhow::Result<()> {
+        let Some(active) = self.get(id) else { return Ok(()) };
+        let Some((header, input)) = ({
+            let mut a = active.lock().expect("lock");
+            let state = &mut a.tiles[tile as usize];
+            if state.done || state.sending {
+                None
+            } else {
+                state.sending = true;
+                a.task(id, tile)
+            }
+        }) else {
+            return Ok(());
+        };
+        let sent = async {
+            let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
+            let key = format!("{id}/{tile}");
+            let record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
+            let delivery = self
+                .producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("sending tile {tile}: {e}"))?;
+            let (partition, offset) = (delivery.partition, delivery.offset);
+            let attempts = self.store.record_dispatch(id, tile, partition, offset).await?;
+            anyhow::Ok((partition, offset, attempts))
+        }
+        .await;
+        let mut a = active.lock().expect("lock");
+        let state = &mut a.tiles[tile as usize];
+        state.sending = false;
+        let (partition, offset, attempts) = sent?;
+        *state = TileState { placed: Some((partition, offset)), attempts, consumed_at: None, ..*state };
+        Ok(())
+    }
+
+    async fn finish(&self, id: &str) {
+        let Some(active) = self.active.lock().expect("lock").remove(id) else {
+            return;
+        };
+        let path = self.result_path(id);
+        let written = async {
+            let png =
+                tokio::task::spawn_blocking(move || intake::encode_png(&active.lock().expect("lock").output)).await??;
+            // Write then rename: a reader never sees half a file.
+            let partial = path.with_extension("png.partial");
+            tokio::fs::write(&partial, png).await?;
+            tokio::fs::rename(&partial, &path).await?;
+            anyhow::Ok(())
+        };
+        match written.await {
+            Ok(()) => match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
+                Ok(true) => {
+                    info!(job = %id, "job done");
+                    self.remove_tiles(id).await;
+                    self.emit_job(id).await;
+                }
+                Ok(false) => {} // cancelled meanwhile
+                Err(e) => warn!(job = %id, error = %e, "marking job done"),
+            },
+            Err(e) => self.fail(id, &format!("writing the result failed: {e}")).await,
+        }
+    }
+
+    /// Stops an unfinished job: its unsent tiles are not sent and results
+    /// still in flight are ignored. False if it had already finished.
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<bool> {
+        let cancelled = self.store.finish_job(id, JobStatus::Cancelled, None, now_ms()).await?;
+        if cancelled {
+            self.active.lock().expect("lock").remove(id);
+            info!(job = %id, "job cancelled");
+            self.remove_tiles(id).await;
+            self.emit_job(id).await;
+        }
+        Ok(cancelled)
+    }
+
+    /// Removes a finished job's rows and files together.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.store.delete_job(id).await?;
+        match tokio::fs::remove_dir_all(self.jobs_dir.join(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        self.events.emit(Event::JobDeleted(id.to_owned()));
+        Ok(())
+    }
+
+    async fn fail(&self, id: &str, reason: &str) {
+        self.active.lock().expect("lock").remove(id);
+        match self.store.finish_job(id, JobStatus::Failed, Some(reason), now_ms()).await {
+            Ok(true) => {
+                warn!(job = %id, reason, "job failed");
+                self.remove_tiles(id).await;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(job = %id, error = %e, "marking job failed"),
+        }
+        self.emit_job(id).await;
+    }
+
+    /// A finished job's tiles are in its result (or no longer wanted).
+    async fn remove_tiles(&self, id: &str) {
+        match tokio::fs::remove_dir_all(self.tiles_dir(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(job = %id, error = %e, "removing tile files")
+            }
+            _ => {}
+        }
+    }
+
+    async fn emit_job(&self, id: &str) {
+        if let Ok(Some(job)) = self.store.job(id).await {
+            self.events.emit(Event::Job(job));
+        }
+    }
+}
+
+fn encode_task(header: TaskHeader, input: &Frame) -> Vec<u8> {
+    let rect = header.rect;
+    let halo = header.halo;
+    Task { header, input: input.crop_with_halo(rect, halo) }.encode()
+}
+
+/// Tile indices below `total` that are not among `pending`.
+fn tiles_not_in(pending: &[crate::store::PendingTile], total: u32) -> Vec<u32> {
+    let mut done = vec![true; total as usize];
+    for p in pending {
+        if let Some(d) = done.get_mut(p.idx as usize) {
+            *d = false;
+        }
+    }
+    (0..total).filter(|&t| done[t as usize]).collect()
+}

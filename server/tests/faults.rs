@@ -1,0 +1,145 @@
+//! The master and the broker crash or misbehave mid-job; workers fail tiles
+//! or swallow them. Every job still ends exactly right, or fails with a reason.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use app::api::JobStatus;
+use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult, Topics};
+use pipeline::{Operation, ops};
+use rdkafka::Message;
+use testkit::*;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_killed_mid_job_resumes_from_its_files() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("kill-master");
+    let data = tempfile::tempdir().unwrap();
+    let env = [("TILEPIPE_TILE_SIZE", "128".to_owned())];
+    let (mut master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
+    let workers = [TestWorker::start(&broker, &prefix, "k-1"), TestWorker::start(&broker, &prefix, "k-2")];
+
+    let image = test_image(2048, 2048);
+    let job = api.submit(&image, &[Operation::default()]).await;
+    api.progressed(&job.id, 3, DEADLINE).await;
+    let before: HashMap<u32, _> =
+        api.tiles(&job.id).await.into_iter().filter(|t| t.done_at.is_some()).map(|t| (t.idx, t)).collect();
+    master.kill();
+    assert!(before.len() < 256, "the job finished before the master could be killed");
+
+    let (_master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
+    let done = api.finished(&job.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::default()]).await;
+    // Tiles done before the crash were kept, not done again.
+    for tile in api.tiles(&job.id).await {
+        if let Some(earlier) = before.get(&tile.idx) {
+            assert_eq!((&tile.worker_id, tile.done_at), (&earlier.worker_id, earlier.done_at), "tile {}", tile.idx);
+        }
+    }
+    for w in workers {
+        w.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_mid_job_is_survived() {
+    let mut broker = Broker::start();
+    let prefix = unique_prefix("restart-broker");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.tile_size = 128).await;
+    let workers = [TestWorker::start(&broker, &prefix, "b-1"), TestWorker::start(&broker, &prefix, "b-2")];
+    let api = server.api();
+
+    let image = test_image(2048, 2048);
+    let job = api.submit(&image, &[Operation::default()]).await;
+    let before = api.progressed(&job.id, 3, DEADLINE).await;
+    broker.restart();
+    assert!(before.tiles_done < before.tiles_total, "the job finished before the broker restarted");
+
+    let done = api.finished(&job.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::default()]).await;
+    for w in workers {
+        w.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("poison");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.max_attempts = 2).await;
+    let api = server.api();
+    // A worker on which inverting always fails; every other chain works.
+    let faulty = FakeWorker::start(&broker, &prefix, |task| {
+        let h = task.header;
+        Some(if h.ops == [Operation::Invert] {
+            Reply::Failed(TileFailure {
+                job_id: h.job_id,
+                tile: h.tile,
+                worker_id: "faulty".into(),
+                error: "no ink".into(),
+            })
+        } else {
+            let output = ops::process_tile(&h.ops, task.input, h.halo);
+            let header = ResultHeader {
+                job_id: h.job_id,
+                tile: h.tile,
+                rect: h.rect,
+                worker_id: "faulty".into(),
+                elapsed_ms: 1.0,
+            };
+            Reply::Done(TileResult { header, output })
+        })
+    });
+
+    let image = test_image(1024, 1024);
+    let poisoned = api.submit(&image, &[Operation::Invert]).await;
+    let healthy = api.submit(&image, &[Operation::Grayscale]).await;
+
+    let failed = api.finished(&poisoned.id, DEADLINE).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let reason = failed.error.unwrap();
+    assert!(reason.contains("failed 2 times") && reason.contains("no ink"), "{reason}");
+    let done = api.finished(&healthy.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::Grayscale]).await;
+
+    let topics = Topics::new(&prefix);
+    let parked = read_topic(&broker, &topics.dead_letters, DEADLINE, |m| !m.is_empty()).await;
+    let key = std::str::from_utf8(parked[0].key().unwrap()).unwrap();
+    assert!(key.starts_with(&poisoned.id), "{key}");
+    let task = pipeline::wire::Task::decode(parked[0].payload().unwrap()).unwrap();
+    assert_eq!(task.header.ops, [Operation::Invert]);
+    faulty.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tile_taken_but_never_answered_is_sent_again_after_its_deadline() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("deadline");
+    let server = TestServer::start_with(&broker, &prefix, |c| {
+        c.tile_size = 256;
+        c.tile_timeout_secs = 2;
+    })
+    .await;
+    let api = server.api();
+    // A member that takes tasks, commits them, and answers nothing.
+    let black_hole = FakeWorker::start(&broker, &prefix, |_| None);
+    let image = test_image(1024, 1024);
+    let job = api.submit(&image, &[Operation::default()]).await;
+    eventually("the black hole to swallow every tile", DEADLINE, || {
+        std::future::ready((black_hole.seen.load(std::sync::atomic::Ordering::SeqCst) >= 16).then_some(()))
+    })
+    .await;
+    black_hole.stop().await;
+
+    let worker = TestWorker::start(&broker, &prefix, "honest");
+    let done = api.finished(&job.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::default()]).await;
+    for tile in api.tiles(&job.id).await {
+        assert_eq!((tile.attempts, tile.worker_id.as_deref()), (2, Some("honest")), "tile {}", tile.idx);
+    }
+    worker.stop().await;
+}

@@ -1,0 +1,535 @@
+//! Test harness: a real nisshi broker per test, a real server on a free port
+//! with its own SQLite file, and real workers, all on loopback.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::api::{Job, JobStatus, Tile};
+use pipeline::Operation;
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A nisshi broker with SQLite storage in a temporary directory.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = spawn_broker(&dir, port);
+        Self { child, addr: format!("127.0.0.1:{port}"), port, dir }
+    }
+
+    /// Kills the broker and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_broker(&self.dir, self.port);
+    }
+}
+
+fn spawn_broker(dir: &tempfile::TempDir, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new("nisshi")
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://broker.db", "--group-initial-rebalance-delay", "300ms"])
+        .arg("--silent")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nisshi must be on PATH (scripts/setup.sh installs it)");
+    wait_for_port(port, "nisshi");
+    child
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not start listening on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tilepipe binary (server or worker) running as its own process, so a
+/// test can kill it for real.
+pub struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    pub fn spawn(binary: &Path, name: &str, env: &[(&str, String)]) -> Self {
+        let child = Command::new(binary)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Self { child, name: name.to_owned() }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL: no cleanup, no goodbye to the broker.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns its status.
+    pub async fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        eventually(&format!("{} to exit after SIGTERM", self.name), deadline, || {
+            std::future::ready(self.child.try_wait().unwrap())
+        })
+        .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server binary as a process on a free port, with `data` as its data directory.
+pub fn server_process(
+    binary: &Path,
+    broker: &Broker,
+    prefix: &str,
+    data: &Path,
+    env: &[(&str, String)],
+) -> (Process, Api) {
+    let port = free_port();
+    let mut all = vec![
+        ("TILEPIPE_ADDR", format!("127.0.0.1:{port}")),
+        ("TILEPIPE_DATA_DIR", data.display().to_string()),
+        ("TILEPIPE_BROKERS", broker.addr.clone()),
+        ("TILEPIPE_TOPIC_PREFIX", prefix.to_owned()),
+        ("TILEPIPE_TASK_PARTITIONS", "4".to_owned()),
+    ];
+    all.extend(env.iter().cloned());
+    let process = Process::spawn(binary, "server", &all);
+    wait_for_port(port, "the server");
+    (process, Api { base: format!("http://127.0.0.1:{port}") })
+}
+
+/// The worker binary as a process.
+pub fn worker_process(binary: &Path, broker: &Broker, prefix: &str, id: &str) -> Process {
+    let env = [
+        ("TILEPIPE_BROKERS", broker.addr.clone()),
+        ("TILEPIPE_TOPIC_PREFIX", prefix.to_owned()),
+        ("TILEPIPE_WORKER_ID", id.to_owned()),
+        ("TILEPIPE_HEARTBEAT_SECS", "1".to_owned()),
+        ("TILEPIPE_SESSION_TIMEOUT_MS", "6000".to_owned()),
+    ];
+    Process::spawn(binary, id, &env)
+}
+
+/// The JSON API of a running server.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn job(&self, id: &str) -> Job {
+        reqwest::get(self.url(&format!("/api/jobs/{id}"))).await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn tiles(&self, id: &str) -> Vec<Tile> {
+        reqwest::get(self.url(&format!("/api/jobs/{id}/tiles"))).await.unwrap().json().await.unwrap()
+    }
+
+    /// Uploads `bytes` as a file named `name`; returns the raw response.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+        let form = reqwest::multipart::Form::new().part("image", part);
+        reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap()
+    }
+
+    /// Submits `image` with the chain `ops`; the job must be accepted.
+    pub async fn submit(&self, image: &pipeline::Frame, ops: &[Operation]) -> Job {
+        let part = reqwest::multipart::Part::bytes(png(image)).file_name("test.png");
+        let form = reqwest::multipart::Form::new().text("ops", serde_json::to_string(ops).unwrap()).part("image", part);
+        let response = reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap();
+        assert_eq!(response.status(), 201, "upload refused: {}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    /// Waits for the job to finish (done, failed or cancelled).
+    pub async fn finished(&self, id: &str, deadline: Duration) -> Job {
+        eventually("the job to finish", deadline, || async {
+            let job = self.job(id).await;
+            job.status.is_finished().then_some(job)
+        })
+        .await
+    }
+
+    /// Waits until the job has at least `tiles` tiles done.
+    pub async fn progressed(&self, id: &str, tiles: u32, deadline: Duration) -> Job {
+        eventually(&format!("{tiles} tiles done"), deadline, || async {
+            let job = self.job(id).await;
+            (job.tiles_done >= tiles).then_some(job)
+        })
+        .await
+    }
+
+    /// The result image's RGB pixels.
+    pub async fn result(&self, id: &str) -> image::RgbImage {
+        let response = reqwest::get(self.url(&format!("/api/jobs/{id}/result"))).await.unwrap();
+        assert_eq!(response.status(), 200);
+        image::load_from_memory(&response.bytes().await.unwrap()).unwrap().into_rgb8()
+    }
+
+    /// Asserts the job is done and its result equals `ops` applied to the
+    /// whole of `image`, bit for bit.
+    pub async fn assert_exact(&self, job: &Job, image: &pipeline::Frame, ops: &[Operation]) {
+        assert_eq!(job.status, JobStatus::Done, "job did not succeed: {:?}", job.error);
+        assert_eq!(job.tiles_done, job.tiles_total);
+        let result = self.result(&job.id).await;
+        let expected = pipeline::ops::process_whole(ops, image);
+        assert_eq!(result.dimensions(), (image.width, image.height));
+        assert!(result.as_raw() == &expected.pixels, "the result differs from the whole-image result");
+    }
+}
+
+/// A server running in this process on a free port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub data: tempfile::TempDir,
+    pub prefix: String,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(broker: &Broker, prefix: &str) -> Self {
+        Self::start_with(broker, prefix, |_| {}).await
+    }
+
+    /// Starts a server whose config `tweak` may change first.
+    pub async fn start_with(broker: &Broker, prefix: &str, tweak: impl FnOnce(&mut server::Config)) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), broker, prefix, tweak).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory.
+    pub async fn restart(self, broker: &Broker) -> Self {
+        let (data, prefix) = (self.data, self.prefix);
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+        Self::start_in(data, broker, &prefix, |_| {}).await
+    }
+
+    async fn start_in(
+        data: tempfile::TempDir,
+        broker: &Broker,
+        prefix: &str,
+        tweak: impl FnOnce(&mut server::Config),
+    ) -> Self {
+        let mut config = server::Config::defaults();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = data.path().to_owned();
+        config.brokers = broker.addr.clone();
+        config.topic_prefix = prefix.to_owned();
+        config.task_partitions = 4;
+        tweak(&mut config);
+        let options = server::leptos_options(config.addr).unwrap();
+        let server = server::Server::start(config, options).await.expect("server starts");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let handle = tokio::spawn(server.serve(async move { signal.cancelled().await }));
+        Self { addr, base: format!("http://{addr}"), data, prefix: prefix.to_owned(), shutdown, handle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn api(&self) -> Api {
+        Api { base: self.base.clone() }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub async fn job(&self, id: &str) -> Job {
+        self.api().job(id).await
+    }
+
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.api().upload(name, bytes).await
+    }
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    pub fn start(broker: &Broker, prefix: &str, id: &str) -> Self {
+        let config = worker::Config {
+            brokers: broker.addr.clone(),
+            topic_prefix: prefix.to_owned(),
+            worker_id: Some(id.to_owned()),
+            heartbeat_secs: 1,
+            session_timeout_ms: 6_000,
+        };
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(worker::run(config, shutdown.clone()));
+        Self { shutdown, handle }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A deterministic test image with structure at every scale (gradients plus
+/// noise), so any misplaced or missing tile changes the blurred output.
+pub fn test_image(width: u32, height: u32) -> pipeline::Frame {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut pixels = Vec::with_capacity(pipeline::Frame::byte_len(width, height));
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 56) as u32;
+            pixels.push(((x * 255 / width + noise) / 2) as u8);
+            pixels.push(((y * 255 / height + noise) / 2) as u8);
+            pixels.push((((x ^ y) & 0xff) + noise) as u8 / 2);
+        }
+    }
+    pipeline::Frame::new(width, height, pixels)
+}
+
+/// A PNG that declares `width` x `height` and holds no pixels: a decompression
+/// bomb's calling card, under a hundred bytes long.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut out, b"IHDR", &ihdr);
+    // An IDAT holding an empty zlib stream: decoders read up to here for the header.
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+pub fn png(frame: &pipeline::Frame) -> Vec<u8> {
+    server::intake::encode_png(frame).unwrap()
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix(test: &str) -> String {
+    format!("t-{test}-{}-", uuid::Uuid::new_v4().simple())
+}
+
+/// Reads `GET /api/events` in the background until `stop` says an event is
+/// the last one wanted; returns every event seen. The subscription is live
+/// when this returns.
+pub async fn record_events(
+    server: &TestServer,
+    stop: impl Fn(&app::api::Event) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<app::api::Event>> {
+    let mut response = reqwest::get(server.url("/api/events")).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    tokio::spawn(async move {
+        let (mut buffer, mut events) = (String::new(), Vec::new());
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+                let event: app::api::Event = serde_json::from_str(data.trim()).unwrap();
+                let last = stop(&event);
+                events.push(event);
+                if last {
+                    return events;
+                }
+            }
+        }
+        events
+    })
+}
+
+/// A member of the workers' group that is not a tilepipe worker: `reply`
+/// decides what, if anything, goes back for each task (a faulty worker, a
+/// black hole). Like a real worker it commits a task after its reply is sent.
+pub struct FakeWorker {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+    /// Tasks received so far.
+    pub seen: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FakeWorker {
+    pub fn start(
+        broker: &Broker,
+        prefix: &str,
+        reply: impl Fn(pipeline::wire::Task) -> Option<pipeline::wire::Reply> + Send + 'static,
+    ) -> Self {
+        use rdkafka::Message;
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use std::sync::atomic::Ordering;
+
+        let topics = pipeline::wire::Topics::new(prefix);
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("group.id", &topics.workers_group)
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "200")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.message.max.bytes", pipeline::wire::MAX_MESSAGE_BYTES.to_string())
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topics.tasks]).unwrap();
+        let producer = producer(broker);
+        let shutdown = CancellationToken::new();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (stop, count) = (shutdown.clone(), std::sync::Arc::clone(&seen));
+        let handle = tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = consumer.recv() => m.unwrap(),
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let task = pipeline::wire::Task::decode(message.payload().unwrap()).unwrap();
+                let payload = match reply(task) {
+                    Some(pipeline::wire::Reply::Done(r)) => Some(r.encode()),
+                    Some(pipeline::wire::Reply::Failed(f)) => Some(f.encode()),
+                    None => None,
+                };
+                if let Some(payload) = payload {
+                    send(&producer, &topics.results, &payload).await;
+                }
+                consumer.store_offset_from_message(&message).unwrap();
+            }
+            tokio::task::spawn_blocking(move || drop(consumer)).await.unwrap();
+        });
+        Self { shutdown, handle, seen }
+    }
+
+    /// Commits what it took and leaves the group.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap();
+    }
+}
+
+pub fn producer(broker: &Broker) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("message.max.bytes", pipeline::wire::MAX_MESSAGE_BYTES.to_string())
+        .create()
+        .unwrap()
+}
+
+pub async fn send(producer: &rdkafka::producer::FutureProducer, topic: &str, payload: &[u8]) {
+    let record = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+}
+
+/// Reads a topic from the start until `enough` says the messages seen so far
+/// suffice, or fails after `deadline`.
+pub async fn read_topic(
+    broker: &Broker,
+    topic: &str,
+    deadline: Duration,
+    enough: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", pipeline::wire::MAX_MESSAGE_BYTES.to_string())
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let read = async {
+        while !enough(&messages) {
+            messages.push(consumer.recv().await.unwrap().detach());
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| panic!("timed out reading {topic}: {} messages", messages.len()));
+    tokio::task::spawn_blocking(move || drop(consumer)).await.unwrap();
+    messages
+}
