@@ -60,6 +60,24 @@ pub enum Reply {
     Failed(TileFailure),
 }
 
+/// What the master tells every worker on the control topic (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// The job was cancelled or failed: skip its remaining tiles.
+    JobStopped { job_id: String },
+}
+
+impl Control {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("control messages serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub worker_id: String,
@@ -81,6 +99,8 @@ pub struct Topics {
     pub heartbeats: String,
     /// Tasks that failed too often, kept for inspection and replay.
     pub dead_letters: String,
+    /// The master's announcements to all workers (jobs stopped).
+    pub control: String,
     /// The consumer group all workers join to share the tasks.
     pub workers_group: String,
     /// The master's consumer group for results.
@@ -94,6 +114,7 @@ impl Topics {
             results: format!("{prefix}results"),
             heartbeats: format!("{prefix}heartbeats"),
             dead_letters: format!("{prefix}dead-letters"),
+            control: format!("{prefix}control"),
             workers_group: format!("{prefix}tilepipe-workers"),
             master_group: format!("{prefix}tilepipe-master"),
         }
@@ -273,6 +294,13 @@ mod tests {
         assert_eq!(&bytes[..4], b"TPF1");
         assert_eq!(Reply::decode(&bytes).unwrap(), Reply::Failed(failure));
         assert!(matches!(Reply::decode(b"TPX1\0\0\0\0"), Err(WireError::Magic(_))));
+    }
+
+    #[test]
+    fn control_messages_are_tagged_json() {
+        let stop = Control::JobStopped { job_id: "j1".into() };
+        assert_eq!(stop.encode(), br#"{"type":"job_stopped","job_id":"j1"}"#);
+        assert_eq!(Control::decode(&stop.encode()).unwrap(), stop);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32)
         new(&topics.results, 4),
         new(&topics.heartbeats, 1),
         new(&topics.dead_letters, 1),
+        new(&topics.control, 1),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&wanted, &options).await.context("creating Kafka topics")?;

@@ -143,3 +143,21 @@ async fn a_tile_taken_but_never_answered_is_sent_again_after_its_deadline() {
     }
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_the_master_cleanly_and_its_jobs_carry_on_after() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("term-master");
+    let data = tempfile::tempdir().unwrap();
+    let (mut master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &[]);
+    let image = test_image(1024, 1024);
+    let job = api.submit(&image, &[Operation::Grayscale]).await;
+    let status = master.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "server exited with {status}");
+
+    let (_master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &[]);
+    let worker = TestWorker::start(&broker, &prefix, "t-1");
+    let done = api.finished(&job.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::Grayscale]).await;
+    worker.stop().await;
+}

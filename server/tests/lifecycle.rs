@@ -56,7 +56,8 @@ async fn a_restart_resumes_a_job_without_sending_its_tiles_again() {
     let image = test_image(1024, 1024);
     let job = server.api().submit(&image, &[Operation::default()]).await;
     eventually("every tile to be sent", Duration::from_secs(30), || async {
-        server.api().tiles(&job.id).await.iter().all(|t| t.attempts == 1).then_some(())
+        let tiles = server.api().tiles(&job.id).await;
+        (tiles.len() == 4 && tiles.iter().all(|t| t.attempts == 1)).then_some(())
     })
     .await;
 
@@ -107,4 +108,37 @@ async fn a_job_is_cancelled_then_deleted_with_its_files() {
     assert!(jobs.is_empty());
 
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_skip_the_tiles_of_a_cancelled_job() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("skip");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.tile_size = 256).await;
+    let api = server.api();
+    let image = test_image(1024, 1024);
+    // Sent, then cancelled before any worker exists: its 16 tasks wait in the broker.
+    let cancelled = api.submit(&image, &[Operation::default()]).await;
+    eventually("every tile to be sent", Duration::from_secs(30), || async {
+        let tiles = api.tiles(&cancelled.id).await;
+        (tiles.len() == 16 && tiles.iter().all(|t| t.attempts == 1)).then_some(())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let cancel = client.post(api.url(&format!("/api/jobs/{}/cancel", cancelled.id))).send().await.unwrap();
+    assert_eq!(cancel.status(), 200);
+
+    let worker = TestWorker::start(&broker, &prefix, "skipper");
+    let next = api.submit(&image, &[Operation::Invert]).await;
+    let done = api.finished(&next.id, Duration::from_secs(120)).await;
+    api.assert_exact(&done, &image, &[Operation::Invert]).await;
+    // The worker reports only the second job's tiles as processed.
+    let reported = eventually("the worker to report its tiles", Duration::from_secs(30), || async {
+        let workers: Vec<app::api::Worker> = reqwest::get(api.url("/api/workers")).await.unwrap().json().await.unwrap();
+        workers.into_iter().find(|w| w.id == "skipper" && w.tiles_done >= 16).map(|w| w.tiles_done)
+    })
+    .await;
+    assert_eq!(reported, 16, "the cancelled job's tiles were processed");
+    assert_eq!(api.job(&cancelled.id).await.tiles_done, 0);
+    worker.stop().await;
 }

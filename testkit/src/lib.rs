@@ -38,8 +38,19 @@ pub struct Broker {
     dir: tempfile::TempDir,
 }
 
+/// Logs of the code under test, at `RUST_LOG` (default warn), captured per test.
+fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
 impl Broker {
     pub fn start() -> Self {
+        init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = spawn_broker(&dir, port);

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod stopped;
+
 use anyhow::Context;
 use clap::Parser;
 use pipeline::ops;
@@ -20,7 +22,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "worker", about = "tilepipe worker: processes tiles from Kafka")]
@@ -66,8 +68,7 @@ struct Status {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let id = config.id();
     let topics = Topics::new(&config.topic_prefix);
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
+    let mut client = client_config(&config.brokers);
     let producer: FutureProducer = client
         .clone()
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
@@ -90,6 +91,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("queued.max.messages.kbytes", "16384")
         .create()
         .context("creating Kafka consumer")?;
+    // librdkafka wants a group even for assigned partitions; this one never
+    // joins or commits.
+    let control: StreamConsumer = client_config(&config.brokers)
+        .set("group.id", format!("{}-control-{id}", topics.workers_group))
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()
+        .context("creating Kafka control consumer")?;
+    // Learn which jobs are stopped before taking their tasks.
+    let stopped = Arc::new(stopped::Stopped::default());
+    let follower = Arc::clone(&stopped).follow(control, topics.control.clone(), shutdown.clone()).await;
     consumer.subscribe(&[&topics.tasks]).context("subscribing to tasks")?;
     info!(worker = %id, brokers = %config.brokers, topic = %topics.tasks, "worker started");
 
@@ -118,6 +130,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         let payload = message.payload().unwrap_or_default();
         let reply = match Task::decode(payload) {
+            Ok(task) if stopped.contains(&task.header.job_id) => {
+                debug!(job = %task.header.job_id, tile = task.header.tile, "skipping a tile of a stopped job");
+                let _ = consumer.store_offset_from_message(&message);
+                continue;
+            }
             Ok(task) => {
                 let (job, tile) = (task.header.job_id.clone(), task.header.tile);
                 *status.current.lock().expect("lock") = Some(format!("{job}/{tile}"));
@@ -169,6 +186,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(worker = %id, "leaving the group");
     shutdown.cancel();
     let _ = beats.await;
+    let _ = follower.await;
     let _ = producer.flush(Duration::from_secs(5));
     // Dropping the consumer commits stored offsets and leaves the group
     // (blocking), so the others get its partitions at once. Bounded: with the
@@ -178,6 +196,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         warn!(worker = %id, "could not leave the group in time (broker unreachable?)");
     }
     Ok(())
+}
+
+fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
 }
 
 async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {

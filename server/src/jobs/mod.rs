@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use app::api::{Event, Job, JobStatus};
 use futures::{StreamExt, TryStreamExt};
-use pipeline::wire::{Task, TaskHeader, Topics};
+use pipeline::wire::{Control, Task, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::{info, warn};
@@ -331,6 +331,7 @@ impl Jobs {
         if cancelled {
             self.active.lock().expect("lock").remove(id);
             info!(job = %id, "job cancelled");
+            self.announce_stopped(id).await;
             self.remove_tiles(id).await;
             self.emit_job(id).await;
         }
@@ -353,12 +354,23 @@ impl Jobs {
         match self.store.finish_job(id, JobStatus::Failed, Some(reason), now_ms()).await {
             Ok(true) => {
                 warn!(job = %id, reason, "job failed");
+                self.announce_stopped(id).await;
                 self.remove_tiles(id).await;
             }
             Ok(false) => {}
             Err(e) => warn!(job = %id, error = %e, "marking job failed"),
         }
         self.emit_job(id).await;
+    }
+
+    /// Tells the workers to skip the job's remaining tiles. Best effort: a
+    /// worker that misses it processes tiles whose results are ignored.
+    async fn announce_stopped(&self, id: &str) {
+        let payload = Control::JobStopped { job_id: id.to_owned() }.encode();
+        let record = FutureRecord::to(&self.topics.control).key(id).payload(&payload);
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
+            warn!(job = %id, error = %e, "announcing a stopped job");
+        }
     }
 
     /// A finished job's tiles are in its result (or no longer wanted).
