@@ -11,13 +11,18 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+/// A client for `brokers`, with any `TILEPIPE_KAFKA_*` settings (security
+/// protocol, SASL, TLS files) from the environment.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
+    for (property, value) in pipeline::wire::kafka_properties(std::env::vars()) {
+        config.set(property, value);
+    }
     config
 }
 
@@ -71,6 +76,15 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         .context("creating Kafka consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     Ok(consumer)
+}
+
+/// Whether the broker answers a metadata request within `timeout`.
+pub async fn check_reachable(producer: &FutureProducer, timeout: Duration) -> anyhow::Result<()> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+        .await?
+        .context("the broker does not answer")?;
+    Ok(())
 }
 
 /// Where the workers' group stands in a partition of the tasks topic.

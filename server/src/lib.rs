@@ -3,9 +3,11 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod intake;
 pub mod jobs;
 pub mod kafka;
+pub mod metrics;
 pub mod sse;
 pub mod state;
 pub mod store;
@@ -52,6 +54,7 @@ impl Server {
             tile_timeout: Duration::from_secs(config.tile_timeout_secs),
         };
         let progress = kafka::TaskProgress::new(&config.brokers, &topics)?;
+        let metrics = Arc::new(metrics::Metrics::default());
         let jobs = Arc::new(Jobs::new(
             store.clone(),
             events.clone(),
@@ -60,6 +63,7 @@ impl Server {
             topics.clone(),
             config.jobs_dir(),
             settings,
+            Arc::clone(&metrics),
         ));
 
         let shutdown = CancellationToken::new();
@@ -82,7 +86,7 @@ impl Server {
         background.spawn(workers::sweep_liveness(store.clone(), events.clone(), timeout, shutdown.clone()));
 
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        let state = AppState { leptos_options, config: Arc::new(config), store, events, jobs };
+        let state = AppState { leptos_options, config: Arc::new(config), store, events, jobs, metrics };
         let router = app(state);
         Ok(Self { listener, router, background, shutdown })
     }
@@ -113,6 +117,9 @@ pub fn app(state: AppState) -> Router {
     let leptos_options = state.leptos_options.clone();
     Router::new()
         .nest("/api", api::router(state.config.max_upload_bytes))
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .leptos_routes(&state, routes, move || app::shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(axum::middleware::map_response(security_headers))

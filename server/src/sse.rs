@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::state::AppState;
+use prometheus_client::metrics::gauge::Gauge;
 
 #[derive(Clone)]
 pub struct Events(broadcast::Sender<Event>);
@@ -37,11 +38,31 @@ impl Events {
 
 /// `GET /api/events`
 pub async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
-    let events = BroadcastStream::new(state.events.subscribe()).filter_map(|item| async move {
-        // A lagging client misses events; the UI refreshes its snapshot on reconnect.
-        let event = item.ok()?;
-        let data = serde_json::to_string(&event).ok()?;
-        Some(Ok(sse::Event::default().event(event.name()).data(data)))
+    // Counts this client for as long as its stream lives.
+    let client = ClientGuard::new(state.metrics.sse_clients.clone());
+    let events = BroadcastStream::new(state.events.subscribe()).filter_map(move |item| {
+        let _client = &client;
+        async move {
+            // A lagging client misses events; the UI refreshes its snapshot on reconnect.
+            let event = item.ok()?;
+            let data = serde_json::to_string(&event).ok()?;
+            Some(Ok(sse::Event::default().event(event.name()).data(data)))
+        }
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+struct ClientGuard(Gauge);
+
+impl ClientGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

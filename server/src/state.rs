@@ -7,6 +7,7 @@ use leptos::config::LeptosOptions;
 
 use crate::config::Config;
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::Store;
 
@@ -17,4 +18,5 @@ pub struct AppState {
     pub store: Store,
     pub events: Events,
     pub jobs: Arc<Jobs>,
+    pub metrics: Arc<Metrics>,
 }

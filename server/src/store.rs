@@ -154,6 +154,14 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// Takes and releases the write lock: the database accepts writes.
+    pub async fn check_writable(&self) -> sqlx::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        Ok(())
+    }
+
     pub async fn insert_job(&self, job: &NewJob<'_>) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, \

@@ -59,9 +59,13 @@ impl Broker {
 
     /// Kills the broker and starts it again on the same port and storage.
     pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_broker(&self.dir, self.port);
+    }
+
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_broker(&self.dir, self.port);
     }
 }
 

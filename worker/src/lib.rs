@@ -198,9 +198,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// A client for `brokers`, with any `TILEPIPE_KAFKA_*` settings (security
+/// protocol, SASL, TLS files) from the environment.
 fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
+    for (property, value) in pipeline::wire::kafka_properties(std::env::vars()) {
+        config.set(property, value);
+    }
     config
 }
 

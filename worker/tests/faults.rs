@@ -111,3 +111,16 @@ async fn malformed_tasks_are_reported_or_parked_and_the_worker_carries_on() {
     assert_eq!((failure.job_id.as_str(), failure.tile, failure.worker_id.as_str()), ("ghost", 3, "sturdy"));
     assert!(failure.error.contains("malformed task"), "{}", failure.error);
 }
+
+#[test]
+fn kafka_settings_from_the_environment_reach_the_client() {
+    // A setting librdkafka refuses proves the variable got through.
+    let output = std::process::Command::new(WORKER)
+        .env("TILEPIPE_BROKERS", "127.0.0.1:1")
+        .env("TILEPIPE_KAFKA_SECURITY_PROTOCOL", "carrier_pigeon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("security.protocol"), "{stderr}");
+}

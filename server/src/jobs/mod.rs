@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::intake::{self, ImageInfo, Limits};
 use crate::kafka::TaskProgress;
+use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
 
@@ -82,6 +83,7 @@ pub struct Jobs {
     topics: Topics,
     jobs_dir: PathBuf,
     settings: Settings,
+    metrics: Arc<Metrics>,
     active: Mutex<HashMap<String, Shared>>,
 }
 
@@ -98,8 +100,13 @@ impl Jobs {
         topics: Topics,
         jobs_dir: PathBuf,
         settings: Settings,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, events, producer, progress, topics, jobs_dir, settings, active: Mutex::default() }
+        Self { store, events, producer, progress, topics, jobs_dir, settings, metrics, active: Mutex::default() }
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
     }
 
     pub fn result_path(&self, job_id: &str) -> PathBuf {
@@ -147,6 +154,7 @@ impl Jobs {
             })
             .await?;
         let job = self.store.job(&id).await?.context("job just inserted")?;
+        self.metrics.upload_bytes.inc_by(bytes.len() as u64);
         self.events.emit(Event::Job(job.clone()));
         info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
 

@@ -83,6 +83,7 @@ impl Jobs {
             a.remaining == 0
         });
         if let Some(job) = job {
+            self.metrics.observe_tile(h.elapsed_ms);
             self.events.emit(Event::Tile(TileDone {
                 job_id: h.job_id.clone(),
                 tile: h.tile,
@@ -106,6 +107,7 @@ impl Jobs {
             return;
         }
         warn!(job = %job_id, tile, worker = %worker_id, error = %error, "a worker failed a tile");
+        self.metrics.tiles_failed.inc();
         let this = Arc::clone(self);
         tokio::spawn(async move { this.retry(&job_id, tile, &format!("{worker_id}: {error}")).await });
     }

@@ -28,6 +28,7 @@ impl Jobs {
         let Some(active) = self.get(id) else { return };
         let attempts = active.lock().expect("lock").tiles[tile as usize].attempts;
         if attempts >= self.settings.max_attempts {
+            self.metrics.tiles_dead_lettered.inc();
             if let Err(e) = self.dead_letter(id, tile, reason).await {
                 warn!(job = %id, tile, error = %e, "dead-lettering a tile");
             }
@@ -35,6 +36,7 @@ impl Jobs {
             return self.fail(id, &reason).await;
         }
         info!(job = %id, tile, attempt = attempts + 1, reason, "sending a tile again");
+        self.metrics.tiles_retried.inc();
         if let Err(e) = self.publish(id, tile).await {
             warn!(job = %id, tile, error = %e, "sending a tile again failed; the next sweep will retry");
         }
