@@ -49,6 +49,7 @@ impl Server {
         let producer = kafka::producer(&config.brokers)?;
         let events = Events::default();
         let settings = jobs::Settings {
+            jobs_dir: config.jobs_dir(),
             tile_size: config.tile_size,
             max_attempts: config.max_attempts,
             tile_timeout: Duration::from_secs(config.tile_timeout_secs),
@@ -61,7 +62,6 @@ impl Server {
             producer,
             progress,
             topics.clone(),
-            config.jobs_dir(),
             settings,
             Arc::clone(&metrics),
         ));

@@ -31,9 +31,10 @@ use crate::store::{NewJob, Store};
 /// Tiles being cut and sent at once: enough to keep the producer busy.
 const DISPATCH_CONCURRENCY: usize = 8;
 
-/// How the engine cuts, retries and times out tiles.
-#[derive(Debug, Clone, Copy)]
+/// Where the engine keeps job files, and how it cuts, retries and times out tiles.
+#[derive(Debug, Clone)]
 pub struct Settings {
+    pub jobs_dir: PathBuf,
     pub tile_size: u32,
     pub max_attempts: u32,
     pub tile_timeout: Duration,
@@ -81,7 +82,6 @@ pub struct Jobs {
     producer: FutureProducer,
     progress: TaskProgress,
     topics: Topics,
-    jobs_dir: PathBuf,
     settings: Settings,
     metrics: Arc<Metrics>,
     active: Mutex<HashMap<String, Shared>>,
@@ -98,11 +98,10 @@ impl Jobs {
         producer: FutureProducer,
         progress: TaskProgress,
         topics: Topics,
-        jobs_dir: PathBuf,
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, events, producer, progress, topics, jobs_dir, settings, metrics, active: Mutex::default() }
+        Self { store, events, producer, progress, topics, settings, metrics, active: Mutex::default() }
     }
 
     pub fn producer(&self) -> &FutureProducer {
@@ -110,11 +109,11 @@ impl Jobs {
     }
 
     pub fn result_path(&self, job_id: &str) -> PathBuf {
-        self.jobs_dir.join(job_id).join("result.png")
+        self.settings.jobs_dir.join(job_id).join("result.png")
     }
 
     fn tiles_dir(&self, job_id: &str) -> PathBuf {
-        self.jobs_dir.join(job_id).join("tiles")
+        self.settings.jobs_dir.join(job_id).join("tiles")
     }
 
     fn tile_path(&self, job_id: &str, tile: u32) -> PathBuf {
@@ -134,7 +133,7 @@ impl Jobs {
         ops: Vec<Operation>,
     ) -> anyhow::Result<Job> {
         let id = uuid::Uuid::new_v4().to_string();
-        let dir = self.jobs_dir.join(&id);
+        let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
         tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
@@ -257,7 +256,8 @@ impl Jobs {
     }
 
     async fn read_input(&self, id: &str) -> anyhow::Result<Vec<u8>> {
-        let mut entries = tokio::fs::read_dir(self.jobs_dir.join(id)).await.context("the job's files are gone")?;
+        let mut entries =
+            tokio::fs::read_dir(self.settings.jobs_dir.join(id)).await.context("the job's files are gone")?;
         while let Some(entry) = entries.next_entry().await? {
             if entry.file_name().to_string_lossy().starts_with("input.") {
                 return Ok(tokio::fs::read(entry.path()).await?);
@@ -349,7 +349,7 @@ impl Jobs {
     /// Removes a finished job's rows and files together.
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         self.store.delete_job(id).await?;
-        match tokio::fs::remove_dir_all(self.jobs_dir.join(id)).await {
+        match tokio::fs::remove_dir_all(self.settings.jobs_dir.join(id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
