@@ -61,6 +61,26 @@ pub struct Job {
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// Where a finished job's time went.
+    #[serde(default)]
+    pub stages: Option<Stages>,
+}
+
+/// Milliseconds a job spent in each stage on the master (the last run of it,
+/// if it was resumed). Dispatch and processing overlap: tiles are processed
+/// while later ones are still being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    /// Decoding the upload.
+    pub decode_ms: f64,
+    /// Cutting and sending every tile, from the end of decoding.
+    pub dispatch_ms: f64,
+    /// From the end of decoding to the last result.
+    pub process_ms: f64,
+    /// From the last tile sent to the last result.
+    pub collect_ms: f64,
+    /// Encoding and writing the result.
+    pub encode_ms: f64,
 }
 
 impl Job {

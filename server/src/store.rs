@@ -66,6 +66,7 @@ struct JobRow {
     error: Option<String>,
     created_at: i64,
     finished_at: Option<i64>,
+    stages: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -87,6 +88,7 @@ impl TryFrom<JobRow> for Job {
             error: r.error,
             created_at: r.created_at,
             finished_at: r.finished_at,
+            stages: r.stages.as_deref().map(serde_json::from_str).transpose().map_err(|e| decode(e.into()))?,
         })
     }
 }
@@ -134,7 +136,7 @@ impl WorkerRow {
 }
 
 const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
-                           tiles_done, input_bytes, error, created_at, finished_at";
+                           tiles_done, input_bytes, error, created_at, finished_at, stages";
 
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -211,6 +213,16 @@ impl Store {
             tx.commit().await?;
         }
         Ok(started)
+    }
+
+    /// Records where a job's time went.
+    pub async fn set_stages(&self, job_id: &str, stages: &app::api::Stages) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET stages = ? WHERE id = ?")
+            .bind(serde_json::to_string(stages).expect("stages serialise"))
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Moves an unfinished job to a final status; false if it had already

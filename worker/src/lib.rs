@@ -12,6 +12,8 @@ mod stopped;
 
 use anyhow::Context;
 use clap::Parser;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use pipeline::ops;
 use pipeline::wire::{
     Heartbeat, MAX_MESSAGE_BYTES, Reply, ResultHeader, Task, TaskHeader, TileFailure, TileResult, Topics,
@@ -115,72 +117,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     ));
 
+    // Replies sent and not yet acknowledged, oldest first: the next tile is
+    // processed while the broker stores the last ones, and a task's offset
+    // is stored only once its reply (and every earlier one) is acknowledged.
+    let mut in_flight = FuturesOrdered::new();
     loop {
-        let message = tokio::select! {
+        tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "tasks consumer");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let payload = message.payload().unwrap_or_default();
-        let reply = match Task::decode(payload) {
-            Ok(task) if stopped.contains(&task.header.job_id) => {
-                debug!(job = %task.header.job_id, tile = task.header.tile, "skipping a tile of a stopped job");
-                let _ = consumer.store_offset_from_message(&message);
-                continue;
-            }
-            Ok(task) => {
-                let (job, tile) = (task.header.job_id.clone(), task.header.tile);
-                *status.current.lock().expect("lock") = Some(format!("{job}/{tile}"));
-                let result = process(task, &id).await;
-                *status.current.lock().expect("lock") = None;
-                match result {
-                    Ok(result) => Some(Reply::Done(result)),
-                    Err(e) => {
-                        warn!(job = %job, tile, error = %e, "a tile failed");
-                        Some(Reply::Failed(TileFailure {
-                            job_id: job,
-                            tile,
-                            worker_id: id.clone(),
-                            error: format!("{e:#}"),
-                        }))
-                    }
+            Some((sent, done, at)) = in_flight.next(), if !in_flight.is_empty() => {
+                let (sent, done, at): (bool, bool, (String, i32, i64)) = (sent, done, at);
+                if !sent {
+                    break;
                 }
+                acknowledge(&consumer, &status, done, &at);
             }
-            Err(e) => {
-                warn!(error = %e, offset = message.offset(), "a malformed task");
-                // Tell the master if the task says whose it is; else park it.
-                TaskHeader::peek(payload).map(|(job_id, tile)| {
-                    Reply::Failed(TileFailure {
-                        job_id,
-                        tile,
-                        worker_id: id.clone(),
-                        error: format!("malformed task: {e}"),
-                    })
-                })
+            message = consumer.recv(), if in_flight.len() < IN_FLIGHT => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "tasks consumer");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let at = (message.topic().to_owned(), message.partition(), message.offset());
+                let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
+                let done = matches!(outgoing, Some(Outgoing { processed: true, .. }));
+                let (producer, shutdown) = (&producer, &shutdown);
+                in_flight.push_back(async move {
+                    let sent = match outgoing {
+                        Some(o) => send(producer, &o.topic, o.key.as_deref(), &o.payload, o.headers, shutdown).await,
+                        None => true, // skipped: nothing to send
+                    };
+                    (sent, done, at)
+                });
             }
-        };
-        let sent = match &reply {
-            Some(reply) => publish(&producer, &topics.results, reply, &shutdown).await,
-            None => dead_letter(&producer, &topics.dead_letters, &message, &shutdown).await,
-        };
-        if !sent {
-            // Shutting down before the broker took it: the task is not marked
-            // consumed, so the group hands it to someone else.
-            break;
         }
-        if matches!(reply, Some(Reply::Done(_))) {
-            status.done.fetch_add(1, Ordering::Relaxed);
+    }
+    // Replies already with the broker are usually acknowledged within
+    // milliseconds; a reply never acknowledged leaves its task to the group.
+    let drain = async {
+        while let Some((true, done, at)) = in_flight.next().await {
+            acknowledge(&consumer, &status, done, &at);
         }
-        if let Err(e) = consumer.store_offset_from_message(&message) {
-            warn!(error = %e, "storing task offset");
-        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        warn!(worker = %id, "replies not acknowledged in time; their tiles go to other workers");
     }
 
     info!(worker = %id, "leaving the group");
@@ -241,24 +224,80 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// Sends a reply, retrying while the broker is away; false if shut down first.
-async fn publish(producer: &FutureProducer, topic: &str, reply: &Reply, shutdown: &CancellationToken) -> bool {
-    let (payload, key) = match reply {
-        Reply::Done(r) => (r.encode(), format!("{}/{}", r.header.job_id, r.header.tile)),
-        Reply::Failed(f) => (f.encode(), format!("{}/{}", f.job_id, f.tile)),
-    };
-    send(producer, topic, Some(key.as_bytes()), &payload, None, shutdown).await
+/// Replies sent and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 8;
+
+/// A record to send for a task.
+struct Outgoing {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    /// A tile processed (rather than a failure reported or a task parked).
+    processed: bool,
 }
 
-/// Parks a task nobody can read on the dead-letter topic, as it came.
-async fn dead_letter(
-    producer: &FutureProducer,
-    topic: &str,
+/// What to send for a task: its result, a failure report, or the task itself
+/// to the dead-letter topic; nothing for a tile of a stopped job.
+async fn handle(
     message: &BorrowedMessage<'_>,
-    shutdown: &CancellationToken,
-) -> bool {
-    let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some("malformed task") });
-    send(producer, topic, message.key(), message.payload().unwrap_or_default(), Some(headers), shutdown).await
+    id: &str,
+    topics: &Topics,
+    stopped: &stopped::Stopped,
+    status: &Status,
+) -> Option<Outgoing> {
+    let payload = message.payload().unwrap_or_default();
+    let reply = match Task::decode(payload) {
+        Ok(task) if stopped.contains(&task.header.job_id) => {
+            debug!(job = %task.header.job_id, tile = task.header.tile, "skipping a tile of a stopped job");
+            return None;
+        }
+        Ok(task) => {
+            let (job, tile) = (task.header.job_id.clone(), task.header.tile);
+            *status.current.lock().expect("lock") = Some(format!("{job}/{tile}"));
+            let result = process(task, id).await;
+            *status.current.lock().expect("lock") = None;
+            result.map(Reply::Done).unwrap_or_else(|e| {
+                warn!(job = %job, tile, error = %e, "a tile failed");
+                Reply::Failed(TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}") })
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, offset = message.offset(), "a malformed task");
+            // Tell the master if the task says whose it is; else park it.
+            let Some((job_id, tile)) = TaskHeader::peek(payload) else {
+                let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(&e.to_string()) });
+                return Some(Outgoing {
+                    topic: topics.dead_letters.clone(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    headers: Some(headers),
+                    processed: false,
+                });
+            };
+            Reply::Failed(TileFailure { job_id, tile, worker_id: id.to_owned(), error: format!("malformed task: {e}") })
+        }
+    };
+    let (payload, key, processed) = match &reply {
+        Reply::Done(r) => (r.encode(), format!("{}/{}", r.header.job_id, r.header.tile), true),
+        Reply::Failed(f) => (f.encode(), format!("{}/{}", f.job_id, f.tile), false),
+    };
+    Some(Outgoing { topic: topics.results.clone(), key: Some(key.into_bytes()), payload, headers: None, processed })
+}
+
+/// A task's reply is safe with the broker: the task may be committed.
+fn acknowledge(
+    consumer: &StreamConsumer,
+    status: &Status,
+    processed: bool,
+    (topic, partition, offset): &(String, i32, i64),
+) {
+    if processed {
+        status.done.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+        warn!(error = %e, "storing task offset");
+    }
 }
 
 /// Sends a record, retrying while the broker is away; false if shut down first.

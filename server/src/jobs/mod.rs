@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use app::api::{Event, Job, JobStatus};
+use app::api::{Event, Job, JobStatus, Stages};
 use futures::{StreamExt, TryStreamExt};
 use pipeline::wire::{Control, Task, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
@@ -54,8 +54,22 @@ struct TileState {
     sending: bool,
 }
 
+/// When a running job passed its stages, for [`Stages`].
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    decode_ms: f64,
+    decoded_at: Instant,
+    dispatched_at: Option<Instant>,
+    last_result_at: Option<Instant>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// A running job: its input, and its output filled in as results arrive.
 struct Active {
+    clock: Clock,
     grid: TileGrid,
     ops: Arc<[Operation]>,
     halo: u32,
@@ -185,6 +199,7 @@ impl Jobs {
 
     async fn start(self: &Arc<Self>, id: &str, upload: Option<(Vec<u8>, ImageInfo)>) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
+        let decode_started = Instant::now();
         let input = match upload {
             Some((bytes, info)) => tokio::task::spawn_blocking(move || intake::decode(&bytes, info)).await??,
             None => {
@@ -195,6 +210,12 @@ impl Jobs {
                 })
                 .await??
             }
+        };
+        let clock = Clock {
+            decode_ms: ms(decode_started.elapsed()),
+            decoded_at: Instant::now(),
+            dispatched_at: None,
+            last_result_at: None,
         };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         anyhow::ensure!((input.width, input.height) == (grid.width, grid.height), "the input file changed size");
@@ -229,6 +250,7 @@ impl Jobs {
         let unsent: Vec<u32> =
             (0..grid.len()).filter(|&t| !tiles[t as usize].done && tiles[t as usize].placed.is_none()).collect();
         let active = Active {
+            clock,
             grid,
             halo: ops::chain_halo(&job.ops),
             ops: job.ops.into(),
@@ -251,6 +273,9 @@ impl Jobs {
             .buffer_unordered(DISPATCH_CONCURRENCY)
             .try_collect::<()>()
             .await?;
+        if let Some(active) = self.get(id) {
+            active.lock().expect("lock").clock.dispatched_at = Some(Instant::now());
+        }
         info!(job = %id, tiles = grid.len(), "all tiles dispatched");
         Ok(())
     }
@@ -284,6 +309,7 @@ impl Jobs {
         };
         let sent = async {
             let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
+            self.metrics.task_bytes.inc_by(payload.len() as u64);
             let key = format!("{id}/{tile}");
             let record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
             let delivery = self
@@ -309,6 +335,8 @@ impl Jobs {
             return;
         };
         let path = self.result_path(id);
+        let encode_started = Instant::now();
+        let clock = active.lock().expect("lock").clock;
         let written = async {
             let png =
                 tokio::task::spawn_blocking(move || intake::encode_png(&active.lock().expect("lock").output)).await??;
@@ -318,7 +346,20 @@ impl Jobs {
             tokio::fs::rename(&partial, &path).await?;
             anyhow::Ok(())
         };
-        match written.await {
+        let written = written.await;
+        let last_result = clock.last_result_at.unwrap_or(encode_started);
+        let dispatched = clock.dispatched_at.unwrap_or(last_result).min(last_result);
+        let stages = Stages {
+            decode_ms: clock.decode_ms,
+            dispatch_ms: ms(dispatched - clock.decoded_at),
+            process_ms: ms(last_result - clock.decoded_at),
+            collect_ms: ms(last_result - dispatched),
+            encode_ms: ms(encode_started.elapsed()),
+        };
+        if let Err(e) = self.store.set_stages(id, &stages).await {
+            warn!(job = %id, error = %e, "recording stage times");
+        }
+        match written {
             Ok(()) => match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
                 Ok(true) => {
                     info!(job = %id, "job done");

@@ -18,6 +18,7 @@ impl Jobs {
     /// its effect is durable, so a crash replays it rather than losing it.
     pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
         while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
+            self.metrics.result_bytes.inc_by(message.payload_len() as u64);
             match Reply::decode(message.payload().unwrap_or_default()) {
                 Ok(Reply::Done(result)) => {
                     // While the store fails, retry rather than move past it.
@@ -80,6 +81,9 @@ impl Jobs {
             state.done = true;
             a.output.paste(h.rect.x, h.rect.y, output);
             a.remaining -= 1;
+            if a.remaining == 0 {
+                a.clock.last_result_at = Some(std::time::Instant::now());
+            }
             a.remaining == 0
         });
         if let Some(job) = job {

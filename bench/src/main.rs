@@ -1,0 +1,233 @@
+//! The whole pipeline, measured: a real broker, the release server and N
+//! release workers process a generated JPEG, against a single process doing
+//! the same decode, blur and encode with the same crates on all cores.
+//!
+//! `scripts/bench.sh` builds the binaries and runs this; see `--help`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use app::api::{Job, Stages, Worker, WorkerStatus};
+use clap::Parser;
+use pipeline::{Frame, Operation, TileGrid, ops};
+use server::intake::{self, Limits};
+use testkit::{Broker, Process, binary, eventually, server_process, unique_prefix, worker_process};
+
+#[derive(Parser)]
+#[command(name = "tilepipe-bench", about = "tilepipe's whole-pipeline benchmark")]
+struct Args {
+    /// Edge of the square test image, in pixels.
+    #[arg(long, default_value_t = 8192)]
+    size: u32,
+    /// Worker counts to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    workers: Vec<usize>,
+    /// Tile sizes to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    tile_sizes: Vec<u32>,
+}
+
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ops = vec![Operation::default()];
+    eprintln!("generating a {0}x{0} JPEG…", args.size);
+    let image = photo_like(args.size, args.size);
+    let jpeg = encode_jpeg(&image)?;
+    drop(image);
+    let raw_mb = mb(Frame::byte_len(args.size, args.size) as u64);
+    println!(
+        "Image: {0}x{0} JPEG, {1:.1} MB ({2:.0} MB raw RGB); operations: 51x51 Gaussian blur; {3} cores.\n",
+        args.size,
+        mb(jpeg.len() as u64),
+        raw_mb,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let single = baseline(&jpeg, &ops, 512)?;
+    println!(
+        "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}\n",
+        single.total, single.decode, single.process, single.encode
+    );
+
+    println!(
+        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | server peak MB | worker peak MB | vs single process |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let runtime = tokio::runtime::Runtime::new()?;
+    for &tile in &args.tile_sizes {
+        for &workers in &args.workers {
+            let run = runtime.block_on(distributed(&jpeg, &ops, workers, tile))?;
+            let s = run.stages;
+            println!(
+                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+                run.total,
+                run.upload,
+                s.decode_ms / 1e3,
+                s.dispatch_ms / 1e3,
+                s.process_ms / 1e3,
+                s.collect_ms / 1e3,
+                s.encode_ms / 1e3,
+                f64::from(run.tiles) / (s.process_ms / 1e3),
+                mb(run.broker_bytes),
+                mb(run.server_peak),
+                mb(run.worker_peak),
+                run.total / single.total,
+            );
+        }
+    }
+    println!("\n(\"vs single process\" is distributed time / single-process time: below 1 is faster.)");
+    Ok(())
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// Smooth gradients and waves with a little grain: compresses like a photo.
+fn photo_like(width: u32, height: u32) -> Frame {
+    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    let mut pixels = Vec::with_capacity(Frame::byte_len(width, height));
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let grain = (state >> 60) as f32 - 8.0;
+            let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+            let wave = ((fx * 23.0).sin() * (fy * 17.0).cos() * 60.0) + grain;
+            pixels.push((90.0 + 120.0 * fx + wave).clamp(0.0, 255.0) as u8);
+            pixels.push((60.0 + 150.0 * fy + wave).clamp(0.0, 255.0) as u8);
+            pixels.push((200.0 - 100.0 * fx * fy + wave).clamp(0.0, 255.0) as u8);
+        }
+    }
+    Frame::new(width, height, pixels)
+}
+
+fn encode_jpeg(frame: &Frame) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode(
+        &frame.pixels,
+        frame.width,
+        frame.height,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(out)
+}
+
+/// Seconds per stage of the single-process baseline.
+struct Baseline {
+    decode: f64,
+    process: f64,
+    encode: f64,
+    total: f64,
+}
+
+fn baseline(jpeg: &[u8], chain: &[Operation], tile: u32) -> anyhow::Result<Baseline> {
+    let started = Instant::now();
+    let any = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
+    let info = intake::inspect(jpeg, any).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let input = intake::decode(jpeg, info).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let decode = started.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let grid = TileGrid::new(input.width, input.height, tile);
+    let halo = ops::chain_halo(chain);
+    let (next, done) = (AtomicU32::new(0), Mutex::new(Vec::new()));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(rect) = grid.tile(i) else { break };
+                    let out = ops::process_tile(chain, input.crop_with_halo(rect, halo), halo);
+                    done.lock().expect("lock").push((rect, out));
+                }
+            });
+        }
+    });
+    let mut output = Frame::black(input.width, input.height);
+    for (rect, tile) in done.into_inner().expect("lock") {
+        output.paste(rect.x, rect.y, &tile);
+    }
+    let process = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let png = intake::encode_png(&output)?;
+    std::hint::black_box(png);
+    let encode = t.elapsed().as_secs_f64();
+    Ok(Baseline { decode, process, encode, total: started.elapsed().as_secs_f64() })
+}
+
+struct Run {
+    total: f64,
+    upload: f64,
+    stages: Stages,
+    tiles: u32,
+    broker_bytes: u64,
+    server_peak: u64,
+    worker_peak: u64,
+}
+
+async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<Run> {
+    let broker = Broker::start();
+    let prefix = unique_prefix("bench");
+    let data = tempfile::tempdir()?;
+    let env = [("TILEPIPE_TILE_SIZE", tile.to_string()), ("TILEPIPE_MAX_UPLOAD_BYTES", (1u64 << 30).to_string())];
+    let (server, api) = server_process(&binary("server"), &broker, &prefix, data.path(), &env);
+    let pool: Vec<Process> =
+        (0..workers).map(|i| worker_process(&binary("worker"), &broker, &prefix, &format!("bench-{i}"))).collect();
+    eventually("the workers to report", DEADLINE, || async {
+        let listed: Vec<Worker> = reqwest::get(api.url("/api/workers")).await.ok()?.json().await.ok()?;
+        (listed.iter().filter(|w| w.status == WorkerStatus::Alive).count() == workers).then_some(())
+    })
+    .await;
+    // A small job first: the group has settled and every worker holds partitions.
+    let warm = api.submit(&testkit::test_image(1024, 1024), chain).await;
+    api.finished(&warm.id, DEADLINE).await;
+
+    let bytes_before = broker_bytes(&api).await?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
+    let form = reqwest::multipart::Form::new().part("image", part);
+    let response = client.post(api.url("/api/jobs")).multipart(form).send().await?;
+    anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
+    let upload = started.elapsed().as_secs_f64();
+    let job: Job = response.json().await?;
+    let job = loop {
+        let job = api.job(&job.id).await;
+        if job.status.is_finished() {
+            break job;
+        }
+        anyhow::ensure!(started.elapsed() < DEADLINE, "the job did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let total = started.elapsed().as_secs_f64();
+    anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
+
+    let broker_bytes = broker_bytes(&api).await? - bytes_before;
+    let stages = job.stages.context("a finished job has stage times")?;
+    Ok(Run {
+        total,
+        upload,
+        stages,
+        tiles: job.tiles_total,
+        broker_bytes,
+        server_peak: server.peak_memory_bytes().unwrap_or(0),
+        worker_peak: pool.iter().filter_map(Process::peak_memory_bytes).max().unwrap_or(0),
+    })
+}
+
+/// Bytes of tasks and replies the server has moved through the broker.
+async fn broker_bytes(api: &testkit::Api) -> anyhow::Result<u64> {
+    let metrics = reqwest::get(api.url("/metrics")).await?.text().await?;
+    let counter = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
+    };
+    Ok(counter("tilepipe_task_bytes_total ") + counter("tilepipe_result_bytes_total "))
+}

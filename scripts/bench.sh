@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole-pipeline benchmark: builds the release binaries, then runs a real
+# broker, the server and N workers against a single-process baseline.
+#   scripts/bench.sh                                  # 8192x8192, 2 workers, 512 px tiles
+#   scripts/bench.sh --workers 1,2 --tile-sizes 256,512,1024
+# Needs nisshi on PATH (scripts/setup.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release -p server -p worker -p bench
+RUST_LOG="${RUST_LOG:-off}" exec target/release/tilepipe-bench "$@"
