@@ -37,16 +37,25 @@ export TILEPIPE_TOPIC_PREFIX="e2e-$$-"
 export TILEPIPE_DATA_DIR=$run_dir/data
 export TILEPIPE_ADDR=127.0.0.1:$http_port
 export LEPTOS_SITE_ROOT=target/site
-target/release/server >"$run_dir/server.log" 2>&1 & pids+=($!)
+# Lost quickly, so the dashboard test of a stopped worker is short.
+TILEPIPE_WORKER_TIMEOUT_SECS=3 target/release/server >"$run_dir/server.log" 2>&1 & pids+=($!)
 wait_for_port "$TILEPIPE_ADDR" 60
-for n in 1 2; do
+for n in 1 2 leaving; do
   TILEPIPE_WORKER_ID="e2e-worker-$n" TILEPIPE_HEARTBEAT_SECS=1 target/release/worker >"$run_dir/worker-$n.log" 2>&1 & pids+=($!)
 done
+leaving_pid=$!
+
+# A second server that wants an access token (own prefix and data, no workers).
+token_addr=127.0.0.1:$(free_port)
+TILEPIPE_ADDR=$token_addr TILEPIPE_TOKEN=e2e-token TILEPIPE_TOPIC_PREFIX="e2e-token-$$-" \
+  TILEPIPE_DATA_DIR=$run_dir/token-data target/release/server >"$run_dir/token-server.log" 2>&1 & pids+=($!)
+wait_for_port "$token_addr" 60
 
 status=0
-(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" npx playwright test) 2>&1 | tee "$run_dir/playwright.log" || status=$?
+(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" E2E_TOKEN_BASE_URL="http://$token_addr" \
+  E2E_LEAVING_WORKER_PID=$leaving_pid npx playwright test) 2>&1 | tee "$run_dir/playwright.log" || status=$?
 if ((status != 0)); then
-  for f in "$run_dir"/{server,worker-1,worker-2}.log; do echo "--- $f"; tail -n 40 "$f"; done
+  for f in "$run_dir"/{server,token-server,worker-1,worker-2}.log; do echo "--- $f"; tail -n 40 "$f"; done
 fi
 
 # One closing line for everything that ran.

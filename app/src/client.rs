@@ -1,6 +1,6 @@
 //! Browser-side I/O: HTTP calls and the event stream. Compiled for wasm only.
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Request, RequestBuilder, Response};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
@@ -13,7 +13,12 @@ use crate::live::Live;
 /// browser reconnects it by itself), a fresh snapshot on every (re)connect so
 /// nothing missed while offline stays missing, and a one-second clock.
 pub fn connect(live: Live) {
-    let Ok(source) = web_sys::EventSource::new("/api/events") else {
+    // Browsers cannot give an EventSource headers: a token goes in the query.
+    let url = match stored_token() {
+        Some(token) => format!("/api/events?token={}", web_sys::js_sys::encode_uri_component(&token)),
+        None => "/api/events".to_owned(),
+    };
+    let Ok(source) = web_sys::EventSource::new(&url) else {
         return;
     };
     for name in ["job", "worker", "tile", "job_deleted"] {
@@ -54,8 +59,60 @@ async fn load_snapshot(live: Live) {
 }
 
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
-    let response = Request::get(url).send().await.map_err(|e| e.to_string())?;
+    let had_token = stored_token().is_some();
+    let response = send(|| Request::get(url), None).await?;
+    if !had_token && stored_token().is_some() && response.ok() {
+        // Reads needed the token just given: reconnect the event stream with it.
+        let _ = window().location().reload();
+    }
     parse(response).await
+}
+
+const TOKEN_KEY: &str = "tilepipe-token";
+
+/// The access token given earlier in this browser session, if any.
+fn stored_token() -> Option<String> {
+    window().session_storage().ok()??.get_item(TOKEN_KEY).ok()?
+}
+
+/// Asks for the server's access token and keeps it for the session; false
+/// if none was given.
+fn ask_token(why: &str) -> bool {
+    let question = format!("{why}\n\nAccess token for this tilepipe server:");
+    let Ok(Some(token)) = window().prompt_with_message(&question) else {
+        return false;
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return false;
+    }
+    window().session_storage().ok().flatten().is_some_and(|s| s.set_item(TOKEN_KEY, token).is_ok())
+}
+
+/// Sends a request with the session's token; on `401` asks for a token once
+/// and sends it again.
+async fn send(make: impl Fn() -> RequestBuilder, form: Option<&web_sys::FormData>) -> Result<Response, String> {
+    let mut asked = false;
+    loop {
+        let mut builder = make();
+        if let Some(token) = stored_token() {
+            builder = builder.header("Authorization", &format!("Bearer {token}"));
+        }
+        let request = match form {
+            Some(form) => builder.body(form.clone()),
+            None => builder.build(),
+        }
+        .map_err(|e| e.to_string())?;
+        let response = request.send().await.map_err(|e| format!("the server cannot be reached: {e}"))?;
+        if response.status() != 401 || asked {
+            return Ok(response);
+        }
+        asked = true;
+        let why = response.json::<ApiError>().await.map(|e| e.message).unwrap_or_default();
+        if !ask_token(&why) {
+            return Err(why);
+        }
+    }
 }
 
 /// Uploads an image as a new job.
@@ -65,24 +122,19 @@ pub async fn upload(file: web_sys::File, ops: &[pipeline::Operation]) -> Result<
     form.append_with_str("ops", &ops).map_err(|_| "the browser cannot build a form".to_owned())?;
     form.append_with_blob_and_filename("image", &file, &file.name())
         .map_err(|_| "the browser cannot read the file".to_owned())?;
-    let response = Request::post("/api/jobs")
-        .body(form)
-        .map_err(|e| e.to_string())?
-        .send()
-        .await
-        .map_err(|e| format!("the upload failed: {e}"))?;
+    let response = send(|| Request::post("/api/jobs"), Some(&form)).await?;
     parse(response).await
 }
 
 /// Cancels a running job.
 pub async fn cancel(id: &str) -> Result<Job, String> {
-    let response = Request::post(&format!("/api/jobs/{id}/cancel")).send().await.map_err(|e| e.to_string())?;
+    let response = send(|| Request::post(&format!("/api/jobs/{id}/cancel")), None).await?;
     parse(response).await
 }
 
 /// Deletes a finished job.
 pub async fn delete(id: &str) -> Result<(), String> {
-    let response = Request::delete(&format!("/api/jobs/{id}")).send().await.map_err(|e| e.to_string())?;
+    let response = send(|| Request::delete(&format!("/api/jobs/{id}")), None).await?;
     if response.ok() {
         return Ok(());
     }

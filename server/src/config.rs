@@ -69,6 +69,15 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_TILE_TIMEOUT_SECS", default_value_t = 30)]
     pub tile_timeout_secs: u64,
 
+    /// An access token: when set, every mutating API call needs
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "TILEPIPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// With a token set, require it for reading the API and the event stream too.
+    #[arg(long, env = "TILEPIPE_PROTECT_READS", default_value_t = false)]
+    pub protect_reads: bool,
+
     /// Seconds without a heartbeat before a worker is shown as lost.
     #[arg(long, env = "TILEPIPE_WORKER_TIMEOUT_SECS", default_value_t = 15)]
     pub worker_timeout_secs: u64,

@@ -1,6 +1,7 @@
 //! tilepipe's master. `main.rs` only parses the config and calls [`Server`].
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -116,7 +117,11 @@ pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let leptos_options = state.leptos_options.clone();
     Router::new()
-        .nest("/api", api::router(state.config.max_upload_bytes))
+        .nest(
+            "/api",
+            api::router(state.config.max_upload_bytes)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)),
+        )
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(metrics::scrape))
