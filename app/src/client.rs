@@ -115,15 +115,78 @@ async fn send(make: impl Fn() -> RequestBuilder, form: Option<&web_sys::FormData
     }
 }
 
-/// Uploads an image as a new job.
-pub async fn upload(file: web_sys::File, ops: &[pipeline::Operation]) -> Result<Job, String> {
+/// Uploads an image as a new job, reporting bytes sent as they go (fetch
+/// cannot report upload progress; XMLHttpRequest can).
+pub async fn upload(
+    file: web_sys::File,
+    ops: &[pipeline::Operation],
+    progress: impl Fn(f64, f64) + 'static,
+) -> Result<Job, String> {
     let form = web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
     let ops = serde_json::to_string(ops).map_err(|e| e.to_string())?;
     form.append_with_str("ops", &ops).map_err(|_| "the browser cannot build a form".to_owned())?;
     form.append_with_blob_and_filename("image", &file, &file.name())
         .map_err(|_| "the browser cannot read the file".to_owned())?;
-    let response = send(|| Request::post("/api/jobs"), Some(&form)).await?;
-    parse(response).await
+    let progress = std::rc::Rc::new(progress);
+    let mut asked = false;
+    loop {
+        let (status, body) = post_form("/api/jobs", &form, progress.clone()).await?;
+        if status == 401 && !asked {
+            asked = true;
+            let why = serde_json::from_str::<ApiError>(&body).map(|e| e.message).unwrap_or_default();
+            if !ask_token(&why) {
+                return Err(why);
+            }
+            continue;
+        }
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&body).map_err(|e| e.to_string());
+        }
+        return Err(serde_json::from_str::<ApiError>(&body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| format!("the server answered {status}")));
+    }
+}
+
+/// POSTs a form with XMLHttpRequest; the status and body once it is answered.
+async fn post_form(
+    url: &str,
+    form: &web_sys::FormData,
+    progress: std::rc::Rc<dyn Fn(f64, f64)>,
+) -> Result<(u16, String), String> {
+    let failed = |_| "the browser cannot send the upload".to_owned();
+    let xhr = web_sys::XmlHttpRequest::new().map_err(failed)?;
+    xhr.open("POST", url).map_err(failed)?;
+    if let Some(token) = stored_token() {
+        xhr.set_request_header("Authorization", &format!("Bearer {token}")).map_err(failed)?;
+    }
+    let on_progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
+        if e.length_computable() {
+            progress(e.loaded(), e.total());
+        }
+    });
+    xhr.upload().map_err(failed)?.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+    let (done, answered) = futures::channel::oneshot::channel::<bool>();
+    let done = std::rc::Rc::new(std::cell::RefCell::new(Some(done)));
+    let finish = |ok: bool| {
+        let done = done.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = done.borrow_mut().take() {
+                let _ = tx.send(ok);
+            }
+        })
+    };
+    let (on_load, on_error) = (finish(true), finish(false));
+    xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
+    xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    xhr.send_with_opt_form_data(Some(form)).map_err(failed)?;
+    // The closures live until the request is answered.
+    let ok = answered.await.unwrap_or(false);
+    drop((on_progress, on_load, on_error));
+    if !ok {
+        return Err("the upload failed: the server cannot be reached".to_owned());
+    }
+    Ok((xhr.status().unwrap_or(0), xhr.response_text().ok().flatten().unwrap_or_default()))
 }
 
 /// Cancels a running job.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 
-use crate::api::{Event, Job, Worker};
+use crate::api::{Event, Job, TileDone, Worker};
 
 #[derive(Clone, Copy)]
 pub struct Live {
@@ -14,7 +14,16 @@ pub struct Live {
     pub connected: RwSignal<bool>,
     /// Milliseconds since the epoch, ticking every second (for ages).
     pub now: RwSignal<i64>,
+    /// Tiles finished while the page was open, per job, in arrival order
+    /// (readers keep a cursor and take only what is new).
+    pub tiles: RwSignal<HashMap<String, Vec<TileDone>>>,
+    /// Tiles finished per second over the last [`THROUGHPUT_WINDOW_SECS`]:
+    /// (second since the epoch, count), oldest first.
+    pub throughput: RwSignal<std::collections::VecDeque<(i64, u32)>>,
 }
+
+/// How far back the dashboard's throughput chart looks.
+pub const THROUGHPUT_WINDOW_SECS: i64 = 300;
 
 // Updates come only from the browser; the server renders the empty state.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -25,6 +34,8 @@ impl Live {
             workers: RwSignal::new(HashMap::new()),
             connected: RwSignal::new(false),
             now: RwSignal::new(0),
+            tiles: RwSignal::new(HashMap::new()),
+            throughput: RwSignal::new(Default::default()),
         };
         provide_context(live);
         live
@@ -47,8 +58,22 @@ impl Live {
             Event::JobDeleted(id) => self.jobs.update(|jobs| {
                 jobs.remove(&id);
             }),
-            Event::Tile(_) => {}
+            Event::Tile(tile) => self.record_tile(tile),
         }
+    }
+
+    fn record_tile(self, tile: TileDone) {
+        let second = self.now.get_untracked() / 1000;
+        self.throughput.update(|t| {
+            match t.back_mut() {
+                Some((s, n)) if *s == second => *n += 1,
+                _ => t.push_back((second, 1)),
+            }
+            while t.front().is_some_and(|(s, _)| *s <= second - THROUGHPUT_WINDOW_SECS) {
+                t.pop_front();
+            }
+        });
+        self.tiles.update(|tiles| tiles.entry(tile.job_id.clone()).or_default().push(tile));
     }
 
     /// Keeps whichever copy is further along, so a late snapshot never

@@ -6,13 +6,40 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   await page.goto("/");
   await waitForLive(page);
 
+  // A slow uplink, so the byte-accurate upload progress can be seen.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: 256 * 1024,
+  });
   const transfer = await generatedImageTransfer(page, 2048, 2048);
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  await expect(page.locator("#upload-bytes")).toHaveText(/ of /);
+  await expect(page.locator(".uploading [role=progressbar]")).toHaveAttribute("aria-valuenow", /\d+/);
+  await cdp.send("Network.emulateNetworkConditions", {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: -1,
+  });
 
   // Progress comes from the SSE stream and ends at 100 %.
   await expect(page.locator("#percent")).toBeVisible();
   await expect(page.locator("#percent")).toHaveText("100 %", { timeout: 90_000 });
   await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done");
+
+  // Every tile of the map turned done, coloured by its worker; hovering names it.
+  await expect(page.locator("#tile-map .tile")).toHaveCount(16);
+  await expect(page.locator('#tile-map .tile[data-state="done"]')).toHaveCount(16);
+  await expect(page.locator("#tile-map .tile").first()).toHaveAttribute("title", /done by e2e-worker-/);
+  // Before and after, with the elapsed time, throughput and stages.
+  await expect(page.locator(".compare img.after")).toBeVisible();
+  await expect(page.locator("#status")).toContainText("MP/s");
+  await expect(page.locator("#stages")).toContainText("decode");
+  await page.screenshot({ path: "screenshots/job-desktop.png", fullPage: true });
 
   // The job has its own URL: a reload shows the same state.
   await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
@@ -20,6 +47,7 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   await waitForLive(page);
   await expect(page.locator("#percent")).toHaveText("100 %");
   await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done");
+  await expect(page.locator('#tile-map .tile[data-state="done"]')).toHaveCount(16);
 
   const downloading = page.waitForEvent("download");
   await page.locator("#download").click();

@@ -24,6 +24,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/tiles", get(job_tiles))
         .route("/jobs/{id}/result", get(job_result))
+        .route("/jobs/{id}/input", get(job_input))
         .route("/workers", get(list_workers))
         .route("/stats", get(stats))
         .route("/events", get(sse::stream))
@@ -153,6 +154,18 @@ async fn job_result(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         ],
         bytes,
     ))
+}
+
+/// `GET /api/jobs/{id}/input`: the uploaded file as it came, for the
+/// before/after view.
+async fn job_input(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<impl IntoResponse> {
+    let id = job_id(&id)?;
+    state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    let path = state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?;
+    let bytes = tokio::fs::read(&path).await.map_err(anyhow::Error::from)?;
+    // Sniffed at upload, named by its format since: never the client's name.
+    let format = image::ImageFormat::from_path(&path).map_err(anyhow::Error::from)?;
+    Ok(([(header::CONTENT_TYPE, format.to_mime_type())], bytes))
 }
 
 fn worker_timeout(state: &AppState) -> Duration {

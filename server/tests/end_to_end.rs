@@ -31,6 +31,8 @@ async fn two_workers_process_an_image_seamlessly() {
     .await;
     assert_eq!(job.status, JobStatus::Done, "job failed: {:?}", job.error);
     assert_eq!(job.tiles_done, 9);
+    let stages = job.stages.expect("a done job says where its time went");
+    assert!(stages.decode_ms > 0.0 && stages.process_ms >= stages.collect_ms && stages.encode_ms > 0.0, "{stages:?}");
 
     // Every tile is recorded as done, by one of our workers.
     let tiles: Vec<app::api::Tile> =
@@ -42,6 +44,11 @@ async fn two_workers_process_an_image_seamlessly() {
         assert!(names.contains(tile.worker_id.as_deref().unwrap_or("")), "tile {} by {:?}", tile.idx, tile.worker_id);
         assert!(tile.elapsed_ms.unwrap() > 0.0);
     }
+
+    // The original is served back as it came, for the before/after view.
+    let input = reqwest::get(server.url(&format!("/api/jobs/{}/input", job.id))).await.unwrap();
+    assert_eq!((input.status().as_u16(), input.headers()["content-type"].to_str().unwrap()), (200, "image/png"));
+    assert!(input.bytes().await.unwrap() == png(&image), "the input differs from the upload");
 
     // The result equals the whole-image blur exactly.
     let response = reqwest::get(server.url(&format!("/api/jobs/{}/result", job.id))).await.unwrap();

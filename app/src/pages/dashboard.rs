@@ -26,6 +26,7 @@ pub fn Dashboard() -> impl IntoView {
     view! {
         <section class="dashboard">
             <h1>"Dashboard"</h1>
+            <SystemPanel />
             <h2>"Workers"</h2>
             <table id="workers">
                 <thead>
@@ -42,7 +43,10 @@ pub fn Dashboard() -> impl IntoView {
                             let age = (live.now.get() - w.last_seen).max(0);
                             view! {
                                 <tr class="worker" data-status=status>
-                                    <td class="mono">{w.id}</td>
+                                    <td class="mono">
+                                        <span class="swatch" style:background-color=format!("hsl({} 65% 52%)", crate::pages::tiles::worker_hue(&w.id))></span>
+                                        {w.id}
+                                    </td>
                                     <td>{w.host}</td>
                                     <td><span class=format!("pill {status}")>{status}</span></td>
                                     <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
@@ -117,5 +121,72 @@ pub fn Dashboard() -> impl IntoView {
                 </tbody>
             </table>
         </section>
+    }
+}
+
+/// Throughput over the last minutes, the backlog and the totals.
+#[component]
+fn SystemPanel() -> impl IntoView {
+    let live = Live::get();
+    const BUCKET_SECS: i64 = 5;
+    let buckets = move || {
+        let now = live.now.get() / 1000;
+        let n = (crate::live::THROUGHPUT_WINDOW_SECS / BUCKET_SECS) as usize;
+        let mut rates = vec![0.0; n];
+        live.throughput.with(|t| {
+            for (second, count) in t {
+                let age = now - second;
+                if (0..crate::live::THROUGHPUT_WINDOW_SECS).contains(&age) {
+                    rates[n - 1 - (age / BUCKET_SECS) as usize] += f64::from(*count) / BUCKET_SECS as f64;
+                }
+            }
+        });
+        rates
+    };
+    let current = move || {
+        let now = live.now.get() / 1000;
+        let recent: u32 = live.throughput.with(|t| t.iter().filter(|(s, _)| now - s < 10).map(|(_, n)| n).sum());
+        f64::from(recent) / 10.0
+    };
+    let chart = move || {
+        let rates = buckets();
+        let peak = rates.iter().copied().fold(1.0, f64::max);
+        let step = 300.0 / (rates.len().max(2) - 1) as f64;
+        rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{:.1},{:.1}", i as f64 * step, 38.0 - 36.0 * r / peak))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let totals = move || {
+        live.jobs.with(|jobs| {
+            let backlog: u32 =
+                jobs.values().filter(|j| !j.status.is_finished()).map(|j| j.tiles_total - j.tiles_done).sum();
+            let running = jobs.values().filter(|j| !j.status.is_finished()).count();
+            let done = jobs.values().filter(|j| j.status == JobStatus::Done).count();
+            let failed = jobs.values().filter(|j| j.status == JobStatus::Failed).count();
+            let tiles: u32 = jobs.values().map(|j| j.tiles_done).sum();
+            (backlog, running, done, failed, tiles)
+        })
+    };
+    view! {
+        <div class="system" id="system">
+            <div class="stat">
+                <span class="label">"Tiles/s"</span>
+                <span class="value" id="tiles-per-second">{move || format!("{:.1}", current())}</span>
+                <svg class="spark" viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label="Tiles per second over the last five minutes">
+                    <polyline points=chart fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                </svg>
+            </div>
+            {move || {
+                let (backlog, running, done, failed, tiles) = totals();
+                view! {
+                    <div class="stat"><span class="label">"Backlog"</span><span class="value" id="backlog">{backlog}</span><span class="muted small">"tiles waiting"</span></div>
+                    <div class="stat"><span class="label">"Jobs"</span><span class="value">{running}</span><span class="muted small">{format!("running · {done} done · {failed} failed")}</span></div>
+                    <div class="stat"><span class="label">"Tiles done"</span><span class="value">{tiles}</span><span class="muted small">"in listed jobs"</span></div>
+                }
+            }}
+        </div>
     }
 }

@@ -8,6 +8,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::JobStatus;
 use crate::live::Live;
 use crate::pages::chain::describe;
+use crate::pages::tiles::TileMap;
 use crate::pages::{human_bytes, human_duration};
 
 #[component]
@@ -31,7 +32,16 @@ pub fn JobPage() -> impl IntoView {
         let _ = (id, missing);
     });
 
-    move || {
+    // The map is built once per job, not on every progress event.
+    let grid = Memo::new(move |_| job.with(|j| j.as_ref().map(|j| (j.id.clone(), j.width, j.height, j.tile_size))));
+    let tile_map =
+        move || grid.get().map(|(id, width, height, tile_size)| view! { <TileMap id width height tile_size /> });
+    // So is the before/after view, once the job is done.
+    let done =
+        Memo::new(move |_| job.with(|j| j.as_ref().filter(|j| j.status == JobStatus::Done).map(|j| j.id.clone())));
+    let compare = move || done.get().map(|id| view! { <BeforeAfter id /> });
+
+    let card = move || {
         let Some(job) = job.get() else {
             return if missing.get() {
                 view! { <p class="error" role="alert">"No such job."</p> }.into_any()
@@ -42,6 +52,19 @@ pub fn JobPage() -> impl IntoView {
         let percent = job.progress();
         let status = job.status;
         let elapsed = job.finished_at.unwrap_or_else(|| live.now.get()) - job.created_at;
+        let megapixels = f64::from(job.width) * f64::from(job.height) / 1e6;
+        let throughput = (status == JobStatus::Done && elapsed > 0)
+            .then(|| format!(" · {:.1} MP/s", megapixels / (elapsed as f64 / 1000.0)));
+        let stages = job.stages.map(|s| {
+            let secs = |ms: f64| format!("{:.2} s", ms / 1000.0);
+            format!(
+                "decode {} · dispatch {} · processing {} · encode {}",
+                secs(s.decode_ms),
+                secs(s.dispatch_ms),
+                secs(s.process_ms),
+                secs(s.encode_ms)
+            )
+        });
         view! {
             <section class="job">
                 <h1>{job.filename.clone()}</h1>
@@ -58,8 +81,9 @@ pub fn JobPage() -> impl IntoView {
                     <p class="status" id="status">
                         <span id="percent">{format!("{percent:.0} %")}</span>
                         " · " {status.as_str()} " · " {job.tiles_done} "/" {job.tiles_total} " tiles · "
-                        {human_duration(elapsed)}
+                        {human_duration(elapsed)} {throughput}
                     </p>
+                    {stages.map(|text| view! { <p class="muted small" id="stages">{text}</p> })}
                     {match status {
                         JobStatus::Done => view! {
                             <a id="download" class="button" href=format!("/api/jobs/{}/result", job.id) download>
@@ -72,9 +96,36 @@ pub fn JobPage() -> impl IntoView {
                         _ => ().into_any(),
                     }}
                 </div>
-                <p><a href="/">"Process another image"</a></p>
             </section>
         }
         .into_any()
+    };
+    view! {
+        {card}
+        {tile_map}
+        {compare}
+        <p><a href="/">"Process another image"</a></p>
+    }
+}
+
+/// The original and the result on top of each other, split by a slider.
+#[component]
+fn BeforeAfter(id: String) -> impl IntoView {
+    let split = RwSignal::new(50.0);
+    view! {
+        <figure class="compare" style=move || format!("--split: {}%", split.get())>
+            <img class="before" src=format!("/api/jobs/{id}/input") alt="The original" loading="lazy" />
+            <img class="after" src=format!("/api/jobs/{id}/result") alt="The result" loading="lazy" />
+            <input
+                type="range"
+                min="0"
+                max="100"
+                step="0.5"
+                aria-label="Original on the left, result on the right"
+                prop:value=move || split.get()
+                on:input=move |ev| split.set(event_target_value(&ev).parse().unwrap_or(50.0))
+            />
+            <figcaption class="muted small">"Original ← drag → result"</figcaption>
+        </figure>
     }
 }

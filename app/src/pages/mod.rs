@@ -1,6 +1,7 @@
 pub mod chain;
 pub mod dashboard;
 pub mod job;
+pub mod tiles;
 pub mod upload;
 
 /// "1.4 MB", "512 KB", "37 B".

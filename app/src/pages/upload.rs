@@ -4,13 +4,15 @@
 use leptos::prelude::*;
 
 use crate::pages::chain::ChainEditor;
+use crate::pages::human_bytes;
 use pipeline::Operation;
 
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 enum Phase {
     Idle,
-    Uploading(String),
+    /// File name, bytes sent, bytes in all.
+    Uploading(String, f64, f64),
     Refused(String),
 }
 
@@ -78,8 +80,19 @@ pub fn UploadPage() -> impl IntoView {
             </label>
             {move || match phase.get() {
                 Phase::Idle => ().into_any(),
-                Phase::Uploading(name) => {
-                    view! { <p class="status" id="status">"Uploading " {name} "…"</p> }.into_any()
+                Phase::Uploading(name, sent, total) => {
+                    let percent = if total > 0.0 { 100.0 * sent / total } else { 0.0 };
+                    view! {
+                        <div class="uploading">
+                            <div class="bar" role="progressbar" aria-label="Upload" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                                <div class="fill" style:width=format!("{percent:.1}%")></div>
+                            </div>
+                            <p class="status" id="status">
+                                "Uploading " {name} " · "
+                                <span id="upload-bytes">{format!("{} of {}", human_bytes(sent as u64), human_bytes(total as u64))}</span>
+                            </p>
+                        </div>
+                    }.into_any()
                 }
                 Phase::Refused(message) => {
                     view! { <p class="error" id="error" role="alert">{message}</p> }.into_any()
@@ -97,9 +110,11 @@ fn start(
     live: crate::live::Live,
     navigate: impl Fn(&str, leptos_router::NavigateOptions) + 'static,
 ) {
-    phase.set(Phase::Uploading(file.name()));
+    let name = file.name();
+    phase.set(Phase::Uploading(name.clone(), 0.0, file.size()));
+    let progress = move |sent, total| phase.set(Phase::Uploading(name.clone(), sent, total));
     leptos::task::spawn_local(async move {
-        match crate::client::upload(file, &chain).await {
+        match crate::client::upload(file, &chain, progress).await {
             Ok(job) => {
                 let path = format!("/jobs/{}", job.id);
                 live.upsert_job(job);

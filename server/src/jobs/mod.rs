@@ -281,14 +281,19 @@ impl Jobs {
     }
 
     async fn read_input(&self, id: &str) -> anyhow::Result<Vec<u8>> {
-        let mut entries =
-            tokio::fs::read_dir(self.settings.jobs_dir.join(id)).await.context("the job's files are gone")?;
-        while let Some(entry) = entries.next_entry().await? {
+        let path = self.input_path(id).await.context("the job's input file is gone")?;
+        Ok(tokio::fs::read(path).await?)
+    }
+
+    /// The stored upload, `input.<its format's extension>`.
+    pub async fn input_path(&self, id: &str) -> Option<PathBuf> {
+        let mut entries = tokio::fs::read_dir(self.settings.jobs_dir.join(id)).await.ok()?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
             if entry.file_name().to_string_lossy().starts_with("input.") {
-                return Ok(tokio::fs::read(entry.path()).await?);
+                return Some(entry.path());
             }
         }
-        anyhow::bail!("the job's input file is gone")
+        None
     }
 
     /// Publishes a tile's task and records where the broker put it. Does
