@@ -55,7 +55,15 @@ async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppRe
     admit(&state, &info).await?;
     // The client's file name is shown, never used as a path.
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
-    let job = state.jobs.submit(bytes, &filename, info, chain).await?;
+    // Decoded before the answer, so a file whose header passes but whose
+    // pixels are cut short or corrupt is a 4xx, not a failed job later.
+    let (bytes, input) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        intake::decode(&bytes, info).map(|frame| (bytes, (frame, started.elapsed())))
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    let job = state.jobs.submit(bytes, &filename, info, input, chain).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 

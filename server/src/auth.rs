@@ -28,7 +28,12 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
     match bearer.or(query.as_deref()) {
         Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
         given => {
-            let message = if given.is_some() {
+            let wrong = given.is_some();
+            let limit = state.config.max_upload_bytes;
+            // Read the body a client is still sending (up to the upload
+            // limit) so it gets this answer rather than a broken pipe.
+            drain(request, limit).await;
+            let message = if wrong {
                 "the access token is wrong"
             } else {
                 "this server needs an access token: send Authorization: Bearer <token>"
@@ -36,6 +41,18 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
             let mut response = AppError::client(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             response
+        }
+    }
+}
+
+async fn drain(request: Request, limit: usize) {
+    use futures::StreamExt;
+    let mut body = request.into_body().into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        read += chunk.len();
+        if read > limit {
+            break;
         }
     }
 }

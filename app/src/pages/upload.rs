@@ -88,7 +88,7 @@ pub fn UploadPage() -> impl IntoView {
                                 <div class="fill" style:width=format!("{percent:.1}%")></div>
                             </div>
                             <p class="status" id="status">
-                                "Uploading " {name} " · "
+                                {if sent < total { "Uploading " } else { "Checking and decoding " }} {name} " · "
                                 <span id="upload-bytes">{format!("{} of {}", human_bytes(sent as u64), human_bytes(total as u64))}</span>
                             </p>
                         </div>

@@ -144,6 +144,7 @@ impl Jobs {
         bytes: Vec<u8>,
         filename: &str,
         info: ImageInfo,
+        decoded: (Frame, Duration),
         ops: Vec<Operation>,
     ) -> anyhow::Result<Job> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -172,7 +173,7 @@ impl Jobs {
         info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
 
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, Some((bytes, info))).await });
+        tokio::spawn(async move { this.run(&id, Some(decoded)).await });
         Ok(job)
     }
 
@@ -190,33 +191,30 @@ impl Jobs {
     }
 
     /// Starts (or resumes) a job; a job that cannot start fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Vec<u8>, ImageInfo)>) {
+    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Frame, Duration)>) {
         if let Err(e) = self.start(id, upload).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
     }
 
-    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Vec<u8>, ImageInfo)>) -> anyhow::Result<()> {
+    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Frame, Duration)>) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
-        let decode_started = Instant::now();
-        let input = match upload {
-            Some((bytes, info)) => tokio::task::spawn_blocking(move || intake::decode(&bytes, info)).await??,
+        let (input, decode_time) = match upload {
+            Some(decoded) => decoded,
             None => {
+                // Resuming: decode the stored upload again.
                 let bytes = self.read_input(id).await?;
                 tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
                     let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
-                    intake::decode(&bytes, intake::inspect(&bytes, any_size)?)
+                    intake::decode(&bytes, intake::inspect(&bytes, any_size)?).map(|f| (f, started.elapsed()))
                 })
                 .await??
             }
         };
-        let clock = Clock {
-            decode_ms: ms(decode_started.elapsed()),
-            decoded_at: Instant::now(),
-            dispatched_at: None,
-            last_result_at: None,
-        };
+        let clock =
+            Clock { decode_ms: ms(decode_time), decoded_at: Instant::now(), dispatched_at: None, last_result_at: None };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         anyhow::ensure!((input.width, input.height) == (grid.width, grid.height), "the input file changed size");
         if !self.store.start_job(id, grid.tiles()).await? {
