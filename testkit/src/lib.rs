@@ -564,3 +564,61 @@ pub async fn read_topic(
     tokio::task::spawn_blocking(move || drop(consumer)).await.unwrap();
     messages
 }
+
+/// Starts a multipart upload declaring `declared` bytes and sends its first
+/// `sent` (zeros, as a file part), reading the answer while still sending, as
+/// a browser does: returns the status and body the server answered with,
+/// even if it answered before the upload was complete.
+pub async fn partial_upload(base: &str, declared: u64, sent: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = base.strip_prefix("http://").unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let boundary = "tilepipe-test-boundary";
+    let head = format!(
+        "POST /api/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {declared}\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; \
+         filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n"
+    );
+    let sending = tokio::spawn(async move {
+        let _ = writer.write_all(head.as_bytes()).await;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = sent;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if writer.write_all(&chunk[..n]).await.is_err() {
+                break; // the server stopped reading: expected once it has answered
+            }
+            left -= n;
+        }
+        writer // keep the connection open until the answer is read
+    });
+    let mut response = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = reader.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&response);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                if length.is_some_and(|len| response.len() >= end + 4 + len) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("no answer to a partial upload");
+    sending.abort();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
