@@ -4,17 +4,20 @@
 use std::io::Cursor;
 
 use axum::http::StatusCode;
-use image::{ImageFormat, ImageReader};
+use image::metadata::Orientation;
+use image::{ImageDecoder, ImageFormat, ImageReader};
 use pipeline::Frame;
 
 use crate::error::AppError;
 
-/// What the header of an acceptable upload says.
+/// What the header of an acceptable upload says. `width` and `height` are
+/// as displayed, after the EXIF orientation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
     pub format: ImageFormat,
     pub width: u32,
     pub height: u32,
+    pub orientation: Orientation,
 }
 
 /// What sizes of image are accepted.
@@ -44,13 +47,17 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
     // Decoders are third-party code fed hostile input: a panic is a bad file.
     // No decoder limits here: only the header is read, and our own limits
     // below give the clearer answer.
-    let dimensions = std::panic::catch_unwind(|| {
+    let header = std::panic::catch_unwind(|| -> image::ImageResult<_> {
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
         reader.no_limits();
-        reader.into_dimensions()
+        let mut decoder = reader.into_decoder()?;
+        // A broken EXIF block is no reason to refuse the pixels.
+        let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+        Ok((decoder.dimensions(), orientation))
     })
     .map_err(|_| unreadable_panic(format))?;
-    let (width, height) = dimensions.map_err(|e| unreadable(format, e))?;
+    let ((width, height), orientation) = header.map_err(|e| unreadable(format, e))?;
+    let (width, height) = if turns(orientation) { (height, width) } else { (width, height) };
     if width == 0 || height == 0 {
         return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "empty_image", "the image has no pixels"));
     }
@@ -74,7 +81,13 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
             format!("the image is {width}x{height}; it must be at least {min_dimension}x{min_dimension} pixels"),
         ));
     }
-    Ok(ImageInfo { format, width, height })
+    Ok(ImageInfo { format, width, height, orientation })
+}
+
+/// Whether an orientation swaps width and height.
+fn turns(orientation: Orientation) -> bool {
+    use Orientation::*;
+    matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
 /// Decodes the whole image to RGB8. Allocation is bounded by what the header
@@ -82,14 +95,18 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
 pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(info.width);
-    limits.max_image_height = Some(info.height);
+    // Stored sideways when the orientation turns it.
+    let side = info.width.max(info.height);
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
     // Room for the widest decoded layout (16-bit RGBA) plus the RGB8 copy.
     limits.max_alloc = Some(u64::from(info.width) * u64::from(info.height) * 11 + (64 << 20));
     reader.limits(limits);
-    let image = std::panic::catch_unwind(move || reader.decode())
+    let mut image = std::panic::catch_unwind(move || reader.decode())
         .map_err(|_| unreadable_panic(info.format))?
         .map_err(|e| unreadable(info.format, e))?;
+    // Upright, as a viewer shows it (a phone's portrait photo is stored sideways).
+    image.apply_orientation(info.orientation);
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(Frame::new(width, height, rgb.into_raw()))
@@ -146,7 +163,8 @@ mod tests {
     #[test]
     fn reads_size_from_header() {
         let info = inspect(&png(1100, 1024), LIMITS).unwrap();
-        assert_eq!(info, ImageInfo { format: ImageFormat::Png, width: 1100, height: 1024 });
+        let upright = Orientation::NoTransforms;
+        assert_eq!(info, ImageInfo { format: ImageFormat::Png, width: 1100, height: 1024, orientation: upright });
     }
 
     #[test]
@@ -174,6 +192,27 @@ mod tests {
         check(DynamicImage::ImageRgba8(ImageBuffer::from_pixel(3, 2, Rgba([1, 2, 3, 0]))), [1, 2, 3]);
         // 16 bits per channel: v16 becomes round(v16 / 257).
         check(DynamicImage::ImageRgb16(ImageBuffer::from_pixel(3, 2, Rgb([0xffff, 0x8080, 257]))), [255, 128, 1]);
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        use image::ImageEncoder;
+        // 16x8, white on the left half: stored as a phone stores a portrait photo.
+        let pixels: Vec<u8> = (0..8).flat_map(|_| (0..16).flat_map(|x| [if x < 8 { 255 } else { 0 }; 3])).collect();
+        // A little-endian TIFF block with one entry: Orientation = 6 (turn 90° clockwise).
+        let exif = [b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0];
+        let mut jpeg = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+        encoder.set_exif_metadata(exif.to_vec()).unwrap();
+        encoder.write_image(&pixels, 16, 8, image::ExtendedColorType::Rgb8).unwrap();
+
+        let info = inspect(&jpeg, Limits { min_dimension: 1, ..LIMITS }).unwrap();
+        assert_eq!((info.width, info.height, info.orientation), (8, 16, Orientation::Rotate90));
+        let frame = decode(&jpeg, info).unwrap();
+        assert_eq!((frame.width, frame.height), (8, 16));
+        // The left half went to the top.
+        let at = |x: u32, y: u32| frame.pixels[((y * 8 + x) * 3) as usize];
+        assert!(at(4, 2) > 200 && at(4, 13) < 50, "top {} bottom {}", at(4, 2), at(4, 13));
     }
 
     #[test]
