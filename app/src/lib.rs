@@ -20,6 +20,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
+                // Scripts run only with this response's nonce (the hydration
+                // script, which then loads the wasm); must precede them.
+                <meta http-equiv="Content-Security-Policy" content=content_security_policy() />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
@@ -29,6 +32,19 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             </body>
         </html>
     }
+}
+
+/// The page's script policy, with the nonce the server generated for this
+/// response (leptos_axum provides one per render).
+fn content_security_policy() -> String {
+    let scripts = match leptos::nonce::use_nonce() {
+        Some(nonce) => format!("'nonce-{nonce}' 'strict-dynamic'"),
+        None => "'self'".to_owned(),
+    };
+    format!(
+        "default-src 'self'; script-src {scripts} 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
+    )
 }
 
 #[component]

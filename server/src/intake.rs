@@ -228,7 +228,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        // 200 cases in the test command; `PROPTEST_CASES=100000` for a long run.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
 
         /// Intake fuzzing: random bytes, and valid PNG/JPEG/BMP files with
         /// bytes overwritten, never panic; whatever passes the header check

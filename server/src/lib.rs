@@ -1,6 +1,7 @@
 //! tilepipe's master. `main.rs` only parses the config and calls [`Server`].
 
 pub mod api;
+pub mod assemble;
 pub mod auth;
 pub mod config;
 pub mod error;

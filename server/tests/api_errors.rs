@@ -114,5 +114,14 @@ async fn limits_refuse_bombs_floods_and_oversized_uploads() {
         assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
         assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
     }
+    // Pages allow only scripts carrying this response's nonce.
+    let page = reqwest::get(server.url("/")).await.unwrap().text().await.unwrap();
+    let policy =
+        page.split(r#"http-equiv="Content-Security-Policy" content=""#).nth(1).unwrap().split('"').next().unwrap();
+    let nonce = policy.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    assert!(nonce.len() >= 16, "{policy}");
+    assert!(page.contains(&format!(r#"nonce="{nonce}""#)), "the hydration script lacks the nonce");
+    let again = reqwest::get(server.url("/")).await.unwrap().text().await.unwrap();
+    assert!(!again.contains(&nonce), "a nonce was used twice");
     server.stop().await;
 }

@@ -67,14 +67,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A running job: its input, and its output filled in as results arrive.
+/// A running job: its input and what is known of its tiles. Finished tiles
+/// are on disk, not in memory: the result is assembled from them at the end.
 struct Active {
     clock: Clock,
     grid: TileGrid,
     ops: Arc<[Operation]>,
     halo: u32,
     input: Arc<Frame>,
-    output: Frame,
     tiles: Vec<TileState>,
     remaining: u32,
 }
@@ -131,7 +131,7 @@ impl Jobs {
     }
 
     fn tile_path(&self, job_id: &str, tile: u32) -> PathBuf {
-        self.tiles_dir(job_id).join(format!("{tile}.rgb"))
+        tile_file(&self.tiles_dir(job_id), tile)
     }
 
     fn get(&self, id: &str) -> Option<Shared> {
@@ -222,15 +222,13 @@ impl Jobs {
         }
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
 
-        let (mut output, mut tiles) =
-            (Frame::black(grid.width, grid.height), vec![TileState::default(); grid.len() as usize]);
+        let mut tiles = vec![TileState::default(); grid.len() as usize];
         let pending = self.store.pending_tiles(id).await?;
         for t in tiles_not_in(&pending, grid.len()) {
             // Done before a restart: its pixels are on disk (or it is redone).
             let rect = grid.tile(t).expect("in the grid");
-            match tokio::fs::read(self.tile_path(id, t)).await {
-                Ok(pixels) if pixels.len() == Frame::byte_len(rect.width, rect.height) => {
-                    output.paste(rect.x, rect.y, &Frame::new(rect.width, rect.height, pixels));
+            match tokio::fs::metadata(self.tile_path(id, t)).await {
+                Ok(file) if file.len() == Frame::byte_len(rect.width, rect.height) as u64 => {
                     tiles[t as usize].done = true;
                 }
                 _ => {
@@ -253,7 +251,6 @@ impl Jobs {
             halo: ops::chain_halo(&job.ops),
             ops: job.ops.into(),
             input: Arc::new(input),
-            output,
             tiles,
             remaining,
         };
@@ -340,12 +337,17 @@ impl Jobs {
         let path = self.result_path(id);
         let encode_started = Instant::now();
         let clock = active.lock().expect("lock").clock;
+        let grid = active.lock().expect("lock").grid;
+        drop(active); // the input is no longer needed
+        let tiles_dir = self.tiles_dir(id);
         let written = async {
-            let png =
-                tokio::task::spawn_blocking(move || intake::encode_png(&active.lock().expect("lock").output)).await??;
             // Write then rename: a reader never sees half a file.
             let partial = path.with_extension("png.partial");
-            tokio::fs::write(&partial, png).await?;
+            let target = partial.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::assemble::write_png(&grid, |t| tile_file(&tiles_dir, t), &target)
+            })
+            .await??;
             tokio::fs::rename(&partial, &path).await?;
             anyhow::Ok(())
         };
@@ -440,6 +442,11 @@ impl Jobs {
             self.events.emit(Event::Job(job));
         }
     }
+}
+
+/// Where a finished tile's raw RGB pixels are kept until the result is written.
+fn tile_file(tiles_dir: &std::path::Path, tile: u32) -> PathBuf {
+    tiles_dir.join(format!("{tile}.rgb"))
 }
 
 fn encode_task(header: TaskHeader, input: &Frame) -> Vec<u8> {

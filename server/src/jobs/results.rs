@@ -41,8 +41,7 @@ impl Jobs {
         close(consumer);
     }
 
-    /// Stores a finished tile on disk and in SQLite, then pastes it into its
-    /// job's output. Duplicates and results for stopped jobs change nothing.
+    /// Stores a finished tile on disk and in SQLite, then counts it done. Duplicates and results for stopped jobs change nothing.
     async fn accept(self: &Arc<Self>, result: &TileResult) -> anyhow::Result<()> {
         let TileResult { header: h, output } = result;
         let active = self.get(&h.job_id);
@@ -79,7 +78,6 @@ impl Jobs {
                 return false;
             }
             state.done = true;
-            a.output.paste(h.rect.x, h.rect.y, output);
             a.remaining -= 1;
             if a.remaining == 0 {
                 a.clock.last_result_at = Some(std::time::Instant::now());
