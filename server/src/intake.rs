@@ -195,6 +195,33 @@ mod tests {
     }
 
     #[test]
+    fn palette_pngs_decode_to_their_colours() {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, 4, 2);
+        encoder.set_color(png::ColorType::Indexed);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_palette(vec![10, 20, 30, 200, 100, 0]);
+        encoder.write_header().unwrap().write_image_data(&[0, 1, 0, 1, 1, 1, 0, 0]).unwrap();
+        let frame = decode(&bytes, inspect(&bytes, Limits { min_dimension: 1, ..LIMITS }).unwrap()).unwrap();
+        assert_eq!((frame.width, frame.height), (4, 2));
+        assert_eq!(&frame.pixels[..6], &[10, 20, 30, 200, 100, 0]);
+    }
+
+    #[test]
+    fn cmyk_jpegs_decode_to_rgb() {
+        // Left half no ink, right half full black ink, in whichever CMYK convention.
+        let (w, h) = (32u16, 16u16);
+        let cmyk: Vec<u8> =
+            (0..h).flat_map(|_| (0..w).flat_map(|x| if x < w / 2 { [0, 0, 0, 0] } else { [0, 0, 0, 255] })).collect();
+        let mut bytes = Vec::new();
+        jpeg_encoder::Encoder::new(&mut bytes, 95).encode(&cmyk, w, h, jpeg_encoder::ColorType::Cmyk).unwrap();
+        let frame = decode(&bytes, inspect(&bytes, Limits { min_dimension: 1, ..LIMITS }).unwrap()).unwrap();
+        assert_eq!((frame.width, frame.height), (32, 16));
+        let at = |x: usize| i32::from(frame.pixels[(8 * 32 + x) * 3]);
+        assert!((at(4) - at(28)).abs() > 150, "no ink {} vs black ink {}", at(4), at(28));
+    }
+
+    #[test]
     fn exif_orientation_is_applied() {
         use image::ImageEncoder;
         // 16x8, white on the left half: stored as a phone stores a portrait photo.
