@@ -113,6 +113,35 @@ pub struct Worker {
     pub tiles_done: u64,
 }
 
+/// What the server accepts (`GET /api/limits`), so the browser can check a
+/// file before sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub min_dimension: u32,
+    pub max_dimension: u32,
+    pub max_pixels: u64,
+    pub max_upload_bytes: u64,
+}
+
+impl Limits {
+    /// Why an image of this size would be refused, in words; `None` if not.
+    pub fn refusal(&self, width: u32, height: u32) -> Option<String> {
+        let min = self.min_dimension;
+        if width < min || height < min {
+            return Some(format!("the image is {width}x{height}; it must be at least {min}x{min} pixels"));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if width > self.max_dimension || height > self.max_dimension || pixels > self.max_pixels {
+            return Some(format!(
+                "the image is {width}x{height}; at most {} pixels a side and {:.0} megapixels are accepted",
+                self.max_dimension,
+                self.max_pixels as f64 / 1e6
+            ));
+        }
+        None
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub jobs_total: u64,

@@ -17,6 +17,8 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   });
   const transfer = await generatedImageTransfer(page, 2048, 2048);
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  // The browser previews the file with its size while it goes up.
+  await expect(page.locator("#preview figcaption")).toContainText("2048×2048");
   await expect(page.locator("#upload-bytes")).toHaveText(/ of /);
   await expect(page.locator(".uploading [role=progressbar]")).toHaveAttribute("aria-valuenow", /\d+/);
   await cdp.send("Network.emulateNetworkConditions", {
@@ -101,4 +103,31 @@ test("an image below 1024x1024 is refused with the server's words", async ({ pag
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
   await expect(page.locator("#error")).toContainText("640x480");
   await expect(page.locator("#error")).toContainText("at least 1024x1024");
+});
+
+test("an image pasted from the clipboard is previewed with its size and runs", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const transfer = await generatedImageTransfer(page, 1280, 1024, "pasted.png");
+  await page.evaluate((data) => {
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+  }, transfer);
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done", { timeout: 90_000 });
+  await expect(page.locator("h1")).toHaveText("pasted.png");
+});
+
+test("a file that is not an image is refused before it is sent", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const transfer = await page.evaluateHandle(() => {
+    const data = new DataTransfer();
+    data.items.add(new File(["just words"], "notes.txt", { type: "text/plain" }));
+    return data;
+  });
+  const uploads: string[] = [];
+  page.on("request", (r) => r.method() === "POST" && uploads.push(r.url()));
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  await expect(page.locator("#error")).toContainText("notes.txt is not an image (text/plain)");
+  expect(uploads).toHaveLength(0);
 });

@@ -27,6 +27,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/jobs/{id}/input", get(job_input))
         .route("/workers", get(list_workers))
         .route("/stats", get(stats))
+        .route("/limits", get(limits))
         .route("/events", get(sse::stream))
         .fallback(|| async { AppError::not_found("API route") })
 }
@@ -174,6 +175,17 @@ async fn job_input(State(state): State<AppState>, Path(id): Path<String>) -> App
     // Sniffed at upload, named by its format since: never the client's name.
     let format = image::ImageFormat::from_path(&path).map_err(anyhow::Error::from)?;
     Ok(([(header::CONTENT_TYPE, format.to_mime_type())], bytes))
+}
+
+/// `GET /api/limits`: what uploads are accepted.
+async fn limits(State(state): State<AppState>) -> Json<app::api::Limits> {
+    let c = &state.config;
+    Json(app::api::Limits {
+        min_dimension: c.min_dimension,
+        max_dimension: c.max_dimension,
+        max_pixels: c.max_pixels,
+        max_upload_bytes: c.max_upload_bytes as u64,
+    })
 }
 
 fn worker_timeout(state: &AppState) -> Duration {

@@ -19,6 +19,11 @@ async fn bad_uploads_and_ids_get_json_errors() {
     let small =
         expect_error(server.upload("small.png", png(&test_image(800, 1200))).await, 422, "image_too_small").await;
     assert!(small.message.contains("800x1200"), "{}", small.message);
+    // The browser checks with the same limits, in the same words.
+    let limits: app::api::Limits = reqwest::get(server.url("/api/limits")).await.unwrap().json().await.unwrap();
+    assert_eq!((limits.min_dimension, limits.max_pixels), (1024, 300_000_000));
+    assert_eq!(limits.refusal(800, 1200).as_deref(), Some(small.message.as_str()));
+    assert_eq!(limits.refusal(1024, 1024), None);
     expect_error(server.upload("notes.png", b"not an image at all".to_vec()).await, 415, "unsupported_format").await;
     expect_error(server.upload("empty.png", Vec::new()).await, 400, "empty_file").await;
     let mut truncated = png(&test_image(1024, 1024));

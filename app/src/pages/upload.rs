@@ -24,12 +24,39 @@ pub fn UploadPage() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let chain = RwSignal::new(vec![Operation::default()]);
 
+    let preview = RwSignal::new(None::<Preview>);
+    let limits = RwSignal::new(None::<crate::api::Limits>);
+
     #[cfg(feature = "hydrate")]
-    let navigate = leptos_router::hooks::use_navigate();
-    #[cfg(feature = "hydrate")]
-    let start = move |file: web_sys::File| start(file, chain.get_untracked(), phase, live, navigate.clone());
+    let start = {
+        let navigate = leptos_router::hooks::use_navigate();
+        let upload = std::rc::Rc::new(move |file: web_sys::File| {
+            start(file, chain.get_untracked(), phase, live, navigate.clone())
+        });
+        // What the server accepts, so a file is checked before it is sent.
+        leptos::task::spawn_local(async move {
+            if let Ok(l) = crate::client::get_json::<crate::api::Limits>("/api/limits").await {
+                limits.set(Some(l));
+            }
+        });
+        move |file: web_sys::File| check_then_upload(file, limits.get_untracked(), preview, phase, upload.clone())
+    };
     #[cfg(feature = "hydrate")]
     let start_picked = start.clone();
+    // Paste an image from the clipboard anywhere on the page.
+    #[cfg(feature = "hydrate")]
+    {
+        let start = start.clone();
+        let handle = window_event_listener(leptos::ev::paste, move |ev: web_sys::ClipboardEvent| {
+            if let Some(file) = ev.clipboard_data().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+                ev.prevent_default();
+                start(file);
+            }
+        });
+        on_cleanup(move || handle.remove());
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = limits;
 
     let on_drop = move |ev: leptos::ev::DragEvent| {
         ev.prevent_default();
@@ -76,8 +103,18 @@ pub fn UploadPage() -> impl IntoView {
             >
                 <input id="file" type="file" accept="image/*" on:change=on_pick />
                 <span class="big">"Drop an image here"</span>
-                <span class="small">"or click to choose a file (PNG, JPEG, WebP, BMP, TIFF, GIF)"</span>
+                <span class="small">"or click to choose a file, or paste one (PNG, JPEG, WebP, BMP, TIFF, GIF)"</span>
             </label>
+            {move || preview.get().map(|p| view! {
+                <figure class="preview" id="preview">
+                    <img src=p.url alt=format!("Preview of {}", p.name) />
+                    <figcaption class="muted small">
+                        {p.name} " · "
+                        {p.size.map(|(w, h)| format!("{w}×{h} · ")).unwrap_or_default()}
+                        {human_bytes(p.bytes)}
+                    </figcaption>
+                </figure>
+            })}
             {move || match phase.get() {
                 Phase::Idle => ().into_any(),
                 Phase::Uploading(name, sent, total) => {
@@ -100,6 +137,65 @@ pub fn UploadPage() -> impl IntoView {
             }}
         </section>
     }
+}
+
+/// The chosen file, as the browser sees it.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+struct Preview {
+    url: String,
+    name: String,
+    /// Width and height, if the browser can show the format (not TIFF).
+    size: Option<(u32, u32)>,
+    bytes: u64,
+}
+
+/// Checks type, byte size and dimensions against the server's limits and
+/// shows a preview; uploads only what would be accepted. Formats the browser
+/// cannot show (TIFF) are left to the server to judge.
+#[cfg(feature = "hydrate")]
+fn check_then_upload(
+    file: web_sys::File,
+    limits: Option<crate::api::Limits>,
+    preview: RwSignal<Option<Preview>>,
+    phase: RwSignal<Phase>,
+    upload: std::rc::Rc<dyn Fn(web_sys::File)>,
+) {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+
+    let (name, kind, bytes) = (file.name(), file.type_(), file.size() as u64);
+    if !kind.is_empty() && !kind.starts_with("image/") {
+        return phase.set(Phase::Refused(format!("{name} is not an image ({kind})")));
+    }
+    if let Some(max) = limits.map(|l| l.max_upload_bytes).filter(|&max| bytes > max) {
+        let (size, max) = (human_bytes(bytes), human_bytes(max));
+        return phase.set(Phase::Refused(format!("{name} is {size}; at most {max} can be uploaded")));
+    }
+    if let Some(old) = preview.get_untracked() {
+        let _ = web_sys::Url::revoke_object_url(&old.url);
+    }
+    let (Ok(url), Ok(image)) = (web_sys::Url::create_object_url_with_blob(&file), web_sys::HtmlImageElement::new())
+    else {
+        return upload(file);
+    };
+    let (shown, src) = (image.clone(), url.clone());
+    let (file_ok, upload_ok, url_ok, name_ok) = (file.clone(), upload.clone(), url.clone(), name.clone());
+    let on_load = Closure::once_into_js(move || {
+        let size = (shown.natural_width(), shown.natural_height());
+        preview.set(Some(Preview { url: url_ok, name: name_ok, size: Some(size), bytes }));
+        match limits.and_then(|l| l.refusal(size.0, size.1)) {
+            Some(reason) => phase.set(Phase::Refused(reason)),
+            None => upload_ok(file_ok),
+        }
+    });
+    let on_error = Closure::once_into_js(move || {
+        preview.set(Some(Preview { url, name, size: None, bytes }));
+        upload(file);
+    });
+    image.set_onload(Some(on_load.unchecked_ref()));
+    image.set_onerror(Some(on_error.unchecked_ref()));
+    image.set_src(&src);
 }
 
 #[cfg(feature = "hydrate")]
