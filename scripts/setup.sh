@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything tilepipe needs on a fresh Debian machine, idempotently:
 # apt packages, the wasm target, cargo-leptos, the wasm-bindgen CLI matching
-# Cargo.lock, nisshi (the Kafka-protocol broker), wasm-opt and Playwright from npm.
+# Cargo.lock, nisshi (the Kafka-protocol broker), wasm-opt and Playwright from npm,
+# and OpenCV from PyPI (the reference for tests and benchmarks).
 # Each step checks what is already there, so a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # --- apt --------------------------------------------------------------------
-apt_pkgs=(build-essential pkg-config zlib1g-dev chromium)
+apt_pkgs=(build-essential pkg-config zlib1g-dev chromium python3-venv)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -60,6 +61,15 @@ fi
 if [[ ! -d end2end/node_modules/@playwright/test ]]; then
   log "npm: installing Playwright (browser comes from Debian's chromium)"
   (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# --- PyPI ---------------------------------------------------------------------
+# OpenCV: the reference the operations are tested (pipeline/tests/opencv.rs)
+# and benchmarked against.
+if ! tools/venv/bin/python -c 'import cv2' >/dev/null 2>&1; then
+  log "pip: installing OpenCV into tools/venv"
+  python3 -m venv tools/venv
+  tools/venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
 fi
 
 log "all tools present"

@@ -1,10 +1,15 @@
 //! Throughput of every operation, single-threaded and tiled across all cores,
 //! and the fast Gaussian blur against the `image` crate's blur.
 //!
-//! `cargo bench -p pipeline` (release). `BENCH_SIZE=8192` changes the image
-//! edge (default 4096). Prints a Markdown table.
+//! `cargo bench -p pipeline` (release). `BENCH_SIZE` changes the image edge
+//! (default 8192). Prints Markdown tables, and OpenCV's GaussianBlur on the
+//! same image when `scripts/setup.sh` has installed it (tools/venv).
 
 use std::hint::black_box;
+
+// As in the worker binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use pipeline::ops::{self, Operation};
@@ -60,7 +65,7 @@ fn tiled(chain: &[Operation], image: &Frame, threads: usize) {
 }
 
 fn main() {
-    let size: u32 = std::env::var("BENCH_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let size: u32 = std::env::var("BENCH_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(8192);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let image = noise(size, size);
     let pixels = u64::from(size) * u64::from(size);
@@ -82,7 +87,7 @@ fn main() {
         "| operation | one tile, 1 thread (MP/s) | whole image, 1 thread (MP/s) | tiled, {threads} threads (MP/s) |"
     );
     println!("|---|---:|---:|---:|");
-    let mut blur_whole = 0.0;
+    let (mut blur_whole, mut blur_tile, mut blur_tiled) = (0.0, 0.0, 0.0);
     for (name, op) in catalog {
         let chain = [op];
         let halo = ops::chain_halo(&chain);
@@ -96,7 +101,7 @@ fn main() {
         let spread = best(2, || tiled(&chain, &image, threads));
         let (t, w, p) = (mp_per_s(tile_pixels, tile), mp_per_s(pixels, whole), mp_per_s(pixels, spread));
         if blur_whole == 0.0 {
-            blur_whole = w;
+            (blur_whole, blur_tile, blur_tiled) = (w, t, p);
         }
         println!("| {name} | {t:.1} | {w:.1} | {p:.1} |");
     }
@@ -116,4 +121,35 @@ fn main() {
     println!("| tilepipe (libblur fixed point, reflect-101 halo) | {blur_whole:.1} | 1.0x |");
     println!("| image `imageops::blur` | {a:.1} | {:.1}x faster |", blur_whole / a);
     println!("| image `DynamicImage::blur` | {b:.1} | {:.1}x faster |", blur_whole / b);
+
+    match opencv_blur(&image) {
+        Some(opencv) => {
+            let per_core = blur_tiled / threads as f64;
+            println!("\n| 51x51 Gaussian blur, per core | MP/s | vs OpenCV |");
+            println!("|---|---:|---:|");
+            println!("| OpenCV `GaussianBlur`, whole image, 1 thread | {opencv:.1} | 1.0x |");
+            println!("| tilepipe, one tile, 1 thread | {blur_tile:.1} | {:.1}x |", blur_tile / opencv);
+            println!("| tilepipe, whole image, 1 thread | {blur_whole:.1} | {:.1}x |", blur_whole / opencv);
+            println!("| tilepipe, tiled on {threads} threads, per core | {per_core:.1} | {:.1}x |", per_core / opencv);
+        }
+        None => println!("\nOpenCV is not installed (run scripts/setup.sh): no comparison."),
+    }
+}
+
+/// OpenCV's single-thread GaussianBlur(51x51, sigma 0) on the same pixels, in MP/s.
+fn opencv_blur(image: &Frame) -> Option<f64> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("TILEPIPE_PYTHON").map_or_else(|| root.join("tools/venv/bin/python"), Into::into);
+    if !python.exists() {
+        return None;
+    }
+    let raw = std::env::temp_dir().join(format!("tilepipe-bench-{}.rgb", std::process::id()));
+    std::fs::write(&raw, &image.pixels).ok()?;
+    let output = std::process::Command::new(python)
+        .arg(root.join("tools/opencv_reference.py"))
+        .args(["bench", &image.width.to_string(), &image.height.to_string()])
+        .arg(&raw)
+        .output();
+    let _ = std::fs::remove_file(&raw);
+    String::from_utf8(output.ok()?.stdout).ok()?.trim().parse().ok()
 }

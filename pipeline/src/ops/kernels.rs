@@ -39,7 +39,8 @@ pub fn gaussian_blur(input: &Frame, kernel: u32, sigma: f64) -> Frame {
 /// level off under tiling for other kernels and sigmas, so those take the exact
 /// path, which is position-independent everywhere (tested for every kernel).
 fn mode(kernel: u32, sigma: f64) -> ConvolutionMode {
-    if kernel == 51 && sigma == 8.0 { ConvolutionMode::FixedPoint } else { ConvolutionMode::Exact }
+    // OpenCV's rule gives 7.999999999999999 for 51, so compare with a tolerance.
+    if kernel == 51 && (sigma - 8.0).abs() < 1e-9 { ConvolutionMode::FixedPoint } else { ConvolutionMode::Exact }
 }
 
 pub fn box_blur(input: &Frame, kernel: u32) -> Frame {
@@ -60,9 +61,9 @@ pub fn unsharp(input: &Frame, kernel: u32, sigma: f64, amount: f32) -> Frame {
     out
 }
 
-/// OpenCV's `cvtColor(BGR2GRAY)` luma in 14-bit fixed point.
+/// OpenCV 5's `cvtColor(RGB2GRAY)` luma, in its 15-bit fixed point.
 fn luma(px: &[u8]) -> u8 {
-    ((u32::from(px[0]) * 4899 + u32::from(px[1]) * 9617 + u32::from(px[2]) * 1868 + 8192) >> 14) as u8
+    ((u32::from(px[0]) * 9798 + u32::from(px[1]) * 19235 + u32::from(px[2]) * 3735 + (1 << 14)) >> 15) as u8
 }
 
 /// Luma in all three channels.
@@ -126,10 +127,17 @@ mod tests {
     }
 
     #[test]
+    fn the_seeds_blur_takes_the_fast_path() {
+        assert!(mode(51, crate::ops::opencv_sigma(51)) == ConvolutionMode::FixedPoint);
+        assert!(mode(51, 8.5) == ConvolutionMode::Exact);
+        assert!(mode(21, crate::ops::opencv_sigma(21)) == ConvolutionMode::Exact);
+    }
+
+    #[test]
     fn pointwise_operations() {
         let f = Frame::new(2, 1, vec![10, 20, 30, 200, 100, 0]);
         assert_eq!(invert(f.clone()).pixels, [245, 235, 225, 55, 155, 255]);
-        assert_eq!(grayscale(f.clone()).pixels, [18, 18, 18, 118, 118, 118]);
+        assert_eq!(grayscale(f.clone()).pixels, [18, 18, 18, 119, 119, 119]);
         assert_eq!(brightness_contrast(f.clone(), 10.0, 2.0).pixels, [30, 50, 70, 255, 210, 10]);
         assert_eq!(brightness_contrast(f, -300.0, 1.0).pixels, [0; 6]);
     }
