@@ -63,7 +63,7 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Upload"</A>
                     <A href="/dashboard">"Dashboard"</A>
                 </nav>
-                <span class="conn" class:online=move || live.connected.get()>
+                <span class="conn" role="status" class:online=move || live.connected.get()>
                     {move || if live.connected.get() { "live" } else { "connecting…" }}
                 </span>
             </header>

@@ -1,7 +1,7 @@
 //! The live view of the system every page reads: jobs and workers, seeded
 //! from the API and kept current by the server-sent event stream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use leptos::prelude::*;
 
@@ -19,8 +19,16 @@ pub struct Live {
     pub tiles: RwSignal<HashMap<String, Vec<TileDone>>>,
     /// Tiles finished per second over the last [`THROUGHPUT_WINDOW_SECS`]:
     /// (second since the epoch, count), oldest first.
-    pub throughput: RwSignal<std::collections::VecDeque<(i64, u32)>>,
+    pub throughput: RwSignal<Counts>,
+    /// The same per worker, over the last [`RATE_WINDOW_SECS`].
+    pub worker_throughput: RwSignal<HashMap<String, Counts>>,
 }
+
+/// Events per second since the epoch, oldest first.
+pub type Counts = VecDeque<(i64, u32)>;
+
+/// How far back a "now" rate looks.
+pub const RATE_WINDOW_SECS: i64 = 10;
 
 /// How far back the dashboard's throughput chart looks.
 pub const THROUGHPUT_WINDOW_SECS: i64 = 300;
@@ -36,6 +44,7 @@ impl Live {
             now: RwSignal::new(0),
             tiles: RwSignal::new(HashMap::new()),
             throughput: RwSignal::new(Default::default()),
+            worker_throughput: RwSignal::new(HashMap::new()),
         };
         provide_context(live);
         live
@@ -64,15 +73,9 @@ impl Live {
 
     fn record_tile(self, tile: TileDone) {
         let second = self.now.get_untracked() / 1000;
-        self.throughput.update(|t| {
-            match t.back_mut() {
-                Some((s, n)) if *s == second => *n += 1,
-                _ => t.push_back((second, 1)),
-            }
-            while t.front().is_some_and(|(s, _)| *s <= second - THROUGHPUT_WINDOW_SECS) {
-                t.pop_front();
-            }
-        });
+        self.throughput.update(|t| count(t, second, THROUGHPUT_WINDOW_SECS));
+        self.worker_throughput
+            .update(|w| count(w.entry(tile.worker_id.clone()).or_default(), second, RATE_WINDOW_SECS));
         self.tiles.update(|tiles| tiles.entry(tile.job_id.clone()).or_default().push(tile));
     }
 
@@ -95,6 +98,24 @@ impl Live {
             }
         });
     }
+}
+
+/// Counts one event at `second`, forgetting those older than `window`.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn count(counts: &mut Counts, second: i64, window: i64) {
+    match counts.back_mut() {
+        Some((s, n)) if *s == second => *n += 1,
+        _ => counts.push_back((second, 1)),
+    }
+    while counts.front().is_some_and(|(s, _)| *s <= second - window) {
+        counts.pop_front();
+    }
+}
+
+/// Events per second over the last [`RATE_WINDOW_SECS`] before `now_secs`.
+pub fn rate(counts: &Counts, now_secs: i64) -> f64 {
+    let recent: u32 = counts.iter().filter(|(s, _)| now_secs - s < RATE_WINDOW_SECS).map(|(_, n)| n).sum();
+    f64::from(recent) / RATE_WINDOW_SECS as f64
 }
 
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]

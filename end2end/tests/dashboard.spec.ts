@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { waitForLive } from "./helpers";
+import { generatedImageTransfer, waitForLive } from "./helpers";
 
 test("the dashboard lists the workers as alive", async ({ page }) => {
   await page.goto("/dashboard");
@@ -19,4 +19,26 @@ test("a stopped worker turns lost on the dashboard, live", async ({ page }) => {
   process.kill(pid, "SIGTERM");
   // The server's worker timeout is 3 s in scripts/test.sh; no reload.
   await expect(row).toHaveAttribute("data-status", "lost", { timeout: 30_000 });
+});
+
+test("a job's operations and each worker's tiles/s show live on the dashboard", async ({ page, context }) => {
+  await page.goto("/dashboard");
+  await waitForLive(page);
+  // Another tab submits a job with a chain; this one never reloads.
+  const uploader = await context.newPage();
+  await uploader.goto("/");
+  await waitForLive(uploader);
+  await uploader.locator("#op-kind").selectOption("grayscale");
+  await uploader.locator("#op-add").click();
+  const transfer = await generatedImageTransfer(uploader, 2048, 2048, "ops-column.png");
+  await uploader.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+
+  const row = page.locator("#jobs tr.job", { hasText: "ops-column.png" });
+  await expect(row.locator("td.ops")).toHaveText("Gaussian blur 51×51 → Grayscale");
+  await expect(row).toHaveAttribute("data-status", "done", { timeout: 90_000 });
+  // Tiles arrived in the last seconds, so some worker has a rate above zero.
+  await expect
+    .poll(async () => (await page.locator("#workers td.rate").allTextContents()).map(Number).some((r) => r > 0))
+    .toBe(true);
+  await uploader.close();
 });

@@ -29,18 +29,28 @@ pub fn Dashboard() -> impl IntoView {
             <SystemPanel />
             <h2>"Workers"</h2>
             <table id="workers">
+                <caption class="sr-only">"Workers, updated live"</caption>
                 <thead>
-                    <tr><th>"Worker"</th><th>"Host"</th><th>"Status"</th><th>"Last heartbeat"</th><th>"Current tile"</th><th>"Tiles done"</th></tr>
+                    <tr>
+                        <th scope="col">"Worker"</th><th scope="col">"Host"</th><th scope="col">"Status"</th>
+                        <th scope="col">"Last heartbeat"</th><th scope="col">"Current tile"</th>
+                        <th scope="col">"Tiles done"</th><th scope="col">"Tiles/s"</th>
+                    </tr>
                 </thead>
                 <tbody>
                     {move || {
                         let list = workers();
                         if list.is_empty() {
-                            return view! { <tr><td colspan="6" class="empty">"No worker has reported yet."</td></tr> }.into_any();
+                            return view! { <tr><td colspan="7" class="empty">"No worker has reported yet."</td></tr> }.into_any();
                         }
                         list.into_iter().map(|w| {
                             let status = match w.status { WorkerStatus::Alive => "alive", WorkerStatus::Lost => "lost" };
                             let age = (live.now.get() - w.last_seen).max(0);
+                            let id = w.id.clone();
+                            let per_second = move || {
+                                let now = live.now.get() / 1000;
+                                live.worker_throughput.with(|t| t.get(&id).map_or(0.0, |c| crate::live::rate(c, now)))
+                            };
                             view! {
                                 <tr class="worker" data-status=status>
                                     <td class="mono">
@@ -52,6 +62,7 @@ pub fn Dashboard() -> impl IntoView {
                                     <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
                                     <td class="mono">{w.current_tile.unwrap_or_else(|| "idle".into())}</td>
                                     <td>{w.tiles_done}</td>
+                                    <td class="rate">{move || format!("{:.1}", per_second())}</td>
                                 </tr>
                             }
                         }).collect_view().into_any()
@@ -61,14 +72,19 @@ pub fn Dashboard() -> impl IntoView {
             <h2>"Jobs"</h2>
             {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
             <table id="jobs">
+                <caption class="sr-only">"Jobs, newest first, updated live"</caption>
                 <thead>
-                    <tr><th>"Image"</th><th>"Size"</th><th>"Status"</th><th>"Progress"</th><th>"Duration"</th><th><span class="sr-only">"Actions"</span></th></tr>
+                    <tr>
+                        <th scope="col">"Image"</th><th scope="col">"Size"</th><th scope="col">"Operations"</th>
+                        <th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col">"Duration"</th>
+                        <th scope="col"><span class="sr-only">"Actions"</span></th>
+                    </tr>
                 </thead>
                 <tbody>
                     {move || {
                         let list = jobs();
                         if list.is_empty() {
-                            return view! { <tr><td colspan="6" class="empty">"No jobs yet."</td></tr> }.into_any();
+                            return view! { <tr><td colspan="7" class="empty">"No jobs yet."</td></tr> }.into_any();
                         }
                         list.into_iter().map(|j| {
                             let percent = j.progress();
@@ -102,9 +118,13 @@ pub fn Dashboard() -> impl IntoView {
                                         })}
                                     </td>
                                     <td>{format!("{}×{} · {}", j.width, j.height, human_bytes(j.input_bytes))}</td>
+                                    <td class="ops">{j.ops.iter().map(crate::pages::chain::describe).collect::<Vec<_>>().join(" → ")}</td>
                                     <td><span class=format!("pill {}", j.status.as_str())>{j.status.as_str()}</span></td>
                                     <td>
-                                        <div class="bar small"><div class="fill" style:width=format!("{percent:.1}%")></div></div>
+                                        <div class="bar small" role="progressbar" aria-label=format!("Progress of {}", j.filename)
+                                            aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                                            <div class="fill" style:width=format!("{percent:.1}%")></div>
+                                        </div>
                                         {format!("{}/{}", j.tiles_done, j.tiles_total)}
                                     </td>
                                     <td>{if end > 0 { human_duration(end - j.created_at) } else { "—".into() }}</td>
@@ -143,11 +163,7 @@ fn SystemPanel() -> impl IntoView {
         });
         rates
     };
-    let current = move || {
-        let now = live.now.get() / 1000;
-        let recent: u32 = live.throughput.with(|t| t.iter().filter(|(s, _)| now - s < 10).map(|(_, n)| n).sum());
-        f64::from(recent) / 10.0
-    };
+    let current = move || live.throughput.with(|t| crate::live::rate(t, live.now.get() / 1000));
     let chart = move || {
         let rates = buckets();
         let peak = rates.iter().copied().fold(1.0, f64::max);

@@ -75,10 +75,10 @@ pub fn JobPage() -> impl IntoView {
                         </span>
                         <span class="muted ops">{job.ops.iter().map(describe).collect::<Vec<_>>().join(" → ")}</span>
                     </div>
-                    <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                    <div class="bar" role="progressbar" aria-label="Job progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
                         <div class="fill" style:width=format!("{percent:.1}%")></div>
                     </div>
-                    <p class="status" id="status">
+                    <p class="status" id="status" aria-live="polite">
                         <span id="percent">{format!("{percent:.0} %")}</span>
                         " · " {status.as_str()} " · " {job.tiles_done} "/" {job.tiles_total} " tiles · "
                         {human_duration(elapsed)} {throughput}

@@ -90,6 +90,21 @@ pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl Into
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // What a screen reader hears instead of hundreds of cells.
+    let summary = {
+        let cells = cells.clone();
+        move || {
+            let (done, processing) = cells.iter().fold((0, 0), |(d, p), cell| {
+                cell.with(|c| {
+                    (
+                        d + usize::from(c.done_by.is_some()),
+                        p + usize::from(c.done_by.is_none() && c.processing.is_some()),
+                    )
+                })
+            });
+            format!("Tile map: {cols} by {rows} tiles, {done} done, {processing} processing")
+        }
+    };
     let view_cells = cells
         .into_iter()
         .enumerate()
@@ -136,7 +151,7 @@ pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl Into
             id="tile-map"
             class="tile-map"
             role="img"
-            aria-label=format!("Tile map: {cols} by {rows} tiles")
+            aria-label=summary
             style:grid-template-columns=track(cols, width)
             style:grid-template-rows=track(rows, height)
             style:aspect-ratio=format!("{width} / {height}")

@@ -101,7 +101,7 @@ pub fn UploadPage() -> impl IntoView {
                 on:dragleave=move |_| dragging.set(false)
                 on:drop=on_drop
             >
-                <input id="file" type="file" accept="image/*" on:change=on_pick />
+                <input id="file" type="file" accept="image/*" aria-label="Choose an image to process" on:change=on_pick />
                 <span class="big">"Drop an image here"</span>
                 <span class="small">"or click to choose a file, or paste one (PNG, JPEG, WebP, BMP, TIFF, GIF)"</span>
             </label>

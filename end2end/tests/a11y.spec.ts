@@ -1,0 +1,52 @@
+import { test, expect, Page } from "@playwright/test";
+import AxeBuilder from "@axe-core/playwright";
+import { generatedImageTransfer, waitForLive } from "./helpers";
+
+/** axe-core's WCAG 2 A/AA rules; any serious or critical violation fails, named. */
+async function expectAccessible(page: Page) {
+  const { violations } = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa"]).analyze();
+  const serious = violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  expect(serious).toEqual([]);
+}
+
+for (const scheme of ["light", "dark"] as const) {
+  test(`the upload page and the dashboard pass axe in ${scheme} mode`, async ({ page }) => {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.goto("/");
+    await waitForLive(page);
+    await expectAccessible(page);
+    await page.goto("/dashboard");
+    await waitForLive(page);
+    await expectAccessible(page);
+  });
+}
+
+test("a finished job's page passes axe", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const transfer = await generatedImageTransfer(page, 1024, 1024, "a11y.png");
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+  await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done", { timeout: 90_000 });
+  await expectAccessible(page);
+});
+
+test("every control of the upload page is reachable with the keyboard", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const reached = new Set<string>();
+  for (let i = 0; i < 20; i++) {
+    await page.keyboard.press("Tab");
+    reached.add(await page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent?.trim() || ""));
+  }
+  for (const id of ["op-kind", "op-add", "file", "Upload", "Dashboard"]) {
+    expect([...reached]).toContain(id);
+  }
+  // The step picker works from the keyboard alone.
+  await page.locator("#op-kind").focus();
+  await page.keyboard.press("ArrowDown");
+  await page.locator("#op-add").focus();
+  await page.keyboard.press("Enter");
+  await expect(page.locator("#chain li")).toHaveCount(2);
+});
