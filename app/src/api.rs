@@ -64,6 +64,62 @@ pub struct Job {
     /// Where a finished job's time went.
     #[serde(default)]
     pub stages: Option<Stages>,
+    /// How the result is encoded.
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// How a job's result is encoded. In JSON, tagged by `format`:
+/// `{"format": "png"}`, `{"format": "jpeg", "quality": 90}`, `{"format": "webp"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case")]
+pub enum Output {
+    /// Lossless, fast deflate.
+    #[default]
+    Png,
+    /// Baseline JPEG, 4:2:0, `quality` 1 to 100.
+    Jpeg { quality: u8 },
+    /// Lossless WebP.
+    Webp,
+}
+
+impl Output {
+    /// The quality a JPEG result gets when none is asked for.
+    pub const JPEG_QUALITY: u8 = 90;
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Output::Png => "png",
+            Output::Jpeg { .. } => "jpg",
+            Output::Webp => "webp",
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            Output::Png => "image/png",
+            Output::Jpeg { .. } => "image/jpeg",
+            Output::Webp => "image/webp",
+        }
+    }
+
+    /// The longest side the format can hold.
+    pub fn max_dimension(self) -> u32 {
+        match self {
+            Output::Png => u32::MAX >> 1,
+            Output::Jpeg { .. } => u32::from(u16::MAX),
+            Output::Webp => 16_383,
+        }
+    }
+
+    /// How the format reads in the UI.
+    pub fn label(self) -> String {
+        match self {
+            Output::Png => "PNG".into(),
+            Output::Jpeg { quality } => format!("JPEG q{quality}"),
+            Output::Webp => "WebP (lossless)".into(),
+        }
+    }
 }
 
 /// Milliseconds a job spent in each stage on the master (the last run of it,

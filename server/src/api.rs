@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use app::api::{Job, JobStatus, Stats, Tile, Worker};
+use app::api::{Job, JobStatus, Output, Stats, Tile, Worker};
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
@@ -34,15 +34,21 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
 
 /// `POST /api/jobs`: a multipart form with the image in a file field (any
 /// name, conventionally `image`) and optionally `ops`, a JSON array of
-/// operations. Answers 201 with the job as soon as it is recorded.
+/// operations, `format` and `quality` (see [`output`]). Answers 201 with the
+/// job as soon as it is recorded.
 async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppResult<(StatusCode, Json<Job>)> {
     let mut image: Option<(String, Vec<u8>)> = None;
     let mut chain = vec![Operation::default()];
+    let (mut format, mut quality) = (None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("ops") {
             let text = field.text().await.map_err(multipart_error)?;
             chain = serde_json::from_str(&text)
                 .map_err(|e| AppError::bad_request("invalid_ops", format!("ops is not a valid operation list: {e}")))?;
+        } else if field.name() == Some("format") {
+            format = Some(field.text().await.map_err(multipart_error)?);
+        } else if field.name() == Some("quality") {
+            quality = Some(field.text().await.map_err(multipart_error)?);
         } else if let Some(name) = field.file_name().map(str::to_owned) {
             let bytes = field.bytes().await.map_err(multipart_error)?;
             image = Some((name, bytes.to_vec()));
@@ -53,6 +59,7 @@ async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppRe
     ops::validate_chain(&chain)
         .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
     let info = intake::inspect(&bytes, state.config.limits())?;
+    let output = output(format.as_deref(), quality.as_deref(), &info)?;
     admit(&state, &info).await?;
     // The client's file name is shown, never used as a path.
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
@@ -64,8 +71,45 @@ async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppRe
     })
     .await
     .map_err(anyhow::Error::from)??;
-    let job = state.jobs.submit(bytes, &filename, info, input, chain).await?;
+    let job = state.jobs.submit(bytes, &filename, info, input, chain, output).await?;
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// The result's encoding, from the form's `format`: `same` (the default:
+/// a PNG, JPEG or WebP input keeps its format, others become PNG), `png`,
+/// `jpeg` or `webp` (lossless); and `quality`, for JPEG, 1..=100 (default 90).
+fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo) -> AppResult<Output> {
+    let invalid = |message: String| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_output", message);
+    let shown = |text: &str| text.chars().take(40).collect::<String>();
+    let quality = match quality.map(str::trim) {
+        None | Some("") => Output::JPEG_QUALITY,
+        Some(q) => q
+            .parse()
+            .ok()
+            .filter(|q| (1..=100).contains(q))
+            .ok_or_else(|| invalid(format!("quality must be within 1..=100, got {}", shown(q))))?,
+    };
+    let output = match format.map(str::trim).unwrap_or("same") {
+        "png" => Output::Png,
+        "jpeg" | "jpg" => Output::Jpeg { quality },
+        "webp" => Output::Webp,
+        "same" | "" => match input.format {
+            image::ImageFormat::Jpeg => Output::Jpeg { quality },
+            image::ImageFormat::WebP => Output::Webp,
+            _ => Output::Png,
+        },
+        other => return Err(invalid(format!("format must be same, png, jpeg or webp, got {}", shown(other)))),
+    };
+    if input.width.max(input.height) > output.max_dimension() {
+        return Err(invalid(format!(
+            "{} holds at most {} pixels on a side and this image is {}x{}; choose png",
+            output.extension(),
+            output.max_dimension(),
+            input.width,
+            input.height
+        )));
+    }
+    Ok(output)
 }
 
 /// Refuses new work while the backlog is full, so that one user's flood slows
@@ -152,14 +196,17 @@ async fn job_result(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             format!("the job is {}; its result is not ready", job.status.as_str()),
         ));
     }
-    let bytes = tokio::fs::read(state.jobs.result_path(&id)).await.map_err(anyhow::Error::from)?;
+    let bytes = tokio::fs::read(state.jobs.result_path(&id, job.output)).await.map_err(anyhow::Error::from)?;
     let stem = job.filename.rsplit_once('.').map_or(job.filename.as_str(), |(s, _)| s);
     let download: String =
         stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
     Ok((
         [
-            (header::CONTENT_TYPE, "image/png".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{download}-tilepipe.png\"")),
+            (header::CONTENT_TYPE, job.output.mime().to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{download}-tilepipe.{}\"", job.output.extension()),
+            ),
         ],
         bytes,
     ))

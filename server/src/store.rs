@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use app::api::{Job, JobStatus, Stats, Tile, TileStatus, Worker, WorkerStatus};
+use app::api::{Job, JobStatus, Output, Stats, Tile, TileStatus, Worker, WorkerStatus};
 use pipeline::wire::Heartbeat;
 use pipeline::{Operation, Rect};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -26,6 +26,7 @@ pub struct NewJob<'a> {
     pub tiles_total: u32,
     pub input_bytes: u64,
     pub created_at: i64,
+    pub output: Output,
 }
 
 #[derive(FromRow)]
@@ -67,6 +68,7 @@ struct JobRow {
     created_at: i64,
     finished_at: Option<i64>,
     stages: Option<String>,
+    output: String,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -89,6 +91,7 @@ impl TryFrom<JobRow> for Job {
             created_at: r.created_at,
             finished_at: r.finished_at,
             stages: r.stages.as_deref().map(serde_json::from_str).transpose().map_err(|e| decode(e.into()))?,
+            output: serde_json::from_str(&r.output).map_err(|e| decode(e.into()))?,
         })
     }
 }
@@ -136,7 +139,7 @@ impl WorkerRow {
 }
 
 const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
-                           tiles_done, input_bytes, error, created_at, finished_at, stages";
+                           tiles_done, input_bytes, error, created_at, finished_at, stages, output";
 
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -167,7 +170,7 @@ impl Store {
     pub async fn insert_job(&self, job: &NewJob<'_>) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, \
-             input_bytes, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+             input_bytes, created_at, output) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id)
         .bind(job.filename)
@@ -178,6 +181,7 @@ impl Store {
         .bind(job.tiles_total)
         .bind(job.input_bytes as i64)
         .bind(job.created_at)
+        .bind(serde_json::to_string(&job.output).expect("an output serialises"))
         .execute(&self.pool)
         .await?;
         Ok(())

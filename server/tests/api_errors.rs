@@ -52,6 +52,28 @@ async fn bad_uploads_and_ids_get_json_errors() {
     let body = expect_error(bad_ops, 422, "invalid_ops").await;
     assert!(body.message.contains("kernel"), "{}", body.message);
 
+    // Output formats and qualities the server cannot write, in words.
+    let with_output = |image: Vec<u8>, fields: &[(&'static str, &'static str)]| {
+        let form = fields.iter().fold(
+            reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(image).file_name("a.png")),
+            |form, (k, v)| form.text(*k, *v),
+        );
+        client.post(server.url("/api/jobs")).multipart(form).send()
+    };
+    let fine = || png(&test_image(1024, 1024));
+    let body = expect_error(with_output(fine(), &[("format", "gif")]).await.unwrap(), 422, "invalid_output").await;
+    assert_eq!(body.message, "format must be same, png, jpeg or webp, got gif");
+    let body = expect_error(
+        with_output(fine(), &[("format", "jpeg"), ("quality", "0")]).await.unwrap(),
+        422,
+        "invalid_output",
+    )
+    .await;
+    assert_eq!(body.message, "quality must be within 1..=100, got 0");
+    let wide = with_output(png_header_only(16_384, 1024), &[("format", "webp")]).await.unwrap();
+    let body = expect_error(wide, 422, "invalid_output").await;
+    assert!(body.message.contains("at most 16383 pixels"), "{}", body.message);
+
     let get = |path: &str| reqwest::get(server.url(path));
     expect_error(get("/api/jobs/not-a-uuid").await.unwrap(), 404, "not_found").await;
     expect_error(get("/api/jobs/..%2F..%2Fetc%2Fpasswd/result").await.unwrap(), 404, "not_found").await;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use app::api::{Event, JobStatus, Worker, WorkerStatus};
+use app::api::{Event, JobStatus, Output, Worker, WorkerStatus};
 use pipeline::{Operation, ops};
 use testkit::*;
 
@@ -113,6 +113,70 @@ async fn two_workers_process_an_image_seamlessly() {
 
     for w in workers {
         w.stop().await;
+    }
+    server.stop().await;
+}
+
+/// Submits `bytes` with the form's `format` and `quality` fields.
+async fn submit_as(server: &TestServer, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> app::api::Job {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+    let form = fields.iter().fold(reqwest::multipart::Form::new().part("image", part), |form, (k, v)| {
+        form.text(k.to_string(), v.to_string())
+    });
+    let response = reqwest::Client::new().post(server.url("/api/jobs")).multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 201, "refused: {}", response.text().await.unwrap());
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_come_in_the_chosen_format() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("formats");
+    let server = TestServer::start(&broker, &prefix).await;
+    let _worker = TestWorker::start(&broker, &prefix, "w-formats");
+    let api = server.api();
+    let image = test_image(1100, 1024);
+    let expected = ops::process_whole(&[Operation::default()], &image);
+    let mut jpeg_input = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg_input, 95)
+        .encode(&image.pixels, image.width, image.height, image::ExtendedColorType::Rgb8)
+        .unwrap();
+
+    let cases = [
+        // (upload, fields, expected output, content type, file extension)
+        ("a.png", png(&image), vec![("format", "webp")], Output::Webp, "image/webp", "webp"),
+        (
+            "b.png",
+            png(&image),
+            vec![("format", "jpeg"), ("quality", "95")],
+            Output::Jpeg { quality: 95 },
+            "image/jpeg",
+            "jpg",
+        ),
+        ("c.jpg", jpeg_input, vec![], Output::Jpeg { quality: 90 }, "image/jpeg", "jpg"),
+        ("d.png", png(&image), vec![("format", "same")], Output::Png, "image/png", "png"),
+    ];
+    for (name, bytes, fields, output, mime, extension) in cases {
+        let created = submit_as(&server, name, bytes, &fields).await;
+        assert_eq!(created.output, output, "{name}");
+        let job = api.finished(&created.id, Duration::from_secs(120)).await;
+        assert_eq!(job.status, JobStatus::Done, "{name}: {:?}", job.error);
+        let response = reqwest::get(server.url(&format!("/api/jobs/{}/result", job.id))).await.unwrap();
+        assert_eq!(response.headers()["content-type"], mime, "{name}");
+        let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+        assert!(disposition.ends_with(&format!("-tilepipe.{extension}\"")), "{disposition}");
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap().to_mime_type(), mime, "{name}");
+        let result = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        assert_eq!(result.dimensions(), (1100, 1024), "{name}");
+        if matches!(output, Output::Jpeg { .. }) {
+            // Lossy, but close: the mean error of a q90+ JPEG of a blurred image.
+            let total: u64 = result.as_raw().iter().zip(&expected.pixels).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+            let mean = total as f64 / expected.pixels.len() as f64;
+            assert!(mean < 1.5, "{name}: mean error {mean:.2}");
+        } else {
+            assert!(result.as_raw() == &expected.pixels, "{name}: a lossless result differs");
+        }
     }
     server.stop().await;
 }

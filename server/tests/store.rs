@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use app::api::{JobStatus, TileStatus, WorkerStatus};
+use app::api::{JobStatus, Output, TileStatus, WorkerStatus};
 use pipeline::wire::Heartbeat;
 use pipeline::{Operation, TileGrid};
 use server::store::{NewJob, Store};
@@ -21,6 +21,7 @@ async fn store_with_job(dir: &tempfile::TempDir, id: &str) -> Store {
             tiles_total: grid.len(),
             input_bytes: 1234,
             created_at: 1_000,
+            output: Output::Jpeg { quality: 80 },
         })
         .await
         .unwrap();
@@ -35,6 +36,7 @@ async fn a_duplicate_result_changes_nothing() {
 
     let job = store.job("job-1").await.unwrap().unwrap();
     assert_eq!((job.status, job.tiles_total, job.tiles_done), (JobStatus::Running, 6, 0));
+    assert_eq!(job.output, Output::Jpeg { quality: 80 });
 
     let first = store.complete_tile("job-1", 2, "w-a", 4.5, 2_000).await.unwrap().unwrap();
     assert_eq!(first.tiles_done, 1);

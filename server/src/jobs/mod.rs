@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use app::api::{Event, Job, JobStatus, Stages};
+use app::api::{Event, Job, JobStatus, Output, Stages};
 use futures::{StreamExt, TryStreamExt};
 use pipeline::wire::{Control, Task, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
@@ -77,6 +77,7 @@ struct Active {
     input: Arc<Frame>,
     tiles: Vec<TileState>,
     remaining: u32,
+    output: Output,
 }
 
 impl Active {
@@ -122,8 +123,8 @@ impl Jobs {
         &self.producer
     }
 
-    pub fn result_path(&self, job_id: &str) -> PathBuf {
-        self.settings.jobs_dir.join(job_id).join("result.png")
+    pub fn result_path(&self, job_id: &str, output: Output) -> PathBuf {
+        self.settings.jobs_dir.join(job_id).join(format!("result.{}", output.extension()))
     }
 
     fn tiles_dir(&self, job_id: &str) -> PathBuf {
@@ -146,6 +147,7 @@ impl Jobs {
         info: ImageInfo,
         decoded: (Frame, Duration),
         ops: Vec<Operation>,
+        output: Output,
     ) -> anyhow::Result<Job> {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
@@ -165,6 +167,7 @@ impl Jobs {
                 tiles_total: grid.len(),
                 input_bytes: bytes.len() as u64,
                 created_at: now_ms(),
+                output,
             })
             .await?;
         let job = self.store.job(&id).await?.context("job just inserted")?;
@@ -253,6 +256,7 @@ impl Jobs {
             input: Arc::new(input),
             tiles,
             remaining,
+            output: job.output,
         };
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(active)));
         self.emit_job(id).await;
@@ -334,18 +338,20 @@ impl Jobs {
         let Some(active) = self.active.lock().expect("lock").remove(id) else {
             return;
         };
-        let path = self.result_path(id);
         let encode_started = Instant::now();
-        let clock = active.lock().expect("lock").clock;
-        let grid = active.lock().expect("lock").grid;
+        let (clock, grid, output) = {
+            let active = active.lock().expect("lock");
+            (active.clock, active.grid, active.output)
+        };
         drop(active); // the input is no longer needed
+        let path = self.result_path(id, output);
         let tiles_dir = self.tiles_dir(id);
         let written = async {
             // Write then rename: a reader never sees half a file.
-            let partial = path.with_extension("png.partial");
+            let partial = path.with_extension("partial");
             let target = partial.clone();
             tokio::task::spawn_blocking(move || {
-                crate::assemble::write_png(&grid, |t| tile_file(&tiles_dir, t), &target)
+                crate::assemble::write(output, &grid, |t| tile_file(&tiles_dir, t), &target)
             })
             .await??;
             tokio::fs::rename(&partial, &path).await?;
