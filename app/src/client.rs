@@ -120,11 +120,15 @@ async fn send(make: impl Fn() -> RequestBuilder, form: Option<&web_sys::FormData
 pub async fn upload(
     file: web_sys::File,
     ops: &[pipeline::Operation],
+    output: &crate::pages::output::OutputChoice,
     progress: impl Fn(f64, f64) + 'static,
 ) -> Result<Job, String> {
     let form = web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
     let ops = serde_json::to_string(ops).map_err(|e| e.to_string())?;
-    form.append_with_str("ops", &ops).map_err(|_| "the browser cannot build a form".to_owned())?;
+    let fields = [("ops", ops), ("format", output.format.clone()), ("quality", output.quality.to_string())];
+    for (name, value) in fields {
+        form.append_with_str(name, &value).map_err(|_| "the browser cannot build a form".to_owned())?;
+    }
     form.append_with_blob_and_filename("image", &file, &file.name())
         .map_err(|_| "the browser cannot read the file".to_owned())?;
     let progress = std::rc::Rc::new(progress);

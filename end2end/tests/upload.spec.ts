@@ -73,11 +73,18 @@ test("a custom chain runs, and the finished job can be deleted from the dashboar
   await page.locator("#op-size").fill("9");
   await page.locator("#op-add").click();
   await expect(page.locator("#chain li span")).toHaveText(["Grayscale", "Gaussian blur 9×9"]);
+  // The result as a JPEG of quality 80.
+  await page.locator("#output-format").selectOption("jpeg");
+  await page.locator("#output-quality").fill("80");
 
   const transfer = await generatedImageTransfer(page, 1100, 1024, "chain.png");
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
   await expect(page.locator("#percent")).toHaveText("100 %", { timeout: 90_000 });
   await expect(page.locator(".job-card .ops")).toHaveText("Grayscale → Gaussian blur 9×9");
+  await expect(page.locator(".job-head")).toContainText("JPEG q80");
+  const result = await page.request.get(`/api/jobs/${page.url().split("/").pop()}/result`);
+  expect(result.headers()["content-type"]).toBe("image/jpeg");
+  expect((await result.body()).subarray(0, 3).toString("hex")).toBe("ffd8ff");
 
   await page.getByRole("link", { name: "Dashboard" }).click();
   const row = page.locator("#jobs tr.job", { hasText: "chain.png" });

@@ -71,7 +71,14 @@ pub fn JobPage() -> impl IntoView {
                 <div class="job-card" data-status=status.as_str()>
                     <div class="job-head">
                         <span class="muted">
-                            {format!("{}×{} · {} · {} tiles", job.width, job.height, human_bytes(job.input_bytes), job.tiles_total)}
+                            {format!(
+                                "{}×{} · {} · {} tiles · {}",
+                                job.width,
+                                job.height,
+                                human_bytes(job.input_bytes),
+                                job.tiles_total,
+                                job.output.label()
+                            )}
                         </span>
                         <span class="muted ops">{job.ops.iter().map(describe).collect::<Vec<_>>().join(" → ")}</span>
                     </div>

@@ -1,6 +1,7 @@
 pub mod chain;
 pub mod dashboard;
 pub mod job;
+pub mod output;
 pub mod tiles;
 pub mod upload;
 

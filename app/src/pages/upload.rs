@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use crate::pages::chain::ChainEditor;
 use crate::pages::human_bytes;
+use crate::pages::output::{OutputChoice, OutputPicker};
 use pipeline::Operation;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +24,7 @@ pub fn UploadPage() -> impl IntoView {
     let phase = RwSignal::new(Phase::Idle);
     let dragging = RwSignal::new(false);
     let chain = RwSignal::new(vec![Operation::default()]);
+    let output = RwSignal::new(OutputChoice::default());
 
     let preview = RwSignal::new(None::<Preview>);
     let limits = RwSignal::new(None::<crate::api::Limits>);
@@ -31,7 +33,7 @@ pub fn UploadPage() -> impl IntoView {
     let start = {
         let navigate = leptos_router::hooks::use_navigate();
         let upload = std::rc::Rc::new(move |file: web_sys::File| {
-            start(file, chain.get_untracked(), phase, live, navigate.clone())
+            start(file, chain.get_untracked(), output.get_untracked(), phase, live, navigate.clone())
         });
         // What the server accepts, so a file is checked before it is sent.
         leptos::task::spawn_local(async move {
@@ -89,7 +91,14 @@ pub fn UploadPage() -> impl IntoView {
                 "Drop an image of at least 1024×1024 pixels. The master cuts it into tiles, "
                 "workers process them and the result is stitched back without seams."
             </p>
-            <ChainEditor chain=chain />
+            // Type-erased: the page's view type is otherwise too deep for rustc.
+            {view! {
+                <div class="settings">
+                    <ChainEditor chain=chain />
+                    <OutputPicker choice=output />
+                </div>
+            }
+                .into_any()}
             <label
                 id="dropzone"
                 class="dropzone"
@@ -202,6 +211,7 @@ fn check_then_upload(
 fn start(
     file: web_sys::File,
     chain: Vec<Operation>,
+    output: OutputChoice,
     phase: RwSignal<Phase>,
     live: crate::live::Live,
     navigate: impl Fn(&str, leptos_router::NavigateOptions) + 'static,
@@ -210,7 +220,7 @@ fn start(
     phase.set(Phase::Uploading(name.clone(), 0.0, file.size()));
     let progress = move |sent, total| phase.set(Phase::Uploading(name.clone(), sent, total));
     leptos::task::spawn_local(async move {
-        match crate::client::upload(file, &chain, progress).await {
+        match crate::client::upload(file, &chain, &output, progress).await {
             Ok(job) => {
                 let path = format!("/jobs/{}", job.id);
                 live.upsert_job(job);
