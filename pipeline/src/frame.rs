@@ -1,43 +1,101 @@
-//! An owned, tightly packed 8-bit RGB raster, and the halo copy that makes
-//! tiled processing seamless.
+//! An owned, tightly packed 8-bit raster (RGB, or RGB with alpha), and the
+//! halo copy that makes tiled processing seamless.
+
+use serde::{Deserialize, Serialize};
 
 use crate::geometry::Rect;
 
-/// Bytes per pixel of every raster in the pipeline (RGB, 8 bits per channel).
-pub const CHANNELS: usize = 3;
+/// Samples per pixel. On the wire (`"channels"` in task and result headers)
+/// it is the number 3 or 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Channels {
+    /// Red, green, blue.
+    #[default]
+    Rgb,
+    /// Red, green, blue, then straight (not premultiplied) alpha.
+    Rgba,
+}
+
+impl Channels {
+    pub const fn count(self) -> usize {
+        match self {
+            Channels::Rgb => 3,
+            Channels::Rgba => 4,
+        }
+    }
+}
+
+impl From<Channels> for u8 {
+    fn from(c: Channels) -> u8 {
+        c.count() as u8
+    }
+}
+
+impl TryFrom<u8> for Channels {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            3 => Ok(Channels::Rgb),
+            4 => Ok(Channels::Rgba),
+            _ => Err(format!("channels must be 3 or 4, got {n}")),
+        }
+    }
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub width: u32,
     pub height: u32,
-    /// Row-major RGB8, `width * height * 3` bytes, no row padding.
+    pub channels: Channels,
+    /// Row-major samples, `width * height * channels` bytes, no row padding.
     pub pixels: Vec<u8>,
 }
 
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Frame({}x{})", self.width, self.height)
+        write!(f, "Frame({}x{} {:?})", self.width, self.height, self.channels)
     }
 }
 
 impl Frame {
+    /// An RGB frame.
+    ///
     /// # Panics
     /// If `pixels` does not hold exactly `width * height` RGB pixels.
     pub fn new(width: u32, height: u32, pixels: Vec<u8>) -> Self {
-        assert_eq!(pixels.len(), Self::byte_len(width, height), "pixel buffer size");
-        Self { width, height, pixels }
+        Self::with_channels(width, height, Channels::Rgb, pixels)
     }
 
+    /// # Panics
+    /// If `pixels` does not hold exactly `width * height` pixels of `channels`.
+    pub fn with_channels(width: u32, height: u32, channels: Channels, pixels: Vec<u8>) -> Self {
+        assert_eq!(pixels.len(), Self::len_of(width, height, channels), "pixel buffer size");
+        Self { width, height, channels, pixels }
+    }
+
+    /// An RGB frame of zeros.
     pub fn black(width: u32, height: u32) -> Self {
-        Self::new(width, height, vec![0; Self::byte_len(width, height)])
+        Self::blank(width, height, Channels::Rgb)
     }
 
+    /// A frame of zeros (transparent black with alpha).
+    pub fn blank(width: u32, height: u32, channels: Channels) -> Self {
+        Self::with_channels(width, height, channels, vec![0; Self::len_of(width, height, channels)])
+    }
+
+    /// Bytes of an RGB frame of this size.
     pub const fn byte_len(width: u32, height: u32) -> usize {
-        width as usize * height as usize * CHANNELS
+        Self::len_of(width, height, Channels::Rgb)
+    }
+
+    pub const fn len_of(width: u32, height: u32, channels: Channels) -> usize {
+        width as usize * height as usize * channels.count()
     }
 
     fn row_bytes(&self) -> usize {
-        self.width as usize * CHANNELS
+        self.width as usize * self.channels.count()
     }
 
     /// Copies `rect` grown by `halo` pixels on every side. Pixels outside the
@@ -45,9 +103,10 @@ impl Frame {
     /// so a tile processed with its halo equals the same region of the whole
     /// image processed in one piece.
     pub fn crop_with_halo(&self, rect: Rect, halo: u32) -> Frame {
+        let n = self.channels.count();
         let out_w = rect.width + 2 * halo;
         let out_h = rect.height + 2 * halo;
-        let mut out = Vec::with_capacity(Self::byte_len(out_w, out_h));
+        let mut out = Vec::with_capacity(Self::len_of(out_w, out_h, self.channels));
         let x0 = i64::from(rect.x) - i64::from(halo);
         let y0 = i64::from(rect.y) - i64::from(halo);
         // Columns that need mirroring are at most `halo` on each side; the
@@ -59,19 +118,19 @@ impl Frame {
             let row = &self.pixels[sy * self.row_bytes()..(sy + 1) * self.row_bytes()];
             let mirrored = |out: &mut Vec<u8>, cols: std::ops::Range<u32>| {
                 for ox in cols {
-                    let sx = reflect101(x0 + i64::from(ox), self.width) as usize * CHANNELS;
-                    out.extend_from_slice(&row[sx..sx + CHANNELS]);
+                    let sx = reflect101(x0 + i64::from(ox), self.width) as usize * n;
+                    out.extend_from_slice(&row[sx..sx + n]);
                 }
             };
             mirrored(&mut out, 0..inner_start.min(out_w));
             if inner_start < inner_end {
-                let a = (x0 + i64::from(inner_start)) as usize * CHANNELS;
-                let b = (x0 + i64::from(inner_end)) as usize * CHANNELS;
+                let a = (x0 + i64::from(inner_start)) as usize * n;
+                let b = (x0 + i64::from(inner_end)) as usize * n;
                 out.extend_from_slice(&row[a..b]);
             }
             mirrored(&mut out, inner_end.max(inner_start)..out_w);
         }
-        Frame::new(out_w, out_h, out)
+        Frame::with_channels(out_w, out_h, self.channels, out)
     }
 
     /// Copies `rect` out of the frame (no halo).
@@ -82,13 +141,14 @@ impl Frame {
     /// Writes `tile` into this frame with its top-left corner at (`x`, `y`).
     ///
     /// # Panics
-    /// If the tile does not fit.
+    /// If the tile does not fit or has other channels.
     pub fn paste(&mut self, x: u32, y: u32, tile: &Frame) {
         assert!(x + tile.width <= self.width && y + tile.height <= self.height, "tile out of bounds");
+        assert_eq!(self.channels, tile.channels, "tile channels");
         let dst_row = self.row_bytes();
         let src_row = tile.row_bytes();
         for (ty, src) in tile.pixels.chunks_exact(src_row).enumerate() {
-            let start = (y as usize + ty) * dst_row + x as usize * CHANNELS;
+            let start = (y as usize + ty) * dst_row + x as usize * self.channels.count();
             self.pixels[start..start + src_row].copy_from_slice(src);
         }
     }
@@ -116,9 +176,22 @@ mod tests {
         Frame::new(w, h, pixels)
     }
 
-    fn pixel(f: &Frame, x: u32, y: u32) -> [u8; 3] {
-        let i = (y as usize * f.width as usize + x as usize) * CHANNELS;
-        f.pixels[i..i + 3].try_into().unwrap()
+    fn pixel(f: &Frame, x: u32, y: u32) -> Vec<u8> {
+        let n = f.channels.count();
+        let i = (y as usize * f.width as usize + x as usize) * n;
+        f.pixels[i..i + n].to_vec()
+    }
+
+    fn numbered_rgba(w: u32, h: u32) -> Frame {
+        let pixels = (0..Frame::len_of(w, h, Channels::Rgba)).map(|i| (i * 11 % 253) as u8).collect();
+        Frame::with_channels(w, h, Channels::Rgba, pixels)
+    }
+
+    #[test]
+    fn channels_are_3_or_4_on_the_wire() {
+        assert_eq!(serde_json::to_string(&Channels::Rgba).unwrap(), "4");
+        assert_eq!(serde_json::from_str::<Channels>("3").unwrap(), Channels::Rgb);
+        assert!(serde_json::from_str::<Channels>("2").is_err());
     }
 
     #[test]
@@ -162,9 +235,9 @@ mod tests {
         #[test]
         fn crop_with_halo_matches_definition(
             w in 1u32..40, h in 1u32..40, halo in 0u32..50,
-            fx in 0.0f64..1.0, fy in 0.0f64..1.0, fw in 0.0f64..1.0, fh in 0.0f64..1.0,
+            fx in 0.0f64..1.0, fy in 0.0f64..1.0, fw in 0.0f64..1.0, fh in 0.0f64..1.0, alpha: bool,
         ) {
-            let f = numbered(w, h);
+            let f = if alpha { numbered_rgba(w, h) } else { numbered(w, h) };
             let x = (fx * f64::from(w)) as u32 % w;
             let y = (fy * f64::from(h)) as u32 % h;
             let rw = 1 + (fw * f64::from(w - x - 1)) as u32;
@@ -180,9 +253,9 @@ mod tests {
         }
 
         #[test]
-        fn paste_inverts_crop(w in 1u32..50, h in 1u32..50, t in 1u32..20) {
-            let f = numbered(w, h);
-            let mut out = Frame::black(w, h);
+        fn paste_inverts_crop(w in 1u32..50, h in 1u32..50, t in 1u32..20, alpha: bool) {
+            let f = if alpha { numbered_rgba(w, h) } else { numbered(w, h) };
+            let mut out = Frame::blank(w, h, f.channels);
             for (_, r) in crate::TileGrid::new(w, h, t).tiles() {
                 out.paste(r.x, r.y, &f.crop(r));
             }

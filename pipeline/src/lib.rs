@@ -6,6 +6,6 @@ pub mod geometry;
 pub mod ops;
 pub mod wire;
 
-pub use frame::Frame;
+pub use frame::{Channels, Frame};
 pub use geometry::{Rect, TileGrid};
 pub use ops::Operation;

@@ -4,7 +4,8 @@
 //! magic (4 bytes: "TPT1" task, "TPR1" result, "TPF1" failure)
 //! header length (u32, little endian)
 //! header (UTF-8 JSON object, that many bytes)
-//! pixels (the rest: raw RGB8, row-major, no padding; none in a failure)
+//! pixels (the rest: raw 8-bit samples, row-major, no padding; RGB, or RGBA
+//! when the header says "channels": 4; none in a failure)
 //! ```
 //!
 //! The JSON header keeps the format easy to read from any language; the pixels
@@ -13,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::Frame;
+use crate::frame::{Channels, Frame};
 use crate::geometry::Rect;
 use crate::ops::Operation;
 
@@ -30,6 +31,9 @@ pub struct TaskHeader {
     pub rect: Rect,
     pub halo: u32,
     pub ops: Vec<Operation>,
+    /// 3 (RGB) or 4 (RGBA); 3 when absent.
+    #[serde(default)]
+    pub channels: Channels,
 }
 
 /// A processed tile: `rect.width * rect.height` pixels for `rect` of the output.
@@ -41,6 +45,9 @@ pub struct ResultHeader {
     pub worker_id: String,
     /// Wall time the worker spent on the operations, in milliseconds.
     pub elapsed_ms: f64,
+    /// 3 (RGB) or 4 (RGBA), as in the task; 3 when absent.
+    #[serde(default)]
+    pub channels: Channels,
 }
 
 /// A tile a worker could not process (a malformed task, a failing
@@ -168,26 +175,32 @@ pub struct TileResult {
 }
 
 impl Task {
+    /// # Panics
+    /// If the header's channels are not the input's.
     pub fn encode(&self) -> Vec<u8> {
+        assert_eq!(self.header.channels, self.input.channels, "task header channels");
         encode(TASK_MAGIC, &self.header, &self.input.pixels)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (TaskHeader, _) = decode(TASK_MAGIC, bytes)?;
         let (w, h) = (header.rect.width + 2 * header.halo, header.rect.height + 2 * header.halo);
-        let input = frame(w, h, pixels)?;
+        let input = frame(w, h, header.channels, pixels)?;
         Ok(Task { header, input })
     }
 }
 
 impl TileResult {
+    /// # Panics
+    /// If the header's channels are not the output's.
     pub fn encode(&self) -> Vec<u8> {
+        assert_eq!(self.header.channels, self.output.channels, "result header channels");
         encode(RESULT_MAGIC, &self.header, &self.output.pixels)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
-        let output = frame(header.rect.width, header.rect.height, pixels)?;
+        let output = frame(header.rect.width, header.rect.height, header.channels, pixels)?;
         Ok(TileResult { header, output })
     }
 }
@@ -259,12 +272,12 @@ fn decode<'a, H: Deserialize<'a>>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<(H
     Ok((header, &rest[len..]))
 }
 
-fn frame(width: u32, height: u32, pixels: &[u8]) -> Result<Frame, WireError> {
-    let expected = Frame::byte_len(width, height);
+fn frame(width: u32, height: u32, channels: Channels, pixels: &[u8]) -> Result<Frame, WireError> {
+    let expected = Frame::len_of(width, height, channels);
     if pixels.len() != expected {
         return Err(WireError::Pixels { expected, got: pixels.len() });
     }
-    Ok(Frame::new(width, height, pixels.to_vec()))
+    Ok(Frame::with_channels(width, height, channels, pixels.to_vec()))
 }
 
 #[cfg(test)]
@@ -278,9 +291,29 @@ mod tests {
             rect: Rect::new(512, 0, 3, 2),
             halo: 1,
             ops: vec![Operation::default()],
+            channels: Channels::Rgb,
         };
         let input = Frame::new(5, 4, (0..60).collect());
         Task { header, input }
+    }
+
+    #[test]
+    fn rgba_tasks_round_trip_and_rgb_is_the_default() {
+        let mut t = task();
+        t.header.channels = Channels::Rgba;
+        t.input = Frame::with_channels(5, 4, Channels::Rgba, (0..80).collect());
+        let bytes = t.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""channels":4"#));
+        assert_eq!(Task::decode(&bytes).unwrap(), t);
+        // An RGBA payload under a header without "channels" is read as RGB: a size mismatch.
+        let json = br#"{"job_id":"j1","tile":4,"rect":{"x":512,"y":0,"width":3,"height":2},"halo":1,"ops":[]}"#;
+        let mut old = b"TPT1".to_vec();
+        old.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        old.extend_from_slice(json);
+        old.extend_from_slice(&t.input.pixels);
+        assert!(matches!(Task::decode(&old), Err(WireError::Pixels { expected: 60, got: 80 })));
+        old.truncate(old.len() - 20);
+        assert_eq!(Task::decode(&old).unwrap().header.channels, Channels::Rgb);
     }
 
     #[test]
@@ -300,6 +333,7 @@ mod tests {
                 rect: Rect::new(512, 0, 3, 2),
                 worker_id: "w".into(),
                 elapsed_ms: 1.5,
+                channels: Channels::Rgb,
             },
             output: Frame::new(3, 2, vec![9; 18]),
         };

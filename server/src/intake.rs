@@ -6,7 +6,7 @@ use std::io::Cursor;
 use axum::http::StatusCode;
 use image::metadata::Orientation;
 use image::{ImageDecoder, ImageFormat, ImageReader};
-use pipeline::Frame;
+use pipeline::{Channels, Frame};
 
 use crate::error::AppError;
 
@@ -90,7 +90,8 @@ fn turns(orientation: Orientation) -> bool {
     matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
-/// Decodes the whole image to RGB8. Allocation is bounded by what the header
+/// Decodes the whole image to 8-bit RGB, or RGBA when it has alpha (16-bit
+/// samples become `round(v / 257)`). Allocation is bounded by what the header
 /// declared (already checked), so a lying header cannot exhaust memory.
 pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
@@ -107,9 +108,12 @@ pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
         .map_err(|e| unreadable(info.format, e))?;
     // Upright, as a viewer shows it (a phone's portrait photo is stored sideways).
     image.apply_orientation(info.orientation);
-    let rgb = image.into_rgb8();
-    let (width, height) = rgb.dimensions();
-    Ok(Frame::new(width, height, rgb.into_raw()))
+    let (width, height) = (image.width(), image.height());
+    Ok(if image.color().has_alpha() {
+        Frame::with_channels(width, height, Channels::Rgba, image.into_rgba8().into_raw())
+    } else {
+        Frame::new(width, height, image.into_rgb8().into_raw())
+    })
 }
 
 fn unreadable_panic(format: ImageFormat) -> AppError {
@@ -134,11 +138,15 @@ pub fn encode_png(frame: &Frame) -> anyhow::Result<Vec<u8>> {
     use image::ImageEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Vec::with_capacity(frame.pixels.len() / 2);
+    let colour = match frame.channels {
+        Channels::Rgb => image::ExtendedColorType::Rgb8,
+        Channels::Rgba => image::ExtendedColorType::Rgba8,
+    };
     PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive).write_image(
         &frame.pixels,
         frame.width,
         frame.height,
-        image::ExtendedColorType::Rgb8,
+        colour,
     )?;
     Ok(out)
 }
@@ -177,21 +185,25 @@ mod tests {
     }
 
     #[test]
-    fn odd_but_valid_images_decode_to_rgb() {
+    fn odd_but_valid_images_decode_to_rgb_or_rgba() {
         use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
         let small = Limits { min_dimension: 1, ..LIMITS };
-        let check = |image: DynamicImage, expect: [u8; 3]| {
+        let check = |image: DynamicImage, expect: &[u8]| {
             let mut bytes = Vec::new();
             image.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
             let frame = decode(&bytes, inspect(&bytes, small).unwrap()).unwrap();
-            assert_eq!((frame.width, frame.height), (3, 2));
-            assert_eq!(&frame.pixels[..3], &expect);
+            assert_eq!((frame.width, frame.height, frame.channels.count()), (3, 2, expect.len()));
+            assert_eq!(&frame.pixels[..expect.len()], expect);
         };
-        check(DynamicImage::ImageLuma8(ImageBuffer::from_pixel(3, 2, Luma([77]))), [77, 77, 77]);
-        check(DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(3, 2, LumaA([90, 10]))), [90, 90, 90]);
-        check(DynamicImage::ImageRgba8(ImageBuffer::from_pixel(3, 2, Rgba([1, 2, 3, 0]))), [1, 2, 3]);
+        check(DynamicImage::ImageLuma8(ImageBuffer::from_pixel(3, 2, Luma([77]))), &[77, 77, 77]);
+        check(DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(3, 2, LumaA([90, 10]))), &[90, 90, 90, 10]);
+        check(DynamicImage::ImageRgba8(ImageBuffer::from_pixel(3, 2, Rgba([1, 2, 3, 0]))), &[1, 2, 3, 0]);
         // 16 bits per channel: v16 becomes round(v16 / 257).
-        check(DynamicImage::ImageRgb16(ImageBuffer::from_pixel(3, 2, Rgb([0xffff, 0x8080, 257]))), [255, 128, 1]);
+        check(DynamicImage::ImageRgb16(ImageBuffer::from_pixel(3, 2, Rgb([0xffff, 0x8080, 257]))), &[255, 128, 1]);
+        check(
+            DynamicImage::ImageRgba16(ImageBuffer::from_pixel(3, 2, Rgba([0xffff, 0x8080, 257, 0x7f7f]))),
+            &[255, 128, 1, 127],
+        );
     }
 
     #[test]

@@ -180,3 +180,36 @@ async fn results_come_in_the_chosen_format() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alpha_goes_through_the_pipeline() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("alpha");
+    let server = TestServer::start(&broker, &prefix).await;
+    let _worker = TestWorker::start(&broker, &prefix, "w-alpha");
+    let api = server.api();
+    // The test image with a diagonal gradient of transparency.
+    let rgb = test_image(1030, 1024);
+    let pixels = rgb
+        .pixels
+        .chunks_exact(3)
+        .enumerate()
+        .flat_map(|(i, p)| [p[0], p[1], p[2], ((i % 1030 + i / 1030) / 8) as u8])
+        .collect();
+    let image = pipeline::Frame::with_channels(1030, 1024, pipeline::Channels::Rgba, pixels);
+    let chain = [Operation::Grayscale, Operation::default(), Operation::Invert];
+    let expected = ops::process_whole(&chain, &image);
+
+    for format in ["png", "webp"] {
+        let ops_json = serde_json::to_string(&chain).unwrap();
+        let created = submit_as(&server, "alpha.png", png(&image), &[("ops", &ops_json), ("format", format)]).await;
+        let job = api.finished(&created.id, Duration::from_secs(120)).await;
+        assert_eq!(job.status, JobStatus::Done, "{format}: {:?}", job.error);
+        let bytes =
+            reqwest::get(server.url(&format!("/api/jobs/{}/result", job.id))).await.unwrap().bytes().await.unwrap();
+        let result = image::load_from_memory(&bytes).unwrap();
+        assert!(result.color().has_alpha(), "{format}: alpha was dropped");
+        assert!(result.into_rgba8().as_raw() == &expected.pixels, "{format}: differs from the whole-image result");
+    }
+    server.stop().await;
+}

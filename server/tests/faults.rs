@@ -90,6 +90,7 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
                 rect: h.rect,
                 worker_id: "faulty".into(),
                 elapsed_ms: 1.0,
+                channels: output.channels,
             };
             Reply::Done(TileResult { header, output })
         })

@@ -208,6 +208,7 @@ async fn process(task: Task, worker_id: &str) -> anyhow::Result<TileResult> {
             rect: header.rect,
             worker_id: worker_id.to_owned(),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            channels: output.channels,
         },
         output,
     })

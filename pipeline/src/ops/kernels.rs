@@ -1,18 +1,24 @@
 //! The pixel kernels behind the operations. Each maps a frame to a frame of
 //! the same size and is a pure function of each pixel's neighbourhood, which
 //! is what lets tiles with halos reproduce the whole-image result exactly.
+//! Blurs treat alpha like a colour channel; every other kernel leaves it as
+//! it is.
 
 use libblur::{
     BlurImage, BlurImageMut, BoxBlurParameters, ConvolutionMode, EdgeMode, EdgeMode2D, FastBlurChannels,
     GaussianBlurParams, ThreadingPolicy,
 };
 
-use crate::frame::{CHANNELS, Frame};
+use crate::frame::{Channels, Frame};
 
 fn with_libblur(input: &Frame, run: impl FnOnce(&BlurImage<u8>, &mut BlurImageMut<u8>)) -> Frame {
-    let src = BlurImage::borrow(&input.pixels, input.width, input.height, FastBlurChannels::Channels3);
-    let mut out = Frame::black(input.width, input.height);
-    let mut dst = BlurImageMut::borrow(&mut out.pixels, input.width, input.height, FastBlurChannels::Channels3);
+    let layout = match input.channels {
+        Channels::Rgb => FastBlurChannels::Channels3,
+        Channels::Rgba => FastBlurChannels::Channels4,
+    };
+    let src = BlurImage::borrow(&input.pixels, input.width, input.height, layout);
+    let mut out = Frame::blank(input.width, input.height, input.channels);
+    let mut dst = BlurImageMut::borrow(&mut out.pixels, input.width, input.height, layout);
     run(&src, &mut dst);
     out
 }
@@ -51,14 +57,29 @@ pub fn box_blur(input: &Frame, kernel: u32) -> Frame {
     })
 }
 
-/// Unsharp mask: `p + amount * (p - gaussian(p))`, rounded and saturated.
+/// Unsharp mask: `p + amount * (p - gaussian(p))`, rounded and saturated;
+/// alpha is kept, not sharpened (that would ring around every edge).
 pub fn unsharp(input: &Frame, kernel: u32, sigma: f64, amount: f32) -> Frame {
     let mut out = gaussian_blur(input, kernel, sigma);
-    for (o, &p) in out.pixels.iter_mut().zip(&input.pixels) {
-        let p = f32::from(p);
-        *o = saturate(p + amount * (p - f32::from(*o)));
+    let n = input.channels.count();
+    for (o, p) in out.pixels.chunks_exact_mut(n).zip(input.pixels.chunks_exact(n)) {
+        for (o, &p) in o[..3].iter_mut().zip(&p[..3]) {
+            let p = f32::from(p);
+            *o = saturate(p + amount * (p - f32::from(*o)));
+        }
+        if n == 4 {
+            o[3] = p[3];
+        }
     }
     out
+}
+
+/// Applies `f` to every colour sample, leaving alpha as it is.
+fn map_colour(frame: &mut Frame, f: impl Fn(u8) -> u8) {
+    match frame.channels {
+        Channels::Rgb => frame.pixels.iter_mut().for_each(|p| *p = f(*p)),
+        Channels::Rgba => frame.pixels.chunks_exact_mut(4).for_each(|px| px[..3].iter_mut().for_each(|p| *p = f(*p))),
+    }
 }
 
 /// OpenCV 5's `cvtColor(RGB2GRAY)` luma, in its 15-bit fixed point.
@@ -68,14 +89,15 @@ fn luma(px: &[u8]) -> u8 {
 
 /// Luma in all three channels.
 pub fn grayscale(mut frame: Frame) -> Frame {
-    for px in frame.pixels.chunks_exact_mut(CHANNELS) {
-        px.fill(luma(px));
+    for px in frame.pixels.chunks_exact_mut(frame.channels.count()) {
+        let gray = luma(px);
+        px[..3].fill(gray);
     }
     frame
 }
 
 pub fn invert(mut frame: Frame) -> Frame {
-    frame.pixels.iter_mut().for_each(|p| *p = 255 - *p);
+    map_colour(&mut frame, |p| 255 - p);
     frame
 }
 
@@ -83,27 +105,28 @@ pub fn invert(mut frame: Frame) -> Frame {
 /// OpenCV's `convertTo`; done through a lookup table.
 pub fn brightness_contrast(mut frame: Frame, brightness: f32, contrast: f32) -> Frame {
     let table: Vec<u8> = (0..=255u8).map(|p| saturate(contrast * f32::from(p) + brightness)).collect();
-    frame.pixels.iter_mut().for_each(|p| *p = table[usize::from(*p)]);
+    map_colour(&mut frame, |p| table[usize::from(p)]);
     frame
 }
 
 /// Sobel gradient magnitude of the luma, `sqrt(gx² + gy²)` saturated to 255,
 /// in all three channels. Border pixels (one on each side) are not meaningful.
 pub fn sobel(input: &Frame) -> Frame {
-    let (w, h) = (input.width as usize, input.height as usize);
-    let gray: Vec<i32> = input.pixels.chunks_exact(CHANNELS).map(|px| i32::from(luma(px))).collect();
-    let mut out = Frame::black(input.width, input.height);
+    let (w, h, n) = (input.width as usize, input.height as usize, input.channels.count());
+    let gray: Vec<i32> = input.pixels.chunks_exact(n).map(|px| i32::from(luma(px))).collect();
+    // Starts as the input so that alpha is kept; every colour sample is overwritten.
+    let mut out = input.clone();
     if w < 3 || h < 3 {
         return out;
     }
     for y in 1..h - 1 {
         let (up, mid, down) = (&gray[(y - 1) * w..y * w], &gray[y * w..(y + 1) * w], &gray[(y + 1) * w..(y + 2) * w]);
-        let row = &mut out.pixels[y * w * CHANNELS..(y + 1) * w * CHANNELS];
+        let row = &mut out.pixels[y * w * n..(y + 1) * w * n];
         for x in 1..w - 1 {
             let gx = (up[x + 1] + 2 * mid[x + 1] + down[x + 1]) - (up[x - 1] + 2 * mid[x - 1] + down[x - 1]);
             let gy = (down[x - 1] + 2 * down[x] + down[x + 1]) - (up[x - 1] + 2 * up[x] + up[x + 1]);
             let magnitude = saturate(((gx * gx + gy * gy) as f32).sqrt());
-            row[x * CHANNELS..(x + 1) * CHANNELS].fill(magnitude);
+            row[x * n..x * n + 3].fill(magnitude);
         }
     }
     out

@@ -197,12 +197,16 @@ pub fn process_whole(chain: &[Operation], image: &Frame) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TileGrid;
+    use crate::{Channels, TileGrid};
     use proptest::prelude::*;
 
     fn noise(w: u32, h: u32, seed: u64) -> Frame {
+        noise_with(w, h, Channels::Rgb, seed)
+    }
+
+    fn noise_with(w: u32, h: u32, channels: Channels, seed: u64) -> Frame {
         let mut s = seed | 1;
-        let pixels = (0..Frame::byte_len(w, h))
+        let pixels = (0..Frame::len_of(w, h, channels))
             .map(|_| {
                 // xorshift: deterministic, no dependency.
                 s ^= s << 13;
@@ -211,12 +215,12 @@ mod tests {
                 (s >> 24) as u8
             })
             .collect();
-        Frame::new(w, h, pixels)
+        Frame::with_channels(w, h, channels, pixels)
     }
 
     fn tiled(chain: &[Operation], image: &Frame, tile: u32) -> Frame {
         let halo = chain_halo(chain);
-        let mut out = Frame::black(image.width, image.height);
+        let mut out = Frame::blank(image.width, image.height, image.channels);
         for (_, rect) in TileGrid::new(image.width, image.height, tile).tiles() {
             let result = process_tile(chain, image.crop_with_halo(rect, halo), halo);
             out.paste(rect.x, rect.y, &result);
@@ -321,9 +325,10 @@ mod tests {
             h in 1u32..90,
             tile in 1u32..70,
             seed in any::<u64>(),
+            alpha: bool,
         ) {
             prop_assert_eq!(validate_chain(&chain), Ok(()));
-            let image = noise(w, h, seed);
+            let image = noise_with(w, h, if alpha { Channels::Rgba } else { Channels::Rgb }, seed);
             prop_assert_eq!(tiled(&chain, &image, tile), process_whole(&chain, &image));
         }
     }
@@ -332,7 +337,12 @@ mod tests {
     /// the fast fixed-point path is used only where it is exact under tiling.
     #[test]
     fn every_kernel_is_exact_under_tiling() {
-        let image = noise(61, 37, 77);
+        for image in [noise(61, 37, 77), noise_with(43, 29, Channels::Rgba, 78)] {
+            every_kernel_is_exact_on(&image);
+        }
+    }
+
+    fn every_kernel_is_exact_on(image: &Frame) {
         for kernel in (3..=63).step_by(2).chain([101, 155, 201, MAX_KERNEL]) {
             let sigmas = [None, Some(0.5), Some(f64::from(kernel) / 6.0)];
             let chains = sigmas
@@ -345,7 +355,7 @@ mod tests {
             for op in chains {
                 let chain = [op];
                 for tile in [13, 30] {
-                    assert!(tiled(&chain, &image, tile) == process_whole(&chain, &image), "{:?} tile {tile}", chain[0]);
+                    assert!(tiled(&chain, image, tile) == process_whole(&chain, image), "{:?} tile {tile}", chain[0]);
                 }
             }
         }
@@ -356,11 +366,41 @@ mod tests {
 
         /// The seed's blur takes the fast path: exact for any geometry too.
         #[test]
-        fn default_blur_tiled_equals_whole(w in 1u32..400, h in 1u32..300, tile in 1u32..260, seed in any::<u64>()) {
+        fn default_blur_tiled_equals_whole(
+            w in 1u32..400, h in 1u32..300, tile in 1u32..260, seed in any::<u64>(), alpha: bool,
+        ) {
             let chain = [Operation::default()];
-            let image = noise(w, h, seed);
+            let image = noise_with(w, h, if alpha { Channels::Rgba } else { Channels::Rgb }, seed);
             prop_assert!(tiled(&chain, &image, tile) == process_whole(&chain, &image));
         }
+    }
+
+    #[test]
+    fn alpha_is_blurred_by_blurs_and_kept_by_everything_else() {
+        let image = noise_with(40, 30, Channels::Rgba, 5);
+        let alpha = |f: &Frame| f.pixels.iter().skip(3).step_by(4).copied().collect::<Vec<u8>>();
+        let kept = [
+            Operation::Sharpen { radius: 2, amount: 1.5 },
+            Operation::EdgeDetect,
+            Operation::Grayscale,
+            Operation::Invert,
+            Operation::BrightnessContrast { brightness: 30.0, contrast: 1.5 },
+        ];
+        for op in kept {
+            let out = process_whole(std::slice::from_ref(&op), &image);
+            assert_eq!(out.channels, Channels::Rgba);
+            assert_eq!(alpha(&out), alpha(&image), "{op:?} changed alpha");
+            assert_ne!(out.pixels, image.pixels, "{op:?} changed nothing");
+        }
+        // A blur smooths alpha like any channel, and matches the RGB blur's colours.
+        let blurred = process_whole(&[Operation::default()], &image);
+        let spread = |v: &[u8]| v.iter().max().unwrap() - v.iter().min().unwrap();
+        assert!(spread(&alpha(&blurred)) < spread(&alpha(&image)) / 3);
+        let rgb: Vec<u8> = image.pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let rgb_blurred = process_whole(&[Operation::default()], &Frame::new(40, 30, rgb));
+        let colours: Vec<u8> = blurred.pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let worst = colours.iter().zip(&rgb_blurred.pixels).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= 1, "RGBA and RGB blurs differ by {worst}");
     }
 
     #[test]

@@ -83,7 +83,14 @@ struct Active {
 impl Active {
     fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Arc<Frame>)> {
         let rect = self.grid.tile(tile)?;
-        let header = TaskHeader { job_id: id.to_owned(), tile, rect, halo: self.halo, ops: self.ops.to_vec() };
+        let header = TaskHeader {
+            job_id: id.to_owned(),
+            tile,
+            rect,
+            halo: self.halo,
+            ops: self.ops.to_vec(),
+            channels: self.input.channels,
+        };
         Some((header, Arc::clone(&self.input)))
     }
 }
@@ -231,7 +238,7 @@ impl Jobs {
             // Done before a restart: its pixels are on disk (or it is redone).
             let rect = grid.tile(t).expect("in the grid");
             match tokio::fs::metadata(self.tile_path(id, t)).await {
-                Ok(file) if file.len() == Frame::byte_len(rect.width, rect.height) as u64 => {
+                Ok(file) if file.len() == Frame::len_of(rect.width, rect.height, input.channels) as u64 => {
                     tiles[t as usize].done = true;
                 }
                 _ => {
@@ -339,9 +346,9 @@ impl Jobs {
             return;
         };
         let encode_started = Instant::now();
-        let (clock, grid, output) = {
+        let (clock, grid, output, channels) = {
             let active = active.lock().expect("lock");
-            (active.clock, active.grid, active.output)
+            (active.clock, active.grid, active.output, active.input.channels)
         };
         drop(active); // the input is no longer needed
         let path = self.result_path(id, output);
@@ -351,7 +358,8 @@ impl Jobs {
             let partial = path.with_extension("partial");
             let target = partial.clone();
             tokio::task::spawn_blocking(move || {
-                crate::assemble::write(output, &grid, |t| tile_file(&tiles_dir, t), &target)
+                let tiles = crate::assemble::Tiles { grid, channels, path: |t| tile_file(&tiles_dir, t) };
+                crate::assemble::write(output, &tiles, &target)
             })
             .await??;
             tokio::fs::rename(&partial, &path).await?;

@@ -45,23 +45,26 @@ impl Jobs {
     async fn accept(self: &Arc<Self>, result: &TileResult) -> anyhow::Result<()> {
         let TileResult { header: h, output } = result;
         let active = self.get(&h.job_id);
-        let grid = match &active {
+        let (grid, channels) = match &active {
             Some(a) => {
                 let a = a.lock().expect("lock");
                 if a.tiles.get(h.tile as usize).is_some_and(|t| t.done) {
                     return Ok(()); // a duplicate
                 }
-                a.grid
+                (a.grid, a.input.channels)
             }
             // Not assembling (yet): keep it if the job is running, e.g.
-            // still being resumed after a restart.
+            // still being resumed after a restart (which checks each tile
+            // file's size against the input's channels).
             None => match self.store.job(&h.job_id).await? {
-                Some(job) if !job.status.is_finished() => TileGrid::new(job.width, job.height, job.tile_size),
+                Some(job) if !job.status.is_finished() => {
+                    (TileGrid::new(job.width, job.height, job.tile_size), output.channels)
+                }
                 _ => return Ok(()),
             },
         };
-        if grid.tile(h.tile) != Some(h.rect) {
-            warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid; ignored");
+        if grid.tile(h.tile) != Some(h.rect) || output.channels != channels {
+            warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid or channels; ignored");
             return Ok(());
         }
         let path = self.tile_path(&h.job_id, h.tile);
