@@ -194,7 +194,8 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     let client = reqwest::Client::new();
     let started = Instant::now();
     let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
-    let form = reqwest::multipart::Form::new().part("image", part);
+    // PNG, as the single-process baseline writes.
+    let form = reqwest::multipart::Form::new().text("format", "png").part("image", part);
     let response = client.post(api.url("/api/jobs")).multipart(form).send().await?;
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
     let upload = started.elapsed().as_secs_f64();

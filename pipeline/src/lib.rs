@@ -1,6 +1,7 @@
 //! tilepipe's image engine, shared by the master and the workers: tile
 //! geometry, halo cutting, operations and the Kafka wire format. Pure: no I/O.
 
+pub mod codec;
 pub mod frame;
 pub mod geometry;
 pub mod ops;

@@ -5,15 +5,19 @@
 //! header length (u32, little endian)
 //! header (UTF-8 JSON object, that many bytes)
 //! pixels (the rest: raw 8-bit samples, row-major, no padding; RGB, or RGBA
-//! when the header says "channels": 4; none in a failure)
+//! when the header says "channels": 4; in a result, a PNG file instead when
+//! its header says "encoding": "png"; none in a failure)
 //! ```
 //!
-//! The JSON header keeps the format easy to read from any language; the pixels
-//! travel raw because tiles of noisy input barely compress and raw costs no CPU.
+//! The JSON header keeps the format easy to read from any language. Tasks
+//! travel raw: tiles of noisy input barely compress and raw costs no CPU.
+//! Results may be PNG: processed tiles (blurred ones above all) compress well,
+//! and the broker carries fewer bytes.
 //! Heartbeats carry no pixels and are plain JSON.
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, CodecError, Encoding};
 use crate::frame::{Channels, Frame};
 use crate::geometry::Rect;
 use crate::ops::Operation;
@@ -48,6 +52,9 @@ pub struct ResultHeader {
     /// 3 (RGB) or 4 (RGBA), as in the task; 3 when absent.
     #[serde(default)]
     pub channels: Channels,
+    /// How the pixels are encoded; raw when absent.
+    #[serde(default)]
+    pub encoding: Encoding,
 }
 
 /// A tile a worker could not process (a malformed task, a failing
@@ -160,6 +167,8 @@ pub enum WireError {
     Header(#[from] serde_json::Error),
     #[error("expected {expected} pixel bytes, got {got}")]
     Pixels { expected: usize, got: usize },
+    #[error("result pixels: {0}")]
+    Codec(#[from] CodecError),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,12 +204,13 @@ impl TileResult {
     /// If the header's channels are not the output's.
     pub fn encode(&self) -> Vec<u8> {
         assert_eq!(self.header.channels, self.output.channels, "result header channels");
-        encode(RESULT_MAGIC, &self.header, &self.output.pixels)
+        encode(RESULT_MAGIC, &self.header, &codec::encode(&self.output, self.header.encoding))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
-        let output = frame(header.rect.width, header.rect.height, header.channels, pixels)?;
+        let shape = (header.rect.width, header.rect.height, header.channels);
+        let output = codec::decode(pixels, header.encoding, shape)?;
         Ok(TileResult { header, output })
     }
 }
@@ -334,10 +344,21 @@ mod tests {
                 worker_id: "w".into(),
                 elapsed_ms: 1.5,
                 channels: Channels::Rgb,
+                encoding: Encoding::Raw,
             },
             output: Frame::new(3, 2, vec![9; 18]),
         };
-        assert_eq!(TileResult::decode(&r.encode()).unwrap(), r);
+        let raw = r.encode();
+        let header_len = u32::from_le_bytes(raw[4..8].try_into().unwrap()) as usize;
+        assert_eq!(raw.len() - 8 - header_len, 18, "raw pixels follow the header");
+        assert_eq!(TileResult::decode(&raw).unwrap(), r);
+        let png = TileResult { header: ResultHeader { encoding: Encoding::Png, ..r.header.clone() }, ..r.clone() };
+        let bytes = png.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""encoding":"png""#));
+        assert_eq!(TileResult::decode(&bytes).unwrap(), png);
+        // PNG pixels under a header that says raw are the wrong size.
+        let mislabelled = String::from_utf8_lossy(&bytes).replace(r#""encoding":"png""#, r#""encoding":"raw""#);
+        assert!(TileResult::decode(mislabelled.as_bytes()).is_err());
     }
 
     #[test]

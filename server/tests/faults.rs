@@ -91,6 +91,8 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
                 worker_id: "faulty".into(),
                 elapsed_ms: 1.0,
                 channels: output.channels,
+                // Raw, as a worker in another language may send; the real workers send PNG.
+                encoding: pipeline::codec::Encoding::Raw,
             };
             Reply::Done(TileResult { header, output })
         })

@@ -19,7 +19,10 @@ impl Jobs {
     pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
         while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
             self.metrics.result_bytes.inc_by(message.payload_len() as u64);
-            match Reply::decode(message.payload().unwrap_or_default()) {
+            // Off the async threads: a PNG result takes about a millisecond to decode.
+            let payload = message.payload().unwrap_or_default().to_vec();
+            let decoded = tokio::task::spawn_blocking(move || Reply::decode(&payload)).await;
+            match decoded.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)) {
                 Ok(Reply::Done(result)) => {
                     // While the store fails, retry rather than move past it.
                     while let Err(e) = self.accept(&result).await {
