@@ -187,6 +187,48 @@ mod tests {
     }
 
     #[test]
+    fn every_lossless_format_decodes_to_its_pixels() {
+        // Few colours, so GIF's palette holds them exactly.
+        let (w, h) = (40u32, 30u32);
+        let pixels: Vec<u8> =
+            (0..w * h).flat_map(|i| [[200, 30, 30], [30, 200, 30], [30, 30, 200]][(i % 7 % 3) as usize]).collect();
+        let image = image::RgbImage::from_raw(w, h, pixels.clone()).unwrap();
+        let small = Limits { min_dimension: 1, ..LIMITS };
+        for format in [ImageFormat::Png, ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::Gif] {
+            let mut bytes = Vec::new();
+            let encoded = match format {
+                // image writes WebP only losslessly, which needs the explicit encoder.
+                ImageFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes).encode(
+                    &pixels,
+                    w,
+                    h,
+                    image::ExtendedColorType::Rgb8,
+                ),
+                _ => image.write_to(&mut Cursor::new(&mut bytes), format),
+            };
+            encoded.unwrap();
+            let info = inspect(&bytes, small).unwrap();
+            assert_eq!((info.format, info.width, info.height), (format, w, h));
+            let frame = decode(&bytes, info).unwrap();
+            assert_eq!(frame.channels, Channels::Rgb, "{format:?}");
+            assert!(frame.pixels == pixels, "{format:?}: the pixels differ");
+        }
+    }
+
+    #[test]
+    fn an_animated_gif_is_its_first_frame() {
+        let frame = |colour: [u8; 4]| image::Frame::new(image::RgbaImage::from_pixel(8, 6, image::Rgba(colour)));
+        let mut bytes = Vec::new();
+        image::codecs::gif::GifEncoder::new(&mut bytes)
+            .encode_frames([frame([250, 0, 0, 255]), frame([0, 0, 250, 255])])
+            .unwrap();
+        let small = Limits { min_dimension: 1, ..LIMITS };
+        let decoded = decode(&bytes, inspect(&bytes, small).unwrap()).unwrap();
+        assert_eq!((decoded.width, decoded.height, decoded.channels), (8, 6, Channels::Rgb));
+        assert!(decoded.pixels.chunks_exact(3).all(|p| p == [250, 0, 0]), "{:?}", &decoded.pixels[..3]);
+    }
+
+    #[test]
     fn refuses_small_empty_and_unknown() {
         assert_eq!(code(inspect(&png(1023, 2000), LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, "image_too_small"));
         assert_eq!(code(inspect(&[], LIMITS)), (StatusCode::BAD_REQUEST, "empty_file"));
