@@ -122,6 +122,8 @@ fn main() {
     println!("| image `imageops::blur` | {a:.1} | {:.1}x faster |", blur_whole / a);
     println!("| image `DynamicImage::blur` | {b:.1} | {:.1}x faster |", blur_whole / b);
 
+    encodings(&image);
+
     match opencv_blur(&image) {
         Some(opencv) => {
             let per_core = blur_tiled / threads as f64;
@@ -152,4 +154,33 @@ fn opencv_blur(image: &Frame) -> Option<f64> {
         .output();
     let _ = std::fs::remove_file(&raw);
     String::from_utf8(output.ok()?.stdout).ok()?.trim().parse().ok()
+}
+
+/// What a result tile costs on the wire, raw and as PNG, for an input tile
+/// (noise) and for the same tile blurred.
+fn encodings(image: &Frame) {
+    use pipeline::codec::{self, Encoding};
+    let rect = pipeline::Rect::new(image.width / 2, image.height / 2, TILE, TILE);
+    let blurred = ops::process_tile(&[Operation::default()], image.crop_with_halo(rect, 25), 25);
+    println!("\n| {TILE} px tile | raw bytes | PNG bytes | PNG encode ms | PNG decode ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, tile) in [("input (noise)", image.crop(rect)), ("blurred result", blurred)] {
+        let png = codec::encode(&tile, Encoding::Png);
+        let encode = best(5, || {
+            black_box(codec::encode(&tile, Encoding::Png));
+        });
+        let shape = (tile.width, tile.height, tile.channels);
+        let decode = best(5, || {
+            black_box(codec::decode(&png, Encoding::Png, shape).expect("its own PNG"));
+        });
+        let share = 100.0 * png.len() as f64 / tile.pixels.len() as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| {name} | {} | {} ({share:.0}%) | {:.2} | {:.2} |",
+            tile.pixels.len(),
+            png.len(),
+            ms(encode),
+            ms(decode)
+        );
+    }
 }
