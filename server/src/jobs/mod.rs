@@ -277,7 +277,7 @@ impl Jobs {
         futures::stream::iter(unsent)
             .map(|tile| self.publish(id, tile))
             .buffer_unordered(DISPATCH_CONCURRENCY)
-            .try_collect::<()>()
+            .try_for_each(|_| async { Ok(()) })
             .await?;
         if let Some(active) = self.get(id) {
             active.lock().expect("lock").clock.dispatched_at = Some(Instant::now());
@@ -302,10 +302,11 @@ impl Jobs {
         None
     }
 
-    /// Publishes a tile's task and records where the broker put it. Does
-    /// nothing if the job stopped or the tile is done.
-    async fn publish(&self, id: &str, tile: u32) -> anyhow::Result<()> {
-        let Some(active) = self.get(id) else { return Ok(()) };
+    /// Publishes a tile's task and records where the broker put it; says
+    /// whether it did. Does nothing if the job stopped, the tile is done or
+    /// it is being sent already.
+    async fn publish(&self, id: &str, tile: u32) -> anyhow::Result<bool> {
+        let Some(active) = self.get(id) else { return Ok(false) };
         let Some((header, input)) = ({
             let mut a = active.lock().expect("lock");
             let state = &mut a.tiles[tile as usize];
@@ -316,7 +317,7 @@ impl Jobs {
                 a.task(id, tile)
             }
         }) else {
-            return Ok(());
+            return Ok(false);
         };
         let sent = async {
             let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
@@ -338,7 +339,7 @@ impl Jobs {
         state.sending = false;
         let (partition, offset, attempts) = sent?;
         *state = TileState { placed: Some((partition, offset)), attempts, consumed_at: None, ..*state };
-        Ok(())
+        Ok(true)
     }
 
     async fn finish(&self, id: &str) {

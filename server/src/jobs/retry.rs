@@ -35,10 +35,14 @@ impl Jobs {
             let reason = format!("tile {tile} failed {attempts} times; last: {reason}");
             return self.fail(id, &reason).await;
         }
-        info!(job = %id, tile, attempt = attempts + 1, reason, "sending a tile again");
-        self.metrics.tiles_retried.inc();
-        if let Err(e) = self.publish(id, tile).await {
-            warn!(job = %id, tile, error = %e, "sending a tile again failed; the next sweep will retry");
+        match self.publish(id, tile).await {
+            // Counted only when sent: a sweep and a failure report can race for one tile.
+            Ok(true) => {
+                info!(job = %id, tile, attempt = attempts + 1, reason, "sent a tile again");
+                self.metrics.tiles_retried.inc();
+            }
+            Ok(false) => {}
+            Err(e) => warn!(job = %id, tile, error = %e, "sending a tile again failed; the next sweep will retry"),
         }
     }
 
