@@ -1,6 +1,6 @@
 import { test, expect } from "@playwright/test";
 import * as fs from "fs";
-import { generatedImageTransfer, pngSize, waitForLive } from "./helpers";
+import { generatedImageTransfer, pngColourType, pngSize, waitForLive } from "./helpers";
 
 test("drop an image, watch it reach 100 %, download the result", async ({ page }) => {
   await page.goto("/");
@@ -137,4 +137,21 @@ test("a file that is not an image is refused before it is sent", async ({ page }
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
   await expect(page.locator("#error")).toContainText("notes.txt is not an image (text/plain)");
   expect(uploads).toHaveLength(0);
+});
+
+test("a transparent image keeps its alpha through the pipeline; an opaque one is sent as RGB", async ({ page }) => {
+  for (const [name, transparent, colourType] of [
+    ["see-through.png", true, 6],
+    ["opaque.png", false, 2],
+  ] as const) {
+    await page.goto("/");
+    await waitForLive(page);
+    const transfer = await generatedImageTransfer(page, 1024, 1024, name, transparent);
+    await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
+    await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done", { timeout: 90_000 });
+    const result = await page.request.get(`/api/jobs/${page.url().split("/").pop()}/result`);
+    const bytes = await result.body();
+    expect(pngSize(bytes)).toEqual({ width: 1024, height: 1024 });
+    expect(pngColourType(bytes)).toBe(colourType);
+  }
 });
