@@ -118,16 +118,7 @@ mod tests {
 
     /// Noise through the seed's blur: what most results look like.
     fn blurred_noise(channels: Channels) -> Frame {
-        let mut s = 7u64;
-        let noise = (0..Frame::len_of(150, 120, channels))
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect();
-        let input = Frame::with_channels(150, 120, channels, noise);
+        let input = crate::ops::tests::noise_with(150, 120, channels, 7);
         crate::ops::process_tile(&[crate::Operation::default()], input, 25)
     }
 

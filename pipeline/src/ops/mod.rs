@@ -195,7 +195,7 @@ pub fn process_whole(chain: &[Operation], image: &Frame) -> Frame {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Channels, TileGrid};
     use proptest::prelude::*;
@@ -204,7 +204,8 @@ mod tests {
         noise_with(w, h, Channels::Rgb, seed)
     }
 
-    fn noise_with(w: u32, h: u32, channels: Channels, seed: u64) -> Frame {
+    /// Deterministic noise (xorshift), for this crate's tests.
+    pub(crate) fn noise_with(w: u32, h: u32, channels: Channels, seed: u64) -> Frame {
         let mut s = seed | 1;
         let pixels = (0..Frame::len_of(w, h, channels))
             .map(|_| {
