@@ -41,19 +41,20 @@ pub fn decode(
     let expected = Frame::len_of(width, height, channels);
     let pixels = match encoding {
         Encoding::Raw => bytes.to_vec(),
-        Encoding::Png => from_png(bytes, expected)?,
+        Encoding::Png => from_png(bytes, (width, height, channels))?,
     };
     if pixels.len() != expected {
         return Err(CodecError::Size { expected, got: pixels.len() });
     }
-    // The PNG's own header must describe the same tile, not just as many bytes.
-    if encoding == Encoding::Png {
-        let info = png_info(bytes)?;
-        if info != (width, height, channels) {
-            return Err(CodecError::Png(format!("it holds {info:?}, the header says {:?}", (width, height, channels))));
-        }
-    }
     Ok(Frame::with_channels(width, height, channels, pixels))
+}
+
+/// The PNG colour type of 8-bit samples of `channels`.
+pub fn png_colour(channels: Channels) -> png::ColorType {
+    match channels {
+        Channels::Rgb => png::ColorType::Rgb,
+        Channels::Rgba => png::ColorType::Rgba,
+    }
 }
 
 /// fdeflate's fast mode with the Up filter: blurred tiles shrink to about a
@@ -62,10 +63,7 @@ pub fn decode(
 fn png_bytes(frame: &Frame) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.pixels.len() / 3);
     let mut encoder = png::Encoder::new(&mut out, frame.width, frame.height);
-    encoder.set_color(match frame.channels {
-        Channels::Rgb => png::ColorType::Rgb,
-        Channels::Rgba => png::ColorType::Rgba,
-    });
+    encoder.set_color(png_colour(frame.channels));
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
     encoder.set_filter(png::Filter::Up);
@@ -75,32 +73,29 @@ fn png_bytes(frame: &Frame) -> Vec<u8> {
     out
 }
 
-fn png_reader(bytes: &[u8], limit: usize) -> Result<png::Reader<std::io::Cursor<&[u8]>>, CodecError> {
-    let limits = png::Limits { bytes: limit + 1024 };
-    png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits)
-        .read_info()
-        .map_err(|e| CodecError::Png(e.to_string()))
-}
-
-fn png_info(bytes: &[u8]) -> Result<(u32, u32, Channels), CodecError> {
-    let reader = png_reader(bytes, usize::MAX - 1024)?;
-    let info = reader.info();
-    let channels = match (info.color_type, info.bit_depth) {
-        (png::ColorType::Rgb, png::BitDepth::Eight) => Channels::Rgb,
-        (png::ColorType::Rgba, png::BitDepth::Eight) => Channels::Rgba,
-        (c, d) => return Err(CodecError::Png(format!("{c:?} at {d:?} bits is not a tile"))),
-    };
-    Ok((info.width, info.height, channels))
-}
-
-fn from_png(bytes: &[u8], expected: usize) -> Result<Vec<u8>, CodecError> {
-    let mut reader = png_reader(bytes, expected)?;
+/// The pixels of a PNG that must be exactly `shape`: as many bytes, and its
+/// own header describing the same tile.
+fn from_png(bytes: &[u8], shape: (u32, u32, Channels)) -> Result<Vec<u8>, CodecError> {
+    let expected = Frame::len_of(shape.0, shape.1, shape.2);
+    let png_error = |e: png::DecodingError| CodecError::Png(e.to_string());
+    let limits = png::Limits { bytes: expected + 1024 };
+    let mut reader =
+        png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits).read_info().map_err(png_error)?;
     let size = reader.output_buffer_size().ok_or_else(|| CodecError::Png("too large".into()))?;
     if size != expected {
         return Err(CodecError::Size { expected, got: size });
     }
+    let info = reader.info();
+    let held = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Rgb, png::BitDepth::Eight) => (info.width, info.height, Channels::Rgb),
+        (png::ColorType::Rgba, png::BitDepth::Eight) => (info.width, info.height, Channels::Rgba),
+        (c, d) => return Err(CodecError::Png(format!("{c:?} at {d:?} bits is not a tile"))),
+    };
+    if held != shape {
+        return Err(CodecError::Png(format!("it holds {held:?}, the header says {shape:?}")));
+    }
     let mut pixels = vec![0; size];
-    reader.next_frame(&mut pixels).map_err(|e| CodecError::Png(e.to_string()))?;
+    reader.next_frame(&mut pixels).map_err(png_error)?;
     Ok(pixels)
 }
 

@@ -79,10 +79,7 @@ fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path) -> anyhow::Resu
     let (grid, n) = (&tiles.grid, tiles.channels.count());
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut encoder = png::Encoder::new(file, grid.width, grid.height);
-    encoder.set_color(match tiles.channels {
-        Channels::Rgb => png::ColorType::Rgb,
-        Channels::Rgba => png::ColorType::Rgba,
-    });
+    encoder.set_color(pipeline::codec::png_colour(tiles.channels));
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
     encoder.set_filter(png::Filter::Adaptive);
