@@ -117,17 +117,6 @@ async fn two_workers_process_an_image_seamlessly() {
     server.stop().await;
 }
 
-/// Submits `bytes` with the form's `format` and `quality` fields.
-async fn submit_as(server: &TestServer, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> app::api::Job {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
-    let form = fields.iter().fold(reqwest::multipart::Form::new().part("image", part), |form, (k, v)| {
-        form.text(k.to_string(), v.to_string())
-    });
-    let response = reqwest::Client::new().post(server.url("/api/jobs")).multipart(form).send().await.unwrap();
-    assert_eq!(response.status(), 201, "refused: {}", response.text().await.unwrap());
-    response.json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn results_come_in_the_chosen_format() {
     let broker = Broker::start();
@@ -157,7 +146,7 @@ async fn results_come_in_the_chosen_format() {
         ("d.png", png(&image), vec![("format", "same")], Output::Png, "image/png", "png"),
     ];
     for (name, bytes, fields, output, mime, extension) in cases {
-        let created = submit_as(&server, name, bytes, &fields).await;
+        let created = api.submit_with(name, bytes, &fields).await;
         assert_eq!(created.output, output, "{name}");
         let job = api.finished(&created.id, Duration::from_secs(120)).await;
         assert_eq!(job.status, JobStatus::Done, "{name}: {:?}", job.error);
@@ -202,7 +191,7 @@ async fn alpha_goes_through_the_pipeline() {
 
     for format in ["png", "webp"] {
         let ops_json = serde_json::to_string(&chain).unwrap();
-        let created = submit_as(&server, "alpha.png", png(&image), &[("ops", &ops_json), ("format", format)]).await;
+        let created = api.submit_with("alpha.png", png(&image), &[("ops", &ops_json), ("format", format)]).await;
         let job = api.finished(&created.id, Duration::from_secs(120)).await;
         assert_eq!(job.status, JobStatus::Done, "{format}: {:?}", job.error);
         let bytes =

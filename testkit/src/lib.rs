@@ -223,8 +223,16 @@ impl Api {
 
     /// Submits `image` with the chain `ops`; the job must be accepted.
     pub async fn submit(&self, image: &pipeline::Frame, ops: &[Operation]) -> Job {
-        let part = reqwest::multipart::Part::bytes(png(image)).file_name("test.png");
-        let form = reqwest::multipart::Form::new().text("ops", serde_json::to_string(ops).unwrap()).part("image", part);
+        self.submit_with("test.png", png(image), &[("ops", &serde_json::to_string(ops).unwrap())]).await
+    }
+
+    /// Submits the file `bytes` named `name` with the form's other `fields`
+    /// (`ops`, `format`, `quality`); the job must be accepted.
+    pub async fn submit_with(&self, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> Job {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+        let form = fields.iter().fold(reqwest::multipart::Form::new().part("image", part), |form, (k, v)| {
+            form.text(k.to_string(), v.to_string())
+        });
         let response = reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap();
         assert_eq!(response.status(), 201, "upload refused: {}", response.text().await.unwrap());
         response.json().await.unwrap()
