@@ -252,6 +252,8 @@ pub enum Event {
     Worker(Worker),
     /// A job was deleted; the payload is its id.
     JobDeleted(String),
+    /// A worker unseen for the retention period was forgotten; the payload is its id.
+    WorkerGone(String),
 }
 
 impl Event {
@@ -261,6 +263,7 @@ impl Event {
             Event::Tile(_) => "tile",
             Event::Worker(_) => "worker",
             Event::JobDeleted(_) => "job_deleted",
+            Event::WorkerGone(_) => "worker_gone",
         }
     }
 }

@@ -68,6 +68,14 @@ impl Live {
                 jobs.remove(&id);
             }),
             Event::Tile(tile) => self.record_tile(tile),
+            Event::WorkerGone(id) => {
+                self.workers.update(|workers| {
+                    workers.remove(&id);
+                });
+                self.worker_throughput.update(|rates| {
+                    rates.remove(&id);
+                });
+            }
         }
     }
 

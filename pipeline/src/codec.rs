@@ -40,7 +40,8 @@ pub fn decode(
 ) -> Result<Frame, CodecError> {
     let expected = Frame::len_of(width, height, channels);
     let pixels = match encoding {
-        Encoding::Raw => bytes.to_vec(),
+        Encoding::Raw if bytes.len() == expected => bytes.to_vec(),
+        Encoding::Raw => return Err(CodecError::Size { expected, got: bytes.len() }),
         Encoding::Png => from_png(bytes, (width, height, channels))?,
     };
     if pixels.len() != expected {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError, Encoding};
 use crate::frame::{Channels, Frame};
 use crate::geometry::Rect;
-use crate::ops::Operation;
+use crate::ops::{self, Operation};
 
 pub const TASK_MAGIC: &[u8; 4] = b"TPT1";
 pub const RESULT_MAGIC: &[u8; 4] = b"TPR1";
@@ -38,6 +38,15 @@ pub struct TaskHeader {
     /// 3 (RGB) or 4 (RGBA); 3 when absent.
     #[serde(default)]
     pub channels: Channels,
+    /// Which sending of the tile this is (1, 2, ...), echoed in a failure so
+    /// that a late report of an earlier attempt is not counted again; 0 when
+    /// absent (unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A processed tile: `rect.width * rect.height` pixels for `rect` of the output.
@@ -65,6 +74,9 @@ pub struct TileFailure {
     pub tile: u32,
     pub worker_id: String,
     pub error: String,
+    /// The task's `attempt`; 0 when absent (counted whatever the attempt).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 /// What a worker publishes on the results topic for a task.
@@ -157,6 +169,15 @@ pub fn kafka_properties(vars: impl IntoIterator<Item = (String, String)>) -> Vec
 /// Largest message on any topic: a 2048 px tile with a 127 px halo is ~15 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Largest tile side a task or result may describe (the master's largest tile size).
+pub const MAX_TILE_SIDE: u32 = 2048;
+
+/// Longest job or worker id a message may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Longest failure reason kept from a worker, in bytes; the rest is cut.
+pub const MAX_ERROR_BYTES: usize = 2000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("message is {0} bytes, too short for a header")]
@@ -169,6 +190,42 @@ pub enum WireError {
     Pixels { expected: usize, got: usize },
     #[error("result pixels: {0}")]
     Codec(#[from] CodecError),
+    /// A header that parses but describes something no sender would make.
+    #[error("bad header: {0}")]
+    Invalid(String),
+}
+
+/// Checks a header's id field: hostile senders can make them megabytes long.
+fn check_id(what: &str, id: &str) -> Result<(), WireError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(WireError::Invalid(format!("{what} must be 1..={MAX_ID_BYTES} bytes, got {}", id.len())));
+    }
+    Ok(())
+}
+
+/// Checks a tile's rectangle: within `1..=MAX_TILE_SIDE` on each side and
+/// inside the `u32` plane, so that every size derived from it is small.
+fn check_rect(rect: Rect) -> Result<(), WireError> {
+    let side = 1..=MAX_TILE_SIDE;
+    if !side.contains(&rect.width) || !side.contains(&rect.height) {
+        return Err(WireError::Invalid(format!(
+            "a tile is 1..={MAX_TILE_SIDE} pixels a side, got {}x{}",
+            rect.width, rect.height
+        )));
+    }
+    if rect.x.checked_add(rect.width).is_none() || rect.y.checked_add(rect.height).is_none() {
+        return Err(WireError::Invalid(format!("the tile at ({}, {}) runs past u32", rect.x, rect.y)));
+    }
+    Ok(())
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,9 +248,11 @@ impl Task {
         encode(TASK_MAGIC, &self.header, &self.input.pixels)
     }
 
+    /// Checks the header (see [`TaskHeader::input_size`]) before anything is
+    /// allocated from it.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (TaskHeader, _) = decode(TASK_MAGIC, bytes)?;
-        let (w, h) = (header.rect.width + 2 * header.halo, header.rect.height + 2 * header.halo);
+        let (w, h) = header.input_size()?;
         let input = frame(w, h, header.channels, pixels)?;
         Ok(Task { header, input })
     }
@@ -208,24 +267,65 @@ impl TileResult {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
-        let shape = (header.rect.width, header.rect.height, header.channels);
-        let output = codec::decode(pixels, header.encoding, shape)?;
-        Ok(TileResult { header, output })
+        match RawReply::parse(bytes)? {
+            RawReply::Done(header, pixels) => header.decode_pixels(pixels).map(|output| TileResult { header, output }),
+            RawReply::Failed(_) => Err(WireError::Magic(*FAILURE_MAGIC)),
+        }
     }
 }
 
 impl TaskHeader {
-    /// The job and tile a task names, read from its header alone: enough to
-    /// report a task whose pixels or operations are unusable.
-    pub fn peek(bytes: &[u8]) -> Option<(String, u32)> {
-        #[derive(Deserialize)]
-        struct Ids {
-            job_id: String,
-            tile: u32,
+    /// The size of the input frame (the tile grown by its halo), once the
+    /// ids, the rect and the halo are checked: no arithmetic on them can
+    /// overflow and no frame derived from them is larger than a tile with
+    /// [`ops::MAX_HALO`].
+    pub fn input_size(&self) -> Result<(u32, u32), WireError> {
+        check_id("job_id", &self.job_id)?;
+        check_rect(self.rect)?;
+        if self.halo > ops::MAX_HALO {
+            return Err(WireError::Invalid(format!("halo must be at most {}, got {}", ops::MAX_HALO, self.halo)));
         }
-        let (ids, _): (Ids, _) = decode(TASK_MAGIC, bytes).ok()?;
-        Some((ids.job_id, ids.tile))
+        // Both below 2048 + 2 * 512: no overflow.
+        Ok((self.rect.width + 2 * self.halo, self.rect.height + 2 * self.halo))
+    }
+
+    /// The job, tile and attempt a task names, read from its header alone:
+    /// enough to report a task whose pixels or operations are unusable.
+    pub fn peek(bytes: &[u8]) -> Option<TaskIds> {
+        let (ids, _): (TaskIds, _) = decode(TASK_MAGIC, bytes).ok()?;
+        check_id("job_id", &ids.job_id).ok()?;
+        Some(ids)
+    }
+}
+
+/// What names a task, whatever else its header holds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TaskIds {
+    pub job_id: String,
+    pub tile: u32,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+impl ResultHeader {
+    /// Checks the ids and the rect: a result's pixels are never decoded into
+    /// more than a [`MAX_TILE_SIDE`] tile.
+    pub fn check(&self) -> Result<(), WireError> {
+        check_id("job_id", &self.job_id)?;
+        check_id("worker_id", &self.worker_id)?;
+        check_rect(self.rect)?;
+        if !self.elapsed_ms.is_finite() || self.elapsed_ms < 0.0 {
+            return Err(WireError::Invalid(format!("elapsed_ms must be a time, got {}", self.elapsed_ms)));
+        }
+        Ok(())
+    }
+
+    /// Decodes the pixels that followed this header, which must be exactly
+    /// its rect's (the PNG decoder allocates no more than that).
+    pub fn decode_pixels(&self, pixels: &[u8]) -> Result<Frame, WireError> {
+        self.check()?;
+        let shape = (self.rect.width, self.rect.height, self.channels);
+        Ok(codec::decode(pixels, self.encoding, shape)?)
     }
 }
 
@@ -235,13 +335,41 @@ impl TileFailure {
     }
 }
 
+/// A reply whose header is parsed and checked but whose pixels are not yet
+/// decoded: the master checks the header against the job first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawReply<'a> {
+    Done(ResultHeader, &'a [u8]),
+    Failed(TileFailure),
+}
+
+impl<'a> RawReply<'a> {
+    /// Reads the magic and the header, and checks the header: nothing is
+    /// allocated from the sender's numbers. A failure's error is cut to
+    /// [`MAX_ERROR_BYTES`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        if bytes.starts_with(FAILURE_MAGIC) {
+            let (mut failure, _): (TileFailure, _) = decode(FAILURE_MAGIC, bytes)?;
+            check_id("job_id", &failure.job_id)?;
+            check_id("worker_id", &failure.worker_id)?;
+            failure.error.truncate(truncate(&failure.error, MAX_ERROR_BYTES).len());
+            return Ok(RawReply::Failed(failure));
+        }
+        let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
+        header.check()?;
+        Ok(RawReply::Done(header, pixels))
+    }
+}
+
 impl Reply {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        if bytes.starts_with(FAILURE_MAGIC) {
-            let (failure, _): (TileFailure, _) = decode(FAILURE_MAGIC, bytes)?;
-            return Ok(Reply::Failed(failure));
-        }
-        TileResult::decode(bytes).map(Reply::Done)
+        Ok(match RawReply::parse(bytes)? {
+            RawReply::Done(header, pixels) => {
+                let output = header.decode_pixels(pixels)?;
+                Reply::Done(TileResult { header, output })
+            }
+            RawReply::Failed(failure) => Reply::Failed(failure),
+        })
     }
 }
 
@@ -250,10 +378,22 @@ impl Heartbeat {
         serde_json::to_vec(self).expect("heartbeat serialises")
     }
 
+    /// Parses and checks a heartbeat: ids and names of bounded length.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let beat: Heartbeat = serde_json::from_slice(bytes)?;
+        check_id("worker_id", &beat.worker_id)?;
+        if beat.host.len() > MAX_HOST_BYTES {
+            return Err(WireError::Invalid(format!("host must be at most {MAX_HOST_BYTES} bytes")));
+        }
+        if beat.current_tile.as_ref().is_some_and(|t| t.len() > MAX_ID_BYTES + 11) {
+            return Err(WireError::Invalid("current_tile must be a job id and a tile number".into()));
+        }
+        Ok(beat)
     }
 }
+
+/// Longest host name a heartbeat may carry (DNS's limit).
+pub const MAX_HOST_BYTES: usize = 255;
 
 fn encode<H: Serialize>(magic: &[u8; 4], header: &H, pixels: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(header).expect("headers serialise");
@@ -282,6 +422,7 @@ fn decode<'a, H: Deserialize<'a>>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<(H
     Ok((header, &rest[len..]))
 }
 
+/// `width` x `height` must have been checked: their product is small.
 fn frame(width: u32, height: u32, channels: Channels, pixels: &[u8]) -> Result<Frame, WireError> {
     let expected = Frame::len_of(width, height, channels);
     if pixels.len() != expected {
@@ -302,6 +443,7 @@ mod tests {
             halo: 1,
             ops: vec![Operation::default()],
             channels: Channels::Rgb,
+            attempt: 2,
         };
         let input = Frame::new(5, 4, (0..60).collect());
         Task { header, input }
@@ -363,7 +505,8 @@ mod tests {
 
     #[test]
     fn replies_are_results_or_failures() {
-        let failure = TileFailure { job_id: "j1".into(), tile: 7, worker_id: "w".into(), error: "boom".into() };
+        let failure =
+            TileFailure { job_id: "j1".into(), tile: 7, worker_id: "w".into(), error: "boom".into(), attempt: 2 };
         let bytes = failure.encode();
         assert_eq!(&bytes[..4], b"TPF1");
         assert_eq!(Reply::decode(&bytes).unwrap(), Reply::Failed(failure));
@@ -395,7 +538,8 @@ mod tests {
     #[test]
     fn a_task_with_bad_pixels_still_names_its_tile() {
         let bytes = task().encode();
-        assert_eq!(TaskHeader::peek(&bytes[..bytes.len() - 3]), Some(("j1".into(), 4)));
+        let ids = TaskIds { job_id: "j1".into(), tile: 4, attempt: 2 };
+        assert_eq!(TaskHeader::peek(&bytes[..bytes.len() - 3]), Some(ids));
         assert_eq!(TaskHeader::peek(b"garbage"), None);
     }
 
@@ -411,5 +555,125 @@ mod tests {
         let mut bad_json = bytes;
         bad_json[8] = b'x';
         assert!(matches!(Task::decode(&bad_json), Err(WireError::Header(_))));
+    }
+
+    /// A message with `header` (JSON) and `pixels` after `magic`.
+    fn message(magic: &[u8; 4], header: &str, pixels: &[u8]) -> Vec<u8> {
+        let mut out = magic.to_vec();
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(pixels);
+        out
+    }
+
+    #[test]
+    fn a_rect_that_wraps_around_u32_is_refused_before_any_allocation() {
+        // width + 2 * halo wraps to 2 and height + 2 * halo to 3: 18 bytes of
+        // pixels would match the wrapped size.
+        let w = u32::MAX - 48 + 3;
+        let header = format!(
+            r#"{{"job_id":"j","tile":0,"rect":{{"x":0,"y":0,"width":{w},"height":{}}},"halo":24,"ops":[]}}"#,
+            u32::MAX - 48 + 4
+        );
+        let bytes = message(TASK_MAGIC, &header, &[0; 18]);
+        assert!(matches!(Task::decode(&bytes), Err(WireError::Invalid(_))), "{:?}", Task::decode(&bytes));
+        // Still reported by its ids.
+        assert_eq!(TaskHeader::peek(&bytes).map(|ids| ids.tile), Some(0));
+        for (rect, halo) in [
+            ("\"x\":0,\"y\":0,\"width\":0,\"height\":4", 0),
+            ("\"x\":0,\"y\":0,\"width\":2049,\"height\":4", 0),
+            ("\"x\":4294967295,\"y\":0,\"width\":2,\"height\":4", 0),
+            ("\"x\":0,\"y\":0,\"width\":4,\"height\":4", 513),
+        ] {
+            let header = format!(r#"{{"job_id":"j","tile":0,"rect":{{{rect}}},"halo":{halo},"ops":[]}}"#);
+            assert!(matches!(Task::decode(&message(TASK_MAGIC, &header, &[])), Err(WireError::Invalid(_))), "{rect}");
+        }
+    }
+
+    #[test]
+    fn a_result_claiming_a_huge_tile_is_refused_from_its_header() {
+        let header = r#"{"job_id":"j","tile":0,"rect":{"x":0,"y":0,"width":100000,"height":100000},"worker_id":"w","elapsed_ms":1,"encoding":"png"}"#;
+        let bytes = message(RESULT_MAGIC, header, &[0; 1000]);
+        assert!(matches!(RawReply::parse(&bytes), Err(WireError::Invalid(_))));
+        assert!(matches!(Reply::decode(&bytes), Err(WireError::Invalid(_))));
+        let nan = header.replace("100000", "4").replace(r#""elapsed_ms":1"#, r#""elapsed_ms":-1"#);
+        assert!(matches!(RawReply::parse(&message(RESULT_MAGIC, &nan, &[])), Err(WireError::Invalid(_))));
+    }
+
+    #[test]
+    fn ids_are_bounded_and_failure_reasons_cut() {
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        let failure =
+            TileFailure { job_id: long.clone(), tile: 0, worker_id: "w".into(), error: "e".into(), attempt: 0 };
+        assert!(matches!(RawReply::parse(&failure.encode()), Err(WireError::Invalid(_))));
+        let chatty = TileFailure { job_id: "j".into(), error: "é".repeat(MAX_ERROR_BYTES), ..failure };
+        let Ok(RawReply::Failed(parsed)) = RawReply::parse(&chatty.encode()) else { panic!("a failure") };
+        assert_eq!(parsed.error.len(), MAX_ERROR_BYTES);
+        let mut t = task();
+        t.header.job_id = long;
+        assert!(matches!(Task::decode(&t.encode()), Err(WireError::Invalid(_))));
+        assert_eq!(TaskHeader::peek(&t.encode()), None);
+        assert_eq!(truncate("aé", 2), "a");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any numbers in a header and any pixels: an error or a consistent
+        /// task, never a panic or a frame larger than the limits allow.
+        #[test]
+        fn hostile_task_headers_never_panic(
+            x in proptest::prelude::any::<u32>(), y in proptest::prelude::any::<u32>(),
+            width in proptest::prelude::any::<u32>(), height in proptest::prelude::any::<u32>(),
+            halo in proptest::prelude::any::<u32>(), channels in 0u8..6,
+            small in 0u32..8, pixels in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            // Small sizes often, so some decode.
+            let (width, height) = if small > 3 { (width % 5, height % 5) } else { (width, height) };
+            let halo = if small > 5 { halo % 3 } else { halo };
+            let header = format!(
+                r#"{{"job_id":"j","tile":1,"rect":{{"x":{x},"y":{y},"width":{width},"height":{height}}},"halo":{halo},"ops":[],"channels":{channels}}}"#
+            );
+            if let Ok(task) = Task::decode(&message(TASK_MAGIC, &header, &pixels)) {
+                proptest::prop_assert_eq!(task.input.pixels.len(), pixels.len());
+                proptest::prop_assert_eq!(task.input.width, width + 2 * halo);
+            }
+            let result = header.replace(r#""halo""#, r#""worker_id":"w","elapsed_ms":0,"h""#);
+            for encoding in ["raw", "png"] {
+                let result = result.replace(r#""ops":[]"#, &format!(r#""encoding":"{encoding}""#));
+                if let Ok(Reply::Done(r)) = Reply::decode(&message(RESULT_MAGIC, &result, &pixels)) {
+                    proptest::prop_assert_eq!(r.output.width, width);
+                }
+            }
+        }
+
+        /// Any byte of a valid task or result flipped: an error or a message
+        /// that is still consistent.
+        #[test]
+        fn corrupted_messages_never_panic(at in 0usize..400, value in proptest::prelude::any::<u8>()) {
+            let result = TileResult {
+                header: ResultHeader {
+                    job_id: "j1".into(),
+                    tile: 4,
+                    rect: Rect::new(512, 0, 3, 2),
+                    worker_id: "w".into(),
+                    elapsed_ms: 1.5,
+                    channels: Channels::Rgb,
+                    encoding: Encoding::Png,
+                },
+                output: Frame::new(3, 2, vec![9; 18]),
+            };
+            for mut bytes in [task().encode(), result.encode()] {
+                let at = at % bytes.len();
+                bytes[at] = value;
+                if let Ok(t) = Task::decode(&bytes) {
+                    proptest::prop_assert_eq!(t.input.pixels.len(), Frame::len_of(t.input.width, t.input.height, t.input.channels));
+                }
+                if let Ok(Reply::Done(r)) = Reply::decode(&bytes) {
+                    proptest::prop_assert_eq!(r.output.width, r.header.rect.width);
+                }
+                let _ = TaskHeader::peek(&bytes);
+            }
+        }
     }
 }

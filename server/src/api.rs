@@ -5,12 +5,15 @@ use std::time::Duration;
 use app::api::{Job, JobStatus, Output, Stats, Tile, Worker};
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::{get, post};
 use pipeline::{Operation, ops};
+use tower::ServiceExt;
 
+use crate::admission::Backlog;
 use crate::error::{AppError, AppResult};
 use crate::intake;
 use crate::jobs::now_ms;
@@ -36,15 +39,21 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
 /// name, conventionally `image`) and optionally `ops`, a JSON array of
 /// operations, `format` and `quality` (see [`output`]). Answers 201 with the
 /// job as soon as it is recorded.
-async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppResult<(StatusCode, Json<Job>)> {
+async fn create_job(
+    State(state): State<AppState>,
+    form: Result<Multipart, MultipartRejection>,
+) -> AppResult<(StatusCode, Json<Job>)> {
+    let mut form = form.map_err(|e| AppError::client(e.status(), "bad_multipart", e.body_text()))?;
     let mut image: Option<(String, Vec<u8>)> = None;
     let mut chain = vec![Operation::default()];
     let (mut format, mut quality) = (None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("ops") {
             let text = field.text().await.map_err(multipart_error)?;
-            chain = serde_json::from_str(&text)
-                .map_err(|e| AppError::bad_request("invalid_ops", format!("ops is not a valid operation list: {e}")))?;
+            chain = serde_json::from_str(&text).map_err(|e| {
+                let message = format!("ops is not a valid operation list: {e}");
+                AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", message)
+            })?;
         } else if field.name() == Some("format") {
             format = Some(field.text().await.map_err(multipart_error)?);
         } else if field.name() == Some("quality") {
@@ -58,19 +67,31 @@ async fn create_job(State(state): State<AppState>, mut form: Multipart) -> AppRe
         image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
     ops::validate_chain(&chain)
         .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
-    let info = intake::inspect(&bytes, state.config.limits())?;
+    // Sniffing reads headers and metadata chunks through third-party
+    // decoders: off the async threads, like the decode.
+    let limits = state.config.limits();
+    let (bytes, info) = tokio::task::spawn_blocking(move || intake::inspect(&bytes, limits).map(|info| (bytes, info)))
+        .await
+        .map_err(anyhow::Error::from)??;
     let output = output(format.as_deref(), quality.as_deref(), &info)?;
-    admit(&state, &info).await?;
+    crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
+    let backlog =
+        Backlog { max_active_jobs: state.config.max_active_jobs, max_queued_tiles: state.config.max_queued_tiles };
+    let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
+    let _ticket = state.admission.admit(&state.store, backlog, tiles).await?;
     // The client's file name is shown, never used as a path.
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     // Decoded before the answer, so a file whose header passes but whose
     // pixels are cut short or corrupt is a 4xx, not a failed job later.
-    let (bytes, input) = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        intake::decode(&bytes, info).map(|frame| (bytes, (frame, started.elapsed())))
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
+    let (bytes, input) = {
+        let _turn = state.admission.decoder().await;
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            intake::decode(&bytes, info).map(|frame| (bytes, (frame, started.elapsed())))
+        })
+        .await
+        .map_err(anyhow::Error::from)??
+    };
     let job = state.jobs.submit(bytes, &filename, info, input, chain, output).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
@@ -112,24 +133,16 @@ fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo
     Ok(output)
 }
 
-/// Refuses new work while the backlog is full, so that one user's flood slows
-/// nobody else's jobs.
-async fn admit(state: &AppState, info: &intake::ImageInfo) -> AppResult<()> {
-    let (active_jobs, queued_tiles) = state.store.backlog().await?;
-    let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
-    if active_jobs >= state.config.max_active_jobs || queued_tiles + tiles > state.config.max_queued_tiles {
-        return Err(AppError::Busy {
-            retry_after_secs: 10,
-            message: format!(
-                "the server is busy ({active_jobs} jobs and {queued_tiles} tiles waiting); try again shortly"
-            ),
-        });
-    }
-    Ok(())
-}
-
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {
     let status = e.status();
+    let mut cause: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            let message = "the upload paused for too long and was abandoned";
+            return AppError::client(StatusCode::REQUEST_TIMEOUT, "timeout", message);
+        }
+        cause = c.source();
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::client(status, "too_large", "the upload is larger than the server accepts")
     } else {
@@ -186,7 +199,7 @@ async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> App
     Ok(Json(state.store.tiles(&id).await?))
 }
 
-async fn job_result(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<impl IntoResponse> {
+async fn job_result(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> AppResult<Response> {
     let id = job_id(&id)?;
     let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     if job.status != JobStatus::Done {
@@ -196,32 +209,39 @@ async fn job_result(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             format!("the job is {}; its result is not ready", job.status.as_str()),
         ));
     }
-    let bytes = tokio::fs::read(state.jobs.result_path(&id, job.output)).await.map_err(anyhow::Error::from)?;
     let stem = job.filename.rsplit_once('.').map_or(job.filename.as_str(), |(s, _)| s);
     let download: String =
         stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
-    Ok((
-        [
-            (header::CONTENT_TYPE, job.output.mime().to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{download}-tilepipe.{}\"", job.output.extension()),
-            ),
-        ],
-        bytes,
-    ))
+    let disposition = format!("attachment; filename=\"{download}-tilepipe.{}\"", job.output.extension());
+    let mut response = serve_file(state.jobs.result_path(&id, job.output), job.output.mime(), request).await?;
+    if response.status().is_success() {
+        let disposition = header::HeaderValue::from_str(&disposition).map_err(anyhow::Error::from)?;
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    Ok(response)
+}
+
+/// Streams a file from disk, with Range requests (resumable downloads,
+/// seeking), never reading it whole into memory.
+async fn serve_file(path: std::path::PathBuf, mime: &str, request: Request) -> AppResult<Response> {
+    let Ok(response) = tower_http::services::ServeFile::new(path).oneshot(request).await;
+    let mut response = response.map(axum::body::Body::new);
+    if response.status().is_success() {
+        let mime = header::HeaderValue::from_str(mime).map_err(anyhow::Error::from)?;
+        response.headers_mut().insert(header::CONTENT_TYPE, mime);
+    }
+    Ok(response)
 }
 
 /// `GET /api/jobs/{id}/input`: the uploaded file as it came, for the
 /// before/after view.
-async fn job_input(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<impl IntoResponse> {
+async fn job_input(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> AppResult<Response> {
     let id = job_id(&id)?;
     state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     let path = state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?;
-    let bytes = tokio::fs::read(&path).await.map_err(anyhow::Error::from)?;
     // Sniffed at upload, named by its format since: never the client's name.
     let format = image::ImageFormat::from_path(&path).map_err(anyhow::Error::from)?;
-    Ok(([(header::CONTENT_TYPE, format.to_mime_type())], bytes))
+    serve_file(path, format.to_mime_type(), request).await
 }
 
 /// `GET /api/limits`: what uploads are accepted.

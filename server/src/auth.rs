@@ -1,7 +1,8 @@
-//! The optional access token. With `TILEPIPE_TOKEN` set, every mutating API
-//! call needs `Authorization: Bearer <token>`; with `TILEPIPE_PROTECT_READS`
-//! too, so do reads (the event stream, which browsers cannot give headers,
-//! may pass it as `?token=`). Health and metrics stay open for operators.
+//! The optional access token. With `TILEPIPE_TOKEN` (or `TILEPIPE_TOKEN_FILE`)
+//! set, every mutating API call needs `Authorization: Bearer <token>`; with
+//! `TILEPIPE_PROTECT_READS` too, so do reads. Only the event stream, which
+//! browsers cannot give headers, may pass it as `?token=` (a URL ends up in
+//! logs and histories). Health and metrics stay open for operators.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -24,15 +25,16 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let query = reading.then(|| query_token(request.uri().query().unwrap_or(""))).flatten();
+    let events = reading && request.uri().path() == "/events";
+    let query = events.then(|| query_token(request.uri().query().unwrap_or(""))).flatten();
     match bearer.or(query.as_deref()) {
         Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
         given => {
             let wrong = given.is_some();
             let limit = state.config.max_upload_bytes;
-            // Read the body a client is still sending (up to the upload
-            // limit) so it gets this answer rather than a broken pipe.
-            drain(request, limit).await;
+            // Read what the client is still sending, briefly, so it gets
+            // this answer rather than a broken pipe.
+            crate::http::drain(request, limit).await;
             let message = if wrong {
                 "the access token is wrong"
             } else {
@@ -41,18 +43,6 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
             let mut response = AppError::client(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             response
-        }
-    }
-}
-
-async fn drain(request: Request, limit: usize) {
-    use futures::StreamExt;
-    let mut body = request.into_body().into_data_stream();
-    let mut read = 0;
-    while let Some(Ok(chunk)) = body.next().await {
-        read += chunk.len();
-        if read > limit {
-            break;
         }
     }
 }

@@ -70,9 +70,51 @@ pub struct Config {
     pub tile_timeout_secs: u64,
 
     /// An access token: when set, every mutating API call needs
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>`. Prefer the variable or
+    /// `--token-file`: a flag shows in the process list.
     #[arg(long, env = "TILEPIPE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// A file holding the access token (surrounding whitespace ignored).
+    #[arg(long, env = "TILEPIPE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// Host names this server answers to besides IP addresses, `localhost`
+    /// and the machine's name (comma separated; `*` for any, which also lets
+    /// any site's pages send mutations). Behind a reverse proxy, its public name.
+    #[arg(long, env = "TILEPIPE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, env = "TILEPIPE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds a connection may take to send a request's head (and may stay
+    /// idle between requests).
+    #[arg(long, env = "TILEPIPE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a request body may pause between two chunks before the request fails with 408.
+    #[arg(long, env = "TILEPIPE_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Event streams (open dashboards and job pages) served at once.
+    #[arg(long, env = "TILEPIPE_MAX_EVENT_STREAMS", default_value_t = 256)]
+    pub max_event_streams: usize,
+
+    /// Uploads are refused (507) while the data directory's disk has less
+    /// free space than this: bytes, or with a unit (`500MB`, `2GiB`).
+    #[arg(long, env = "TILEPIPE_MIN_FREE_DISK", default_value = "1GiB", value_parser = crate::disk::parse_bytes)]
+    pub min_free_disk: u64,
+
+    /// Finished jobs older than this are deleted with their files (`7d`,
+    /// `12h`, `30m`); kept for ever when unset.
+    #[arg(long, env = "TILEPIPE_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<std::time::Duration>,
+
+    /// Seconds open requests get to finish on shutdown.
+    #[arg(long, env = "TILEPIPE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
 
     /// With a token set, require it for reading the API and the event stream too.
     #[arg(long, env = "TILEPIPE_PROTECT_READS", default_value_t = false)]
@@ -81,6 +123,11 @@ pub struct Config {
     /// Seconds without a heartbeat before a worker is shown as lost.
     #[arg(long, env = "TILEPIPE_WORKER_TIMEOUT_SECS", default_value_t = 15)]
     pub worker_timeout_secs: u64,
+
+    /// Seconds without a heartbeat before a lost worker is forgotten (its
+    /// row, dashboard entry and metrics go).
+    #[arg(long, env = "TILEPIPE_WORKER_RETENTION_SECS", default_value_t = 3600)]
+    pub worker_retention_secs: u64,
 }
 
 impl Config {
@@ -95,6 +142,20 @@ impl Config {
             max_dimension: self.max_dimension,
             max_pixels: self.max_pixels,
         }
+    }
+
+    /// Reads the token file, if any, into `token`, and refuses an empty
+    /// token: an empty value would otherwise silently mean no token at all.
+    pub fn resolve_token(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the token file {}: {e}", path.display()))?;
+            self.token = Some(text.trim().to_owned());
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            anyhow::bail!("the access token is empty; unset TILEPIPE_TOKEN to run without one");
+        }
+        Ok(())
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -2,7 +2,7 @@
 //! and a JSON body `{ "error": code, "message": words }`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use app::api::ApiError;
@@ -50,7 +50,7 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let body = match self {
-            AppError::Client { code, message, .. } => ApiError { error: code.into(), message },
+            AppError::Client { code, message, .. } => ApiError { error: code.into(), message: bounded(message) },
             AppError::Busy { message, .. } => ApiError { error: "busy".into(), message },
             other => {
                 // Details stay in the log; the client learns only that it was us.
@@ -67,3 +67,56 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// Longest error message sent, in bytes: messages may quote the client's input.
+const MAX_MESSAGE_BYTES: usize = 500;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let cut = pipeline::wire::truncate(&message, MAX_MESSAGE_BYTES - 3).len();
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
+/// Makes every error response the JSON envelope, including those made
+/// outside the handlers in plain text or with no body: extractor
+/// rejections, 404, 405 and body timeouts. HTML error pages (the web UI's)
+/// stay as they are.
+pub async fn envelope(response: Response) -> Response {
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let wrapped = content_type.starts_with("application/json") || content_type.starts_with("text/html");
+    if !(status.is_client_error() || status.is_server_error()) || wrapped {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    // A server error's text is for the log, not the client.
+    let message = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::RANGE_NOT_SATISFIABLE => "bad_range",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let mut wrapped = AppError::client(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::CONTENT_RANGE] {
+        if let Some(value) = parts.headers.get(&name) {
+            wrapped.headers_mut().insert(name, value.clone());
+        }
+    }
+    wrapped
+}

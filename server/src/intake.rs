@@ -28,6 +28,10 @@ pub struct Limits {
     pub max_pixels: u64,
 }
 
+/// Memory a decoder may use to read a header and its metadata (ICC
+/// profiles, EXIF): real ones are at most a few megabytes.
+pub const HEADER_MEMORY: u64 = 16 << 20;
+
 const SUPPORTED: &[ImageFormat] =
     &[ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::Gif];
 
@@ -45,11 +49,14 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
         )
     })?;
     // Decoders are third-party code fed hostile input: a panic is a bad file.
-    // No decoder limits here: only the header is read, and our own limits
-    // below give the clearer answer.
+    // No size limits here (ours below give the clearer answer), but a
+    // memory limit: reading a header also inflates metadata chunks (a PNG's
+    // ICC profile), and a 2 MB file can ask for gigabytes.
     let header = std::panic::catch_unwind(|| -> image::ImageResult<_> {
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-        reader.no_limits();
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(HEADER_MEMORY);
+        reader.limits(limits);
         let mut decoder = reader.into_decoder()?;
         // A broken EXIF block is no reason to refuse the pixels.
         let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

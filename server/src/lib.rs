@@ -1,15 +1,19 @@
 //! tilepipe's master. `main.rs` only parses the config and calls [`Server`].
 
+pub mod admission;
 pub mod api;
 pub mod assemble;
 pub mod auth;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod intake;
 pub mod jobs;
 pub mod kafka;
 pub mod metrics;
+pub mod origin;
 pub mod sse;
 pub mod state;
 pub mod store;
@@ -39,12 +43,14 @@ use crate::store::Store;
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    limits: http::Limits,
     background: JoinSet<()>,
     shutdown: CancellationToken,
 }
 
 impl Server {
-    pub async fn start(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
+    pub async fn start(mut config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
+        config.resolve_token()?;
         let store = Store::open(&config.database_path()).await.context("opening the database")?;
         let topics = Topics::new(&config.topic_prefix);
         kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
@@ -74,8 +80,12 @@ impl Server {
         let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
         background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
+        disk::remove_orphans(&config.jobs_dir(), &store).await;
         // Jobs a previous run left unfinished carry on from their files.
         background.spawn(Arc::clone(&jobs).resume_unfinished());
+        if let Some(retention) = config.retention {
+            background.spawn(disk::keep_for(Arc::clone(&jobs), store.clone(), retention, shutdown.clone()));
+        }
         let heartbeats_group = format!("{}-heartbeats", topics.master_group);
         let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false)?;
         background.spawn(workers::consume_heartbeats(
@@ -85,31 +95,57 @@ impl Server {
             timeout,
             shutdown.clone(),
         ));
-        background.spawn(workers::sweep_liveness(store.clone(), events.clone(), timeout, shutdown.clone()));
+        let retention = Duration::from_secs(config.worker_retention_secs.max(config.worker_timeout_secs));
+        background.spawn(workers::sweep_liveness(
+            store.clone(),
+            events.clone(),
+            (timeout, retention),
+            shutdown.clone(),
+        ));
 
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        let state = AppState { leptos_options, config: Arc::new(config), store, events, jobs, metrics };
+        let limits = http::Limits {
+            max_connections: config.max_connections,
+            header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        };
+        let machine = gethostname::gethostname().to_string_lossy().into_owned();
+        let state = AppState {
+            leptos_options,
+            allowed_hosts: Arc::new(origin::AllowedHosts::new(&machine, &config.allowed_hosts)),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
+            admission: Arc::default(),
+            config: Arc::new(config),
+            store,
+            events,
+            jobs,
+            metrics,
+            shutdown: shutdown.clone(),
+        };
         let router = app(state);
-        Ok(Self { listener, router, background, shutdown })
+        Ok(Self { listener, router, limits, background, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound socket")
     }
 
-    /// Serves until `signal` completes, then stops the consumers cleanly
+    /// Serves until `signal` completes, then ends the event streams, lets
+    /// open requests finish (bounded), and stops the consumers cleanly
     /// (leaving their groups, so partitions move at once).
     pub async fn serve(mut self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                shutdown.cancel();
-            })
-            .await;
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                _ = signal => shutdown.cancel(),
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        http::serve(self.listener, self.router, self.limits, self.shutdown.clone()).await;
         self.shutdown.cancel();
+        let _ = watcher.await;
         while self.background.join_next().await.is_some() {}
-        served.context("HTTP server")
+        Ok(())
     }
 }
 
@@ -117,6 +153,7 @@ impl Server {
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let leptos_options = state.leptos_options.clone();
+    let body_timeout = Duration::from_secs(state.config.body_timeout_secs.max(1));
     Router::new()
         .nest(
             "/api",
@@ -128,6 +165,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::scrape))
         .leptos_routes(&state, routes, move || app::shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
+        .layer(axum::middleware::map_response(error::envelope))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

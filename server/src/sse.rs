@@ -2,6 +2,7 @@
 //! consumer, streamed to browsers as server-sent events.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::Event;
@@ -11,6 +12,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -36,20 +38,29 @@ impl Events {
     }
 }
 
-/// `GET /api/events`
-pub async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+/// `GET /api/events`: at most `max_event_streams` at once (503 beyond);
+/// every stream ends when the server shuts down.
+pub async fn stream(
+    State(state): State<AppState>,
+) -> AppResult<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>> {
+    let permit = Arc::clone(&state.event_streams).try_acquire_owned().map_err(|_| AppError::Busy {
+        retry_after_secs: 30,
+        message: "too many event streams are open; close a tab or try again shortly".into(),
+    })?;
     // Counts this client for as long as its stream lives.
-    let client = ClientGuard::new(state.metrics.sse_clients.clone());
-    let events = BroadcastStream::new(state.events.subscribe()).filter_map(move |item| {
-        let _client = &client;
-        async move {
-            // A lagging client misses events; the UI refreshes its snapshot on reconnect.
-            let event = item.ok()?;
-            let data = serde_json::to_string(&event).ok()?;
-            Some(Ok(sse::Event::default().event(event.name()).data(data)))
-        }
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let client = (ClientGuard::new(state.metrics.sse_clients.clone()), permit);
+    let events = BroadcastStream::new(state.events.subscribe())
+        .filter_map(move |item| {
+            let _client = &client;
+            async move {
+                // A lagging client misses events; the UI refreshes its snapshot on reconnect.
+                let event = item.ok()?;
+                let data = serde_json::to_string(&event).ok()?;
+                Some(Ok(sse::Event::default().event(event.name()).data(data)))
+            }
+        })
+        .take_until(state.shutdown.cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 struct ClientGuard(Gauge);

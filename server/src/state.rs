@@ -4,10 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::origin::AllowedHosts;
 use crate::sse::Events;
 use crate::store::Store;
 
@@ -19,4 +23,10 @@ pub struct AppState {
     pub events: Events,
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
+    pub allowed_hosts: Arc<AllowedHosts>,
+    /// One permit per event stream served.
+    pub event_streams: Arc<Semaphore>,
+    pub admission: Arc<Admission>,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
 }

@@ -411,6 +411,25 @@ impl Store {
         Ok(row.into_worker(now, timeout))
     }
 
+    /// Forgets workers last seen before `before` (ms): gone for good, or
+    /// never real (a forged heartbeat). Returns their ids.
+    pub async fn forget_workers(&self, before: i64) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("DELETE FROM workers WHERE last_seen < ? RETURNING id")
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Ids of finished jobs that finished before `before` (ms).
+    pub async fn finished_before(&self, before: i64) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < ? ORDER BY finished_at",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn workers(&self, now: i64, timeout: Duration) -> sqlx::Result<Vec<Worker>> {
         let rows: Vec<WorkerRow> =
             sqlx::query_as("SELECT id, host, pid, last_seen, current_tile, tiles_done FROM workers ORDER BY id")

@@ -37,14 +37,31 @@ pub async fn consume_heartbeats(
 }
 
 /// Emits a worker event whenever a worker's status changes by the passing of
-/// time alone (heartbeats announce themselves).
-pub async fn sweep_liveness(store: Store, events: Events, timeout: Duration, shutdown: CancellationToken) {
+/// time alone (heartbeats announce themselves), and forgets workers unseen
+/// for `retention`.
+pub async fn sweep_liveness(
+    store: Store,
+    events: Events,
+    (timeout, retention): (Duration, Duration),
+    shutdown: CancellationToken,
+) {
     let mut known: HashMap<String, WorkerStatus> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match store.forget_workers(before).await {
+            Ok(gone) => {
+                for id in gone {
+                    info!(worker = %id, "worker forgotten after the retention period");
+                    known.remove(&id);
+                    events.emit(Event::WorkerGone(id));
+                }
+            }
+            Err(e) => warn!(error = %e, "forgetting old workers"),
         }
         let Ok(workers) = store.workers(now_ms(), timeout).await else {
             continue;

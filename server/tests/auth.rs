@@ -68,3 +68,45 @@ async fn protected_reads_take_the_token_as_a_header_or_for_the_stream_a_query() 
         assert_eq!(reqwest::get(server.url(path)).await.unwrap().status(), 200, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_comes_from_a_file_and_only_the_event_stream_takes_it_in_the_query() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("  {TOKEN}\n")).unwrap();
+    let server = TestServer::start_with(&broker, &unique_prefix("auth-file"), |c| {
+        c.token_file = Some(file.clone());
+        c.protect_reads = true;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(server.url("/api/jobs")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    // A token in a URL ends up in logs and histories: only the stream, which cannot send headers, takes it.
+    refused(reqwest::get(server.url("/api/jobs?token=s3cret%2Btoken")).await.unwrap()).await;
+    refused(reqwest::get(server.url("/api/stats?token=s3cret%2Btoken")).await.unwrap()).await;
+    assert_eq!(reqwest::get(server.url("/api/events?token=s3cret%2Btoken")).await.unwrap().status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_is_a_startup_error_not_an_open_door() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank");
+    std::fs::write(&blank, "\n").unwrap();
+    for (token, token_file) in [(Some(""), None), (Some("   "), None), (None, Some(blank))] {
+        let mut config = server::Config::defaults();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().join("data");
+        config.brokers = broker.addr.clone();
+        config.topic_prefix = unique_prefix("auth-empty");
+        (config.token, config.token_file) = (token.map(str::to_owned), token_file);
+        let options = server::leptos_options(config.addr).unwrap();
+        let error = server::Server::start(config, options).await.err().expect("the server started");
+        assert!(format!("{error:#}").contains("empty"), "{error:#}");
+    }
+    let missing = server::Config { token_file: Some(dir.path().join("nope")), ..server::Config::defaults() };
+    let error = server::Server::start(missing, server::leptos_options("127.0.0.1:0".parse().unwrap()).unwrap()).await;
+    assert!(format!("{:#}", error.err().unwrap()).contains("token file"));
+}

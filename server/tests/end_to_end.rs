@@ -60,6 +60,18 @@ async fn two_workers_process_an_image_seamlessly() {
     assert_eq!(result.dimensions(), (1536, 1100));
     assert!(result.as_raw() == &expected.pixels, "distributed result differs from the whole-image blur");
 
+    // Downloads stream from disk and resume: a byte range of the result and of the input.
+    let client = reqwest::Client::new();
+    for (path, whole) in [("result", bytes.to_vec()), ("input", png(&image))] {
+        let url = server.url(&format!("/api/jobs/{}/{path}", job.id));
+        let part = client.get(&url).header("Range", "bytes=100-1099").send().await.unwrap();
+        assert_eq!(part.status(), 206, "{path}");
+        assert_eq!(part.headers()["content-range"], format!("bytes 100-1099/{}", whole.len()), "{path}");
+        assert!(part.bytes().await.unwrap() == whole[100..1100], "{path}: the range differs");
+        let beyond = client.get(&url).header("Range", format!("bytes={}-", whole.len() + 10)).send().await.unwrap();
+        assert_eq!(beyond.status(), 416, "{path}");
+    }
+
     // The event stream told the story live: every tile once, progress that
     // only grows, and the end.
     let events = tokio::time::timeout(Duration::from_secs(30), events).await.unwrap().unwrap();

@@ -81,6 +81,7 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
                 tile: h.tile,
                 worker_id: "faulty".into(),
                 error: "no ink".into(),
+                attempt: h.attempt,
             })
         } else {
             let output = ops::process_tile(&h.ops, task.input, h.halo);
@@ -162,5 +163,27 @@ async fn sigterm_stops_the_master_cleanly_and_its_jobs_carry_on_after() {
     let worker = TestWorker::start(&broker, &prefix, "t-1");
     let done = api.finished(&job.id, DEADLINE).await;
     api.assert_exact(&done, &image, &[Operation::Grayscale]).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_that_cannot_be_written_leaves_the_job_resumable() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("unwritable");
+    let server = TestServer::start(&broker, &prefix).await;
+    let api = server.api();
+    let image = test_image(1024, 1024);
+    let job = api.submit(&image, &[Operation::Invert]).await;
+    // Where the result is written first: a directory in the way, as a full disk would be.
+    let blocker = server.data.path().join("jobs").join(&job.id).join("result.partial");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+
+    let worker = TestWorker::start(&broker, &prefix, "w");
+    let stuck = api.progressed(&job.id, job.tiles_total, DEADLINE).await;
+    assert_eq!(stuck.status, JobStatus::Running, "{:?}", stuck.error);
+    std::fs::remove_dir_all(&blocker).unwrap();
+    // Written on a later try, from the tiles it kept.
+    let done = api.finished(&job.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::Invert]).await;
     worker.stop().await;
 }

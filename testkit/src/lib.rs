@@ -297,10 +297,16 @@ impl TestServer {
 
     /// Stops this server and starts a new one on the same data directory.
     pub async fn restart(self, broker: &Broker) -> Self {
+        self.restart_with(broker, |_| {}).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory,
+    /// whose config `tweak` may change first.
+    pub async fn restart_with(self, broker: &Broker, tweak: impl FnOnce(&mut server::Config)) -> Self {
         let (data, prefix) = (self.data, self.prefix);
         self.shutdown.cancel();
         self.handle.await.unwrap().unwrap();
-        Self::start_in(data, broker, &prefix, |_| {}).await
+        Self::start_in(data, broker, &prefix, tweak).await
     }
 
     async fn start_in(
@@ -395,23 +401,19 @@ pub fn test_image(width: u32, height: u32) -> pipeline::Frame {
 /// A PNG that declares `width` x `height` and holds no pixels: a decompression
 /// bomb's calling card, under a hundred bytes long.
 pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    png_header_with(width, height, &[])
+}
+
+/// A PNG header as [`png_header_only`] with `chunks` (kind, data) between
+/// the IHDR and the IDAT.
+pub fn png_header_with(width: u32, height: u32, chunks: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let start = out.len();
         out.extend_from_slice(kind);
         out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
+        let crc = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&crc.to_be_bytes());
-    }
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
     }
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
@@ -419,10 +421,25 @@ pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
     chunk(&mut out, b"IHDR", &ihdr);
+    for (kind, data) in chunks {
+        chunk(&mut out, kind, data);
+    }
     // An IDAT holding an empty zlib stream: decoders read up to here for the header.
     chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
     chunk(&mut out, b"IEND", &[]);
     out
+}
+
+/// An iCCP chunk's data: a profile of `size` zero bytes, deflated (a few
+/// hundred KB for hundreds of MB).
+pub fn icc_profile(size: usize) -> Vec<u8> {
+    // Streamed, so that making a bomb does not cost what it would.
+    let mut deflate = fdeflate::Compressor::new(b"bomb\0\0".to_vec()).unwrap();
+    let zeros = vec![0; 1 << 20];
+    for start in (0..size).step_by(zeros.len()) {
+        deflate.write_data(&zeros[..zeros.len().min(size - start)]).unwrap();
+    }
+    deflate.finish().unwrap()
 }
 
 pub fn png(frame: &pipeline::Frame) -> Vec<u8> {

@@ -16,7 +16,9 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use pipeline::codec::Encoding;
 use pipeline::ops;
-use pipeline::wire::{Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TileFailure, TileResult, Topics};
+use pipeline::wire::{
+    Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, TileResult, Topics,
+};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -260,7 +262,7 @@ async fn handle(
             return None;
         }
         Ok(task) => {
-            let (job, tile) = (task.header.job_id.clone(), task.header.tile);
+            let (job, tile, attempt) = (task.header.job_id.clone(), task.header.tile, task.header.attempt);
             let key = format!("{job}/{tile}");
             *status.current.lock().expect("lock") = Some(key.clone());
             let result = process(task, id).await;
@@ -272,14 +274,14 @@ async fn handle(
                 }
                 Err(e) => {
                     warn!(job = %job, tile, error = %e, "a tile failed");
-                    TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}") }
+                    TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}"), attempt }
                 }
             }
         }
         Err(e) => {
             warn!(error = %e, offset = message.offset(), "a malformed task");
             // Tell the master if the task says whose it is; else park it.
-            let Some((job_id, tile)) = TaskHeader::peek(payload) else {
+            let Some(TaskIds { job_id, tile, attempt }) = TaskHeader::peek(payload) else {
                 let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(&e.to_string()) });
                 return Some(Outgoing {
                     topic: topics.dead_letters.clone(),
@@ -289,7 +291,7 @@ async fn handle(
                     processed: false,
                 });
             };
-            TileFailure { job_id, tile, worker_id: id.to_owned(), error: format!("malformed task: {e}") }
+            TileFailure { job_id, tile, worker_id: id.to_owned(), error: format!("malformed task: {e}"), attempt }
         }
     };
     let key = format!("{}/{}", failure.job_id, failure.tile);

@@ -86,6 +86,18 @@ async fn malformed_tasks_are_reported_or_parked_and_the_worker_carries_on() {
     short.extend_from_slice(header);
     short.extend_from_slice(&[0; 5]);
     send(&producer, &topics.tasks, &short).await;
+    // A rect whose width plus twice the halo wraps around u32 (to 2x3 pixels,
+    // which 18 bytes match): this once aborted every worker that took it.
+    let header = format!(
+        r#"{{"job_id":"wraps","tile":5,"rect":{{"x":0,"y":0,"width":{},"height":{}}},"halo":24,"ops":[{{"op":"gaussian_blur","kernel":49}}]}}"#,
+        u32::MAX - 45,
+        u32::MAX - 44
+    );
+    let mut wraps = b"TPT1".to_vec();
+    wraps.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    wraps.extend_from_slice(header.as_bytes());
+    wraps.extend_from_slice(&[0; 18]);
+    send(&producer, &topics.tasks, &wraps).await;
 
     // The worker still does real work.
     let image = test_image(1024, 1024);
@@ -97,19 +109,22 @@ async fn malformed_tasks_are_reported_or_parked_and_the_worker_carries_on() {
 
     let parked = read_topic(&broker, &topics.dead_letters, DEADLINE, |m| !m.is_empty()).await;
     assert_eq!(parked[0].payload(), Some(&b"not a task at all"[..]));
-    let replies = read_topic(&broker, &topics.results, DEADLINE, |seen| {
-        seen.iter().any(|m| matches!(Reply::decode(m.payload().unwrap()), Ok(Reply::Failed(_))))
-    })
-    .await;
-    let failure = replies
-        .iter()
-        .find_map(|m| match Reply::decode(m.payload().unwrap()) {
-            Ok(Reply::Failed(f)) => Some(f),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!((failure.job_id.as_str(), failure.tile, failure.worker_id.as_str()), ("ghost", 3, "sturdy"));
-    assert!(failure.error.contains("malformed task"), "{}", failure.error);
+    let failures = |seen: &[rdkafka::message::OwnedMessage]| -> Vec<_> {
+        seen.iter()
+            .filter_map(|m| match Reply::decode(m.payload().unwrap()) {
+                Ok(Reply::Failed(f)) => Some(f),
+                _ => None,
+            })
+            .collect()
+    };
+    let replies = read_topic(&broker, &topics.results, DEADLINE, |seen| failures(seen).len() >= 2).await;
+    let mut reported = failures(&replies);
+    reported.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    for (failure, (job, tile)) in reported.iter().zip([("ghost", 3), ("wraps", 5)]) {
+        assert_eq!((failure.job_id.as_str(), failure.tile, failure.worker_id.as_str()), (job, tile, "sturdy"));
+        assert!(failure.error.contains("malformed task"), "{}", failure.error);
+    }
 }
 
 #[test]

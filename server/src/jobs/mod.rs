@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
 
+/// How long a job whose result could not be written waits to try again.
+const FINISH_RETRY: Duration = Duration::from_secs(5);
+
 /// Tiles being cut and sent at once: enough to keep the producer busy.
 const DISPATCH_CONCURRENCY: usize = 8;
 
@@ -90,6 +93,7 @@ impl Active {
             halo: self.halo,
             ops: self.ops.to_vec(),
             channels: self.input.channels,
+            attempt: self.tiles.get(tile as usize)?.attempts + 1,
         };
         Some((header, Arc::clone(&self.input)))
     }
@@ -160,23 +164,30 @@ impl Jobs {
         let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
-        tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
-
         let grid = TileGrid::new(info.width, info.height, self.settings.tile_size);
-        self.store
-            .insert_job(&NewJob {
-                id: &id,
-                filename,
-                width: info.width,
-                height: info.height,
-                tile_size: self.settings.tile_size,
-                ops: &ops,
-                tiles_total: grid.len(),
-                input_bytes: bytes.len() as u64,
-                created_at: now_ms(),
-                output,
-            })
-            .await?;
+        let recorded = async {
+            tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
+            self.store
+                .insert_job(&NewJob {
+                    id: &id,
+                    filename,
+                    width: info.width,
+                    height: info.height,
+                    tile_size: self.settings.tile_size,
+                    ops: &ops,
+                    tiles_total: grid.len(),
+                    input_bytes: bytes.len() as u64,
+                    created_at: now_ms(),
+                    output,
+                })
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = recorded.await {
+            // No file without its row (a full disk, a failed insert).
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
         let job = self.store.job(&id).await?.context("job just inserted")?;
         self.metrics.upload_bytes.inc_by(bytes.len() as u64);
         self.events.emit(Event::Job(job.clone()));
@@ -266,6 +277,15 @@ impl Jobs {
             output: job.output,
         };
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(active)));
+        // A cancel that came after `start_job` found nothing to remove from
+        // the map: it is seen here instead, so no cancelled job runs on.
+        // (Cancel marks the row, then empties the map; this fills the map,
+        // then reads the row: one of the two sees the other.)
+        if self.store.job(id).await?.is_none_or(|j| j.status.is_finished()) {
+            self.active.lock().expect("lock").remove(id);
+            self.remove_tiles(id).await;
+            return Ok(());
+        }
         self.emit_job(id).await;
         if remaining == 0 {
             let this = Arc::clone(self);
@@ -342,31 +362,47 @@ impl Jobs {
         Ok(true)
     }
 
+    /// Assembles a job whose tiles are all done. Taken out of the active map
+    /// first, so results still arriving change nothing (tile files are
+    /// replaced atomically anyway). If the result cannot be written (a full
+    /// disk), the job stays running with its tiles and tries again later,
+    /// unless it is cancelled meanwhile.
     async fn finish(&self, id: &str) {
-        let Some(active) = self.active.lock().expect("lock").remove(id) else {
-            return;
-        };
         let encode_started = Instant::now();
-        let (clock, grid, output, channels) = {
-            let active = active.lock().expect("lock");
-            (active.clock, active.grid, active.output, active.input.channels)
+        let (active, clock) = loop {
+            let Some(active) = self.active.lock().expect("lock").remove(id) else {
+                return;
+            };
+            let (clock, grid, output, channels) = {
+                let active = active.lock().expect("lock");
+                (active.clock, active.grid, active.output, active.input.channels)
+            };
+            let path = self.result_path(id, output);
+            let partial = path.with_extension("partial");
+            let tiles_dir = self.tiles_dir(id);
+            let written = async {
+                // Write then rename: a reader never sees half a file.
+                let target = partial.clone();
+                tokio::task::spawn_blocking(move || {
+                    let tiles = crate::assemble::Tiles { grid, channels, path: |t| tile_file(&tiles_dir, t) };
+                    crate::assemble::write(output, &tiles, &target)
+                })
+                .await??;
+                tokio::fs::rename(&partial, &path).await?;
+                anyhow::Ok(())
+            };
+            match written.await {
+                Ok(()) => break (active, clock),
+                Err(e) => {
+                    let retry = FINISH_RETRY.as_secs();
+                    warn!(job = %id, error = %e, "writing the result failed; trying again in {retry}s");
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    self.active.lock().expect("lock").insert(id.to_owned(), active);
+                    tokio::time::sleep(FINISH_RETRY).await;
+                }
+            }
         };
         drop(active); // the input is no longer needed
-        let path = self.result_path(id, output);
-        let tiles_dir = self.tiles_dir(id);
-        let written = async {
-            // Write then rename: a reader never sees half a file.
-            let partial = path.with_extension("partial");
-            let target = partial.clone();
-            tokio::task::spawn_blocking(move || {
-                let tiles = crate::assemble::Tiles { grid, channels, path: |t| tile_file(&tiles_dir, t) };
-                crate::assemble::write(output, &tiles, &target)
-            })
-            .await??;
-            tokio::fs::rename(&partial, &path).await?;
-            anyhow::Ok(())
-        };
-        let written = written.await;
         let last_result = clock.last_result_at.unwrap_or(encode_started);
         let dispatched = clock.dispatched_at.unwrap_or(last_result).min(last_result);
         let stages = Stages {
@@ -379,17 +415,14 @@ impl Jobs {
         if let Err(e) = self.store.set_stages(id, &stages).await {
             warn!(job = %id, error = %e, "recording stage times");
         }
-        match written {
-            Ok(()) => match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
-                Ok(true) => {
-                    info!(job = %id, "job done");
-                    self.remove_tiles(id).await;
-                    self.emit_job(id).await;
-                }
-                Ok(false) => {} // cancelled meanwhile
-                Err(e) => warn!(job = %id, error = %e, "marking job done"),
-            },
-            Err(e) => self.fail(id, &format!("writing the result failed: {e}")).await,
+        match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
+            Ok(true) => {
+                info!(job = %id, "job done");
+                self.remove_tiles(id).await;
+                self.emit_job(id).await;
+            }
+            Ok(false) => {} // cancelled meanwhile
+            Err(e) => warn!(job = %id, error = %e, "marking job done"),
         }
     }
 

@@ -1,40 +1,54 @@
 //! Workers' replies: finished tiles are stored and assembled, failed ones retried.
+//!
+//! Every reply is hostile until checked: its header is parsed and checked
+//! against the job (grid, rect, channels) before its pixels are decoded, so
+//! a forged result costs at most one tile's decode.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::{Event, TileDone};
 use pipeline::TileGrid;
-use pipeline::wire::{Reply, TileFailure, TileResult};
+use pipeline::wire::{RawReply, ResultHeader, TileFailure};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Jobs, now_ms};
 
+/// Times a result is offered to the store before it is parked, so that one
+/// result that cannot be stored does not hold up every other job's.
+const STORE_TRIES: u32 = 5;
+
 impl Jobs {
     /// Consumes replies until `shutdown`. A reply's offset is stored only once
-    /// its effect is durable, so a crash replays it rather than losing it.
+    /// its effect is durable (or it is parked), so a crash replays it rather
+    /// than losing it.
     pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
         while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
             self.metrics.result_bytes.inc_by(message.payload_len() as u64);
-            // Off the async threads: a PNG result takes about a millisecond to decode.
-            let payload = message.payload().unwrap_or_default().to_vec();
-            let decoded = tokio::task::spawn_blocking(move || Reply::decode(&payload)).await;
-            match decoded.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)) {
-                Ok(Reply::Done(result)) => {
-                    // While the store fails, retry rather than move past it.
-                    while let Err(e) = self.accept(&result).await {
-                        let h = &result.header;
+            match RawReply::parse(message.payload().unwrap_or_default()) {
+                Ok(RawReply::Done(header, pixels)) => {
+                    let mut tries = 1;
+                    while let Err(e) = self.accept(&header, pixels).await {
+                        let h = &header;
+                        if tries == STORE_TRIES {
+                            warn!(error = %e, job = %h.job_id, tile = h.tile, "a result cannot be stored; parked");
+                            self.park(&message, &format!("storing the result failed: {e:#}")).await;
+                            break;
+                        }
                         warn!(error = %e, job = %h.job_id, tile = h.tile, "recording a result failed; retrying");
+                        tries += 1;
                         tokio::select! {
                             _ = shutdown.cancelled() => return close(consumer),
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                     }
                 }
-                Ok(Reply::Failed(failure)) => self.reject(failure),
+                Ok(RawReply::Failed(failure)) => self.reject(failure),
                 Err(e) => warn!(error = %e, offset = message.offset(), "skipping a malformed reply"),
             }
             if let Err(e) = consumer.store_offset_from_message(&message) {
@@ -44,9 +58,10 @@ impl Jobs {
         close(consumer);
     }
 
-    /// Stores a finished tile on disk and in SQLite, then counts it done. Duplicates and results for stopped jobs change nothing.
-    async fn accept(self: &Arc<Self>, result: &TileResult) -> anyhow::Result<()> {
-        let TileResult { header: h, output } = result;
+    /// Stores a finished tile on disk and in SQLite, then counts it done.
+    /// Duplicates, results for stopped or unknown jobs and results that do
+    /// not fit their job change nothing; an error means the store failed.
+    async fn accept(self: &Arc<Self>, h: &ResultHeader, pixels: &[u8]) -> anyhow::Result<()> {
         let active = self.get(&h.job_id);
         let (grid, channels) = match &active {
             Some(a) => {
@@ -56,25 +71,34 @@ impl Jobs {
                 }
                 (a.grid, a.input.channels)
             }
-            // Not assembling (yet): keep it if the job is running, e.g.
+            // Not registered (yet): keep it if the job is running, e.g.
             // still being resumed after a restart (which checks each tile
             // file's size against the input's channels).
             None => match self.store.job(&h.job_id).await? {
                 Some(job) if !job.status.is_finished() => {
-                    (TileGrid::new(job.width, job.height, job.tile_size), output.channels)
+                    (TileGrid::new(job.width, job.height, job.tile_size), h.channels)
                 }
                 _ => return Ok(()),
             },
         };
-        if grid.tile(h.tile) != Some(h.rect) || output.channels != channels {
+        if grid.tile(h.tile) != Some(h.rect) || h.channels != channels {
             warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid or channels; ignored");
             return Ok(());
         }
+        // Off the async threads: a PNG result takes about a millisecond to decode.
+        let (header, pixels) = (h.clone(), pixels.to_vec());
+        let output = match tokio::task::spawn_blocking(move || header.decode_pixels(&pixels)).await? {
+            Ok(output) => output,
+            Err(e) => {
+                warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
+                return Ok(());
+            }
+        };
         let path = self.tile_path(&h.job_id, h.tile);
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        tokio::fs::write(&path, &output.pixels).await?;
+        write_atomically(&path, &output.pixels).await?;
         let job = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await?;
 
         let complete = active.is_some_and(|a| {
@@ -108,10 +132,18 @@ impl Jobs {
     }
 
     /// A worker could not process a tile: send it again, or give up on it.
+    /// Only a report of the tile's latest sending counts: a late one about an
+    /// earlier attempt (already sent again) would spend an attempt twice.
     fn reject(self: &Arc<Self>, failure: TileFailure) {
-        let TileFailure { job_id, tile, worker_id, error } = failure;
+        let TileFailure { job_id, tile, worker_id, error, attempt } = failure;
         let Some(active) = self.get(&job_id) else { return };
-        if active.lock().expect("lock").tiles.get(tile as usize).is_none_or(|t| t.done || t.sending) {
+        let stale = active
+            .lock()
+            .expect("lock")
+            .tiles
+            .get(tile as usize)
+            .is_none_or(|t| t.done || t.sending || (attempt != 0 && attempt != t.attempts));
+        if stale {
             return;
         }
         warn!(job = %job_id, tile, worker = %worker_id, error = %error, "a worker failed a tile");
@@ -119,6 +151,33 @@ impl Jobs {
         let this = Arc::clone(self);
         tokio::spawn(async move { this.retry(&job_id, tile, &format!("{worker_id}: {error}")).await });
     }
+
+    /// Puts a reply the master cannot take on the dead-letter topic, with
+    /// why, and moves on; its tile is sent again when its deadline passes.
+    async fn park(&self, message: &BorrowedMessage<'_>, reason: &str) {
+        let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(reason) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topics.dead_letters)
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
+            warn!(error = %e, "parking a result failed; it is dropped and its tile will be sent again");
+        }
+    }
+}
+
+/// Writes a file under a temporary name and renames it into place, so that
+/// a reader (the assembler) never sees half a tile, even when a duplicate
+/// result rewrites it.
+pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    if let Err(e) = tokio::fs::write(&temporary, bytes).await {
+        let _ = tokio::fs::remove_file(&temporary).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&temporary, path).await
 }
 
 /// Leaves the group (blocking, so off the reactor).
