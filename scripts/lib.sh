@@ -34,3 +34,24 @@ start_broker() {
   BROKER_PID=$!
   wait_for_port "127.0.0.1:$port" 30
 }
+
+# supervise NAME COMMAND...: runs COMMAND again whenever it exits, reporting
+# it and waiting 1 s, then 2, 4, ... up to 30 s while it keeps dying young
+# (a run of a minute resets the wait): one crashing worker never takes the
+# server and the broker down with it. TERM or INT stops it and COMMAND.
+supervise() {
+  local name=$1 delay=1 child="" status started
+  shift
+  trap 'if [[ -n $child ]]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi; exit 0' TERM INT
+  while true; do
+    started=$SECONDS
+    "$@" & child=$!
+    status=0
+    wait "$child" || status=$?
+    child=""
+    ((SECONDS - started < 60)) || delay=1
+    log "$name exited with status $status; starting it again in ${delay}s"
+    sleep "$delay" & wait $! || true
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+  done
+}

@@ -34,29 +34,11 @@ if [[ $TILEPIPE_BROKERS == "127.0.0.1:$broker_port" ]]; then
   start_broker "$data/broker" "$broker_port"
 fi
 
-# Runs a worker again whenever it exits, waiting 1 s, then 2, 4, ... up to
-# 30 s while it keeps dying young: one crash (or a poison message) never
-# takes down the server and the broker with it. TERM stops it and its worker.
-supervise_worker() {
-  local id=$1 delay=1 child="" status started
-  trap 'if [[ -n $child ]]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi; exit 0' TERM INT
-  while true; do
-    started=$SECONDS
-    TILEPIPE_WORKER_ID=${TILEPIPE_WORKER_ID:-$id} target/release/worker & child=$!
-    status=0
-    wait "$child" || status=$?
-    child=""
-    ((SECONDS - started < 60)) || delay=1
-    log "worker $id exited with status $status; restarting it in ${delay}s"
-    sleep "$delay" & wait $! || true
-    delay=$((delay * 2 > 30 ? 30 : delay * 2))
-  done
-}
-
 target/release/server & pids+=($!)
 wait_for_port "$addr" 60
 for n in 1 2; do
-  supervise_worker "$(hostname)-worker-$n" & pids+=($!)
+  id=$(hostname)-worker-$n
+  supervise "worker $id" env TILEPIPE_WORKER_ID="$id" target/release/worker & pids+=($!)
 done
 log "tilepipe is running on http://$addr (dashboard: http://$addr/dashboard); Ctrl-C stops it"
 wait -n "${pids[@]}" || true

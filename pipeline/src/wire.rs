@@ -476,9 +476,8 @@ mod tests {
         assert_eq!(Task::decode(&bytes).unwrap(), t);
     }
 
-    #[test]
-    fn result_round_trips() {
-        let r = TileResult {
+    fn result(encoding: Encoding) -> TileResult {
+        TileResult {
             header: ResultHeader {
                 job_id: "j1".into(),
                 tile: 4,
@@ -486,10 +485,15 @@ mod tests {
                 worker_id: "w".into(),
                 elapsed_ms: 1.5,
                 channels: Channels::Rgb,
-                encoding: Encoding::Raw,
+                encoding,
             },
             output: Frame::new(3, 2, vec![9; 18]),
-        };
+        }
+    }
+
+    #[test]
+    fn result_round_trips() {
+        let r = result(Encoding::Raw);
         let raw = r.encode();
         let header_len = u32::from_le_bytes(raw[4..8].try_into().unwrap()) as usize;
         assert_eq!(raw.len() - 8 - header_len, 18, "raw pixels follow the header");
@@ -651,19 +655,7 @@ mod tests {
         /// that is still consistent.
         #[test]
         fn corrupted_messages_never_panic(at in 0usize..400, value in proptest::prelude::any::<u8>()) {
-            let result = TileResult {
-                header: ResultHeader {
-                    job_id: "j1".into(),
-                    tile: 4,
-                    rect: Rect::new(512, 0, 3, 2),
-                    worker_id: "w".into(),
-                    elapsed_ms: 1.5,
-                    channels: Channels::Rgb,
-                    encoding: Encoding::Png,
-                },
-                output: Frame::new(3, 2, vec![9; 18]),
-            };
-            for mut bytes in [task().encode(), result.encode()] {
+            for mut bytes in [task().encode(), result(Encoding::Png).encode()] {
                 let at = at % bytes.len();
                 bytes[at] = value;
                 if let Ok(t) = Task::decode(&bytes) {

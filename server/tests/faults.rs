@@ -9,6 +9,7 @@ use app::api::JobStatus;
 use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult, Topics};
 use pipeline::{Operation, ops};
 use rdkafka::Message;
+use rdkafka::message::Headers;
 use testkit::*;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
@@ -185,5 +186,32 @@ async fn a_result_that_cannot_be_written_leaves_the_job_resumable() {
     // Written on a later try, from the tiles it kept.
     let done = api.finished(&job.id, DEADLINE).await;
     api.assert_exact(&done, &image, &[Operation::Invert]).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_that_cannot_be_stored_is_parked_and_other_jobs_carry_on() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("stuck-result");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.tile_timeout_secs = 600).await;
+    let api = server.api();
+    let image = test_image(1024, 1024);
+    let stuck = api.submit(&image, &[Operation::Invert]).await;
+    // A directory where tile 0's file goes: storing its result fails every time.
+    let tiles = server.data.path().join("jobs").join(&stuck.id).join("tiles");
+    std::fs::create_dir_all(tiles.join("0.rgb").join("in-the-way")).unwrap();
+    let other = api.submit(&image, &[Operation::Grayscale]).await;
+
+    let worker = TestWorker::start(&broker, &prefix, "w");
+    let done = api.finished(&other.id, DEADLINE).await;
+    api.assert_exact(&done, &image, &[Operation::Grayscale]).await;
+    let topics = Topics::new(&prefix);
+    let parked = read_topic(&broker, &topics.dead_letters, DEADLINE, |m| !m.is_empty()).await;
+    let key = std::str::from_utf8(parked[0].key().unwrap()).unwrap();
+    assert_eq!(key, format!("{}/0", stuck.id));
+    let (_, reason) =
+        parked[0].headers().unwrap().iter().map(|h| (h.key, h.value)).find(|(k, _)| *k == "error").unwrap();
+    assert!(String::from_utf8_lossy(reason.unwrap()).contains("storing the result failed"));
+    assert_eq!(api.progressed(&stuck.id, 3, DEADLINE).await.tiles_done, 3, "tile 0 was stored");
     worker.stop().await;
 }

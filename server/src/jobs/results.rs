@@ -173,11 +173,14 @@ impl Jobs {
 /// result rewrites it.
 pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-    if let Err(e) = tokio::fs::write(&temporary, bytes).await {
+    let written = match tokio::fs::write(&temporary, bytes).await {
+        Ok(()) => tokio::fs::rename(&temporary, path).await,
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
         let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(e);
     }
-    tokio::fs::rename(&temporary, path).await
+    written
 }
 
 /// Leaves the group (blocking, so off the reactor).
