@@ -19,6 +19,7 @@ use crate::intake;
 use crate::jobs::now_ms;
 use crate::sse;
 use crate::state::AppState;
+use crate::upload::{self, multipart_error};
 
 pub fn router(max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
@@ -44,7 +45,10 @@ async fn create_job(
     form: Result<Multipart, MultipartRejection>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
     let mut form = form.map_err(|e| AppError::client(e.status(), "bad_multipart", e.body_text()))?;
-    let mut image: Option<(String, Vec<u8>)> = None;
+    // Refused before the body is written to disk, not after.
+    crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
+    let limits = state.config.limits();
+    let mut image: Option<(String, upload::Upload)> = None;
     let mut chain = vec![Operation::default()];
     let (mut format, mut quality) = (None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
@@ -59,22 +63,20 @@ async fn create_job(
         } else if field.name() == Some("quality") {
             quality = Some(field.text().await.map_err(multipart_error)?);
         } else if let Some(name) = field.file_name().map(str::to_owned) {
-            let bytes = field.bytes().await.map_err(multipart_error)?;
-            image = Some((name, bytes.to_vec()));
+            image = Some((name, upload::receive(field, &upload::dir(&state.config.data_dir), limits).await?));
         }
     }
-    let (filename, bytes) =
+    let (filename, file) =
         image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
     ops::validate_chain(&chain)
         .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
     // Sniffing reads headers and metadata chunks through third-party
     // decoders: off the async threads, like the decode.
-    let limits = state.config.limits();
-    let (bytes, info) = tokio::task::spawn_blocking(move || intake::inspect(&bytes, limits).map(|info| (bytes, info)))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let (file, info) =
+        tokio::task::spawn_blocking(move || intake::inspect_file(file.path(), limits).map(|i| (file, i)))
+            .await
+            .map_err(anyhow::Error::from)??;
     let output = output(format.as_deref(), quality.as_deref(), &info)?;
-    crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
     let backlog =
         Backlog { max_active_jobs: state.config.max_active_jobs, max_queued_tiles: state.config.max_queued_tiles };
     let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
@@ -83,16 +85,16 @@ async fn create_job(
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     // Decoded before the answer, so a file whose header passes but whose
     // pixels are cut short or corrupt is a 4xx, not a failed job later.
-    let (bytes, input) = {
+    let (file, input) = {
         let _turn = state.admission.decoder().await;
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            intake::decode(&bytes, info).map(|frame| (bytes, (frame, started.elapsed())))
+            intake::decode_file(file.path(), info).map(|frame| (file, (frame, started.elapsed())))
         })
         .await
         .map_err(anyhow::Error::from)??
     };
-    let job = state.jobs.submit(bytes, &filename, info, input, chain, output).await?;
+    let job = state.jobs.submit(file, &filename, info, input, chain, output).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
@@ -131,23 +133,6 @@ fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo
         )));
     }
     Ok(output)
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {
-    let status = e.status();
-    let mut cause: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(c) = cause {
-        if c.is::<tower_http::timeout::TimeoutError>() {
-            let message = "the upload paused for too long and was abandoned";
-            return AppError::client(StatusCode::REQUEST_TIMEOUT, "timeout", message);
-        }
-        cause = c.source();
-    }
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::client(status, "too_large", "the upload is larger than the server accepts")
-    } else {
-        AppError::client(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
-    }
 }
 
 async fn list_jobs(State(state): State<AppState>) -> AppResult<Json<Vec<Job>>> {

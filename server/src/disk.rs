@@ -60,9 +60,14 @@ pub async fn keep_for(jobs: Arc<Jobs>, store: Store, retention: Duration, shutdo
     }
 }
 
-/// Removes job directories with no job row: left by a crash between
-/// writing an upload and recording it.
-pub async fn remove_orphans(jobs_dir: &Path, store: &Store) {
+/// Removes job directories with no job row (left by a crash between
+/// writing an upload and recording it) and unfinished uploads.
+pub async fn remove_orphans(jobs_dir: &Path, uploads_dir: &Path, store: &Store) {
+    // Uploads being received when the server stopped: none can be now.
+    match tokio::fs::remove_dir_all(uploads_dir).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => warn!(error = %e, "removing unfinished uploads"),
+        _ => {}
+    }
     let Ok(mut entries) = tokio::fs::read_dir(jobs_dir).await else { return };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -1,7 +1,9 @@
 //! Checking and decoding uploaded images. The format is sniffed from the
 //! bytes and the size read from the header before anything is decoded.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
+use std::path::Path;
 
 use axum::http::StatusCode;
 use image::metadata::Orientation;
@@ -38,10 +40,27 @@ const SUPPORTED: &[ImageFormat] =
 /// Sniffs the format and reads the dimensions without decoding the pixels, so
 /// a decompression bomb is refused before it costs any memory.
 pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
-    if bytes.is_empty() {
+    inspect_from(Cursor::new(bytes), limits)
+}
+
+/// [`inspect`] on a file, which is read only as far as its header.
+pub fn inspect_file(path: &Path, limits: Limits) -> Result<ImageInfo, AppError> {
+    inspect_from(open(path)?, limits)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, AppError> {
+    let file = File::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    Ok(BufReader::with_capacity(64 * 1024, file))
+}
+
+fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<ImageInfo, AppError> {
+    let mut start = Vec::with_capacity(64);
+    (&mut reader).take(64).read_to_end(&mut start).map_err(anyhow::Error::from)?;
+    reader.rewind().map_err(anyhow::Error::from)?;
+    if start.is_empty() {
         return Err(AppError::bad_request("empty_file", "the uploaded file is empty"));
     }
-    let format = image::guess_format(bytes).ok().filter(|f| SUPPORTED.contains(f)).ok_or_else(|| {
+    let format = image::guess_format(&start).ok().filter(|f| SUPPORTED.contains(f)).ok_or_else(|| {
         AppError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_format",
@@ -52,8 +71,9 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
     // No size limits here (ours below give the clearer answer), but a
     // memory limit: reading a header also inflates metadata chunks (a PNG's
     // ICC profile), and a 2 MB file can ask for gigabytes.
-    let header = std::panic::catch_unwind(|| -> image::ImageResult<_> {
-        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // The reader is dropped after a panic: nothing observes a broken state.
+    let header = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> image::ImageResult<_> {
+        let mut reader = ImageReader::with_format(reader, format);
         let mut limits = image::Limits::default();
         limits.max_alloc = Some(HEADER_MEMORY);
         reader.limits(limits);
@@ -61,7 +81,7 @@ pub fn inspect(bytes: &[u8], limits: Limits) -> Result<ImageInfo, AppError> {
         // A broken EXIF block is no reason to refuse the pixels.
         let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
         Ok((decoder.dimensions(), orientation))
-    })
+    }))
     .map_err(|_| unreadable_panic(format))?;
     let ((width, height), orientation) = header.map_err(|e| unreadable(format, e))?;
     let (width, height) = if turns(orientation) { (height, width) } else { (width, height) };
@@ -101,7 +121,16 @@ fn turns(orientation: Orientation) -> bool {
 /// samples become `round(v / 257)`). Allocation is bounded by what the header
 /// declared (already checked), so a lying header cannot exhaust memory.
 pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
+    decode_from(Cursor::new(bytes), info)
+}
+
+/// [`decode`] from a file.
+pub fn decode_file(path: &Path, info: ImageInfo) -> Result<Frame, AppError> {
+    decode_from(open(path)?, info)
+}
+
+fn decode_from<R: BufRead + Seek>(reader: R, info: ImageInfo) -> Result<Frame, AppError> {
+    let mut reader = ImageReader::with_format(reader, info.format);
     let mut limits = image::Limits::default();
     // Stored sideways when the orientation turns it.
     let side = info.width.max(info.height);
@@ -110,7 +139,7 @@ pub fn decode(bytes: &[u8], info: ImageInfo) -> Result<Frame, AppError> {
     // Room for the widest decoded layout (16-bit RGBA) plus the RGB8 copy.
     limits.max_alloc = Some(u64::from(info.width) * u64::from(info.height) * 11 + (64 << 20));
     reader.limits(limits);
-    let mut image = std::panic::catch_unwind(move || reader.decode())
+    let mut image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || reader.decode()))
         .map_err(|_| unreadable_panic(info.format))?
         .map_err(|e| unreadable(info.format, e))?;
     // Upright, as a viewer shows it (a phone's portrait photo is stored sideways).

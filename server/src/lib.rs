@@ -17,6 +17,7 @@ pub mod origin;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod upload;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ impl Server {
         let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
         background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
-        disk::remove_orphans(&config.jobs_dir(), &store).await;
+        disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), &store).await;
         // Jobs a previous run left unfinished carry on from their files.
         background.spawn(Arc::clone(&jobs).resume_unfinished());
         if let Some(retention) = config.retention {

@@ -116,9 +116,22 @@ async fn limits_refuse_bombs_floods_and_oversized_uploads() {
 
     // A body over the upload limit is cut off with 413 and JSON while it is
     // still streaming: 1 GiB declared, 12 MiB sent, the answer comes anyway.
-    let (status, body) = partial_upload(&server.base, 1 << 30, 12 << 20).await;
+    let (status, body) = partial_upload(&server.base, 1 << 30, &png_header_only(1024, 1024), 12 << 20).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(serde_json::from_str::<ApiError>(&body).unwrap().error, "too_large");
+    // Uploads stream to disk, and their first bytes are checked as they
+    // arrive: a bomb's header is refused before the rest is read.
+    let (status, body) = partial_upload(&server.base, 1 << 30, &png_header_only(100_000, 100_000), 12 << 20).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(serde_json::from_str::<ApiError>(&body).unwrap().error, "image_too_large");
+    let (status, body) = partial_upload(&server.base, 1 << 30, b"plain text, not an image", 12 << 20).await;
+    assert_eq!((status, serde_json::from_str::<ApiError>(&body).unwrap().error.as_str()), (415, "unsupported_format"));
+    let uploads = server.data.path().join("uploads");
+    eventually("refused uploads' files to be deleted", std::time::Duration::from_secs(10), || async {
+        let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+        (left == 0).then_some(())
+    })
+    .await;
 
     // A header that lies about the pixels that follow is refused before any job exists.
     let liar =

@@ -36,9 +36,14 @@ async fn finished_jobs_expire_and_orphan_files_are_removed() {
     let orphan = jobs_dir.join(uuid::Uuid::new_v4().to_string());
     std::fs::create_dir_all(&orphan).unwrap();
     std::fs::write(orphan.join("input.png"), b"left behind").unwrap();
+    // An upload being received when the server stopped.
+    let unfinished = server.data.path().join("uploads").join("upload-x.part");
+    std::fs::create_dir_all(unfinished.parent().unwrap()).unwrap();
+    std::fs::write(&unfinished, b"half an image").unwrap();
 
     let server = server.restart_with(&broker, |c| c.retention = Some(Duration::from_millis(1))).await;
     assert!(!orphan.exists(), "an orphan job directory survived a restart");
+    assert!(!unfinished.exists(), "an unfinished upload survived a restart");
     let api = server.api();
     eventually("the cancelled job to expire", DEADLINE, || async {
         let response = reqwest::get(server.url(&format!("/api/jobs/{}", old.id))).await.unwrap();

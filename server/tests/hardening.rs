@@ -186,7 +186,7 @@ async fn slow_and_idle_clients_are_dropped_and_event_streams_are_capped() {
     assert!(closed_by_server(&mut idle, DEADLINE).await, "an idle connection was kept open");
 
     // An upload that stops sending is abandoned with 408.
-    let (status, body) = partial_upload(&server.base, 1 << 20, 1000).await;
+    let (status, body) = partial_upload(&server.base, 1 << 20, &[], 1000).await;
     assert_eq!(status, 408, "{body}");
     assert_eq!(serde_json::from_str::<ApiError>(&body).unwrap().error, "timeout");
 

@@ -591,10 +591,10 @@ pub async fn read_topic(
 }
 
 /// Starts a multipart upload declaring `declared` bytes and sends its first
-/// `sent` (zeros, as a file part), reading the answer while still sending, as
+/// `sent` (a file part: `start`, then zeros), reading the answer while still sending, as
 /// a browser does: returns the status and body the server answered with,
 /// even if it answered before the upload was complete.
-pub async fn partial_upload(base: &str, declared: u64, sent: usize) -> (u16, String) {
+pub async fn partial_upload(base: &str, declared: u64, start: &[u8], sent: usize) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let addr = base.strip_prefix("http://").unwrap();
@@ -606,10 +606,12 @@ pub async fn partial_upload(base: &str, declared: u64, sent: usize) -> (u16, Str
          Content-Length: {declared}\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; \
          filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n"
     );
+    let start = start.to_vec();
     let sending = tokio::spawn(async move {
         let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&start).await;
         let chunk = vec![0u8; 64 * 1024];
-        let mut left = sent;
+        let mut left = sent.saturating_sub(start.len());
         while left > 0 {
             let n = left.min(chunk.len());
             if writer.write_all(&chunk[..n]).await.is_err() {

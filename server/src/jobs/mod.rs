@@ -153,7 +153,7 @@ impl Jobs {
     /// Records a checked upload as a new job and starts it in the background.
     pub async fn submit(
         self: &Arc<Self>,
-        bytes: Vec<u8>,
+        file: crate::upload::Upload,
         filename: &str,
         info: ImageInfo,
         decoded: (Frame, Duration),
@@ -165,8 +165,9 @@ impl Jobs {
         tokio::fs::create_dir_all(&dir).await?;
         let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
         let grid = TileGrid::new(info.width, info.height, self.settings.tile_size);
+        let input_bytes = file.len;
         let recorded = async {
-            tokio::fs::write(&input, &bytes).await.with_context(|| format!("writing {}", input.display()))?;
+            file.keep_as(&input).await.with_context(|| format!("moving the upload to {}", input.display()))?;
             self.store
                 .insert_job(&NewJob {
                     id: &id,
@@ -176,7 +177,7 @@ impl Jobs {
                     tile_size: self.settings.tile_size,
                     ops: &ops,
                     tiles_total: grid.len(),
-                    input_bytes: bytes.len() as u64,
+                    input_bytes,
                     created_at: now_ms(),
                     output,
                 })
@@ -189,7 +190,7 @@ impl Jobs {
             return Err(e);
         }
         let job = self.store.job(&id).await?.context("job just inserted")?;
-        self.metrics.upload_bytes.inc_by(bytes.len() as u64);
+        self.metrics.upload_bytes.inc_by(input_bytes);
         self.events.emit(Event::Job(job.clone()));
         info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
 
@@ -225,11 +226,12 @@ impl Jobs {
             Some(decoded) => decoded,
             None => {
                 // Resuming: decode the stored upload again.
-                let bytes = self.read_input(id).await?;
+                let path = self.input_path(id).await.context("the job's input file is gone")?;
                 tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
-                    intake::decode(&bytes, intake::inspect(&bytes, any_size)?).map(|f| (f, started.elapsed()))
+                    let info = intake::inspect_file(&path, any_size)?;
+                    intake::decode_file(&path, info).map(|f| (f, started.elapsed()))
                 })
                 .await??
             }
@@ -304,11 +306,6 @@ impl Jobs {
         }
         info!(job = %id, tiles = grid.len(), "all tiles dispatched");
         Ok(())
-    }
-
-    async fn read_input(&self, id: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.input_path(id).await.context("the job's input file is gone")?;
-        Ok(tokio::fs::read(path).await?)
     }
 
     /// The stored upload, `input.<its format's extension>`.

@@ -1,0 +1,102 @@
+//! Receiving an upload: the file field is written to disk as it arrives,
+//! never held whole in memory. Its first bytes are checked as soon as they
+//! are in, so an unsupported file or an image whose header is out of bounds
+//! is refused before the rest is read.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::http::StatusCode;
+use tempfile::TempPath;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{AppError, AppResult};
+use crate::intake::{self, Limits};
+
+/// Bytes read before the header is checked early; enough for the header of
+/// every supported format without large metadata in front of it.
+const HEAD: usize = 64 * 1024;
+
+/// An upload on disk, deleted when dropped unless moved into a job.
+pub struct Upload {
+    path: TempPath,
+    pub len: u64,
+}
+
+impl Upload {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the file to `target` (on the same disk: a rename).
+    pub async fn keep_as(self, target: &Path) -> std::io::Result<PathBuf> {
+        tokio::fs::rename(&self.path, target).await?;
+        // Renamed: nothing is left to delete.
+        let _ = self.path.keep();
+        Ok(target.to_owned())
+    }
+}
+
+/// The directory uploads are received in, under the data directory.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("uploads")
+}
+
+/// Writes `field` to a new file in `dir` as it arrives.
+pub async fn receive(mut field: Field<'_>, dir: &Path, limits: Limits) -> AppResult<Upload> {
+    tokio::fs::create_dir_all(dir).await.map_err(anyhow::Error::from)?;
+    let dir = dir.to_owned();
+    let (file, path) = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new().prefix("upload-").suffix(".part").tempfile_in(dir).map(|f| f.into_parts())
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?;
+    let mut file = tokio::fs::File::from_std(file);
+    // The first bytes, until they are checked.
+    let (mut head, mut len) = (Some(Vec::new()), 0u64);
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if let Some(bytes) = &mut head {
+            bytes.extend_from_slice(&chunk[..(HEAD - bytes.len()).min(chunk.len())]);
+            if bytes.len() == HEAD {
+                check_early(head.take().unwrap_or_default(), limits).await?;
+            }
+        }
+        file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
+        len += chunk.len() as u64;
+    }
+    file.flush().await.map_err(anyhow::Error::from)?;
+    Ok(Upload { path, len })
+}
+
+/// Refuses an upload from its first bytes when they already say it is not
+/// acceptable; a header not complete yet is checked again once all is in.
+async fn check_early(head: Vec<u8>, limits: Limits) -> AppResult<()> {
+    let checked =
+        tokio::task::spawn_blocking(move || intake::inspect(&head, limits)).await.map_err(anyhow::Error::from)?;
+    match checked {
+        Err(e @ AppError::Client { code, .. })
+            if ["unsupported_format", "image_too_large", "image_too_small", "empty_image"].contains(&code) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn multipart_error(e: MultipartError) -> AppError {
+    let status = e.status();
+    let mut cause: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            let message = "the upload paused for too long and was abandoned";
+            return AppError::client(StatusCode::REQUEST_TIMEOUT, "timeout", message);
+        }
+        cause = c.source();
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::client(status, "too_large", "the upload is larger than the server accepts")
+    } else {
+        AppError::client(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
+    }
+}
