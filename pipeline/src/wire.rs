@@ -99,8 +99,14 @@ impl Control {
         serde_json::to_vec(self).expect("control messages serialise")
     }
 
+    /// Parses and checks a control message: workers remember stopped job
+    /// ids, so they must be of bounded length.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let control: Control = serde_json::from_slice(bytes)?;
+        match &control {
+            Control::JobStopped { job_id } => check_id("job_id", job_id)?,
+        }
+        Ok(control)
     }
 }
 
@@ -537,6 +543,8 @@ mod tests {
         let stop = Control::JobStopped { job_id: "j1".into() };
         assert_eq!(stop.encode(), br#"{"type":"job_stopped","job_id":"j1"}"#);
         assert_eq!(Control::decode(&stop.encode()).unwrap(), stop);
+        let long = Control::JobStopped { job_id: "j".repeat(MAX_ID_BYTES + 1) };
+        assert!(matches!(Control::decode(&long.encode()), Err(WireError::Invalid(_))));
     }
 
     #[test]
@@ -618,6 +626,26 @@ mod tests {
         assert!(matches!(Task::decode(&t.encode()), Err(WireError::Invalid(_))));
         assert_eq!(TaskHeader::peek(&t.encode()), None);
         assert_eq!(truncate("aé", 2), "a");
+    }
+
+    #[test]
+    fn heartbeats_have_bounded_names() {
+        let beat = Heartbeat {
+            worker_id: "w".into(),
+            host: "h".into(),
+            pid: 1,
+            current_tile: Some("j/1".into()),
+            tiles_done: 0,
+            sent_at_ms: 0,
+        };
+        assert_eq!(Heartbeat::decode(&beat.encode()).unwrap(), beat);
+        for bad in [
+            Heartbeat { worker_id: String::new(), ..beat.clone() },
+            Heartbeat { host: "h".repeat(MAX_HOST_BYTES + 1), ..beat.clone() },
+            Heartbeat { current_tile: Some("t".repeat(1000)), ..beat.clone() },
+        ] {
+            assert!(matches!(Heartbeat::decode(&bad.encode()), Err(WireError::Invalid(_))), "{bad:?}");
+        }
     }
 
     proptest::proptest! {

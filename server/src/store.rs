@@ -405,7 +405,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(&hb.current_tile)
-        .bind(hb.tiles_done as i64)
+        .bind(i64::try_from(hb.tiles_done).unwrap_or(i64::MAX))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.into_worker(now, timeout))
