@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{AppError, AppResult};
-use crate::jobs::{Jobs, now_ms};
+use crate::jobs::{Jobs, ms_ago};
 use crate::store::Store;
 
 /// Refuses an upload with `507` while `dir`'s disk has less than `floor` bytes free.
@@ -43,8 +43,7 @@ pub async fn keep_for(jobs: Arc<Jobs>, store: Store, retention: Duration, shutdo
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        let old = match store.finished_before(before).await {
+        let old = match store.finished_before(ms_ago(retention)).await {
             Ok(old) => old,
             Err(e) => {
                 warn!(error = %e, "listing jobs past the retention period");

@@ -11,7 +11,7 @@ use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::jobs::now_ms;
+use crate::jobs::{ms_ago, now_ms};
 use crate::sse::Events;
 use crate::store::Store;
 
@@ -52,8 +52,7 @@ pub async fn sweep_liveness(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        match store.forget_workers(before).await {
+        match store.forget_workers(ms_ago(retention)).await {
             Ok(gone) => {
                 for id in gone {
                     info!(worker = %id, "worker forgotten after the retention period");

@@ -117,6 +117,11 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The time `ago` before now, in milliseconds since the epoch (as [`now_ms`]).
+pub fn ms_ago(ago: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Jobs {
     pub fn new(
         store: Store,
