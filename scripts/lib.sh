@@ -28,7 +28,7 @@ start_broker() {
   (cd "$dir" && exec setsid nisshi broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine sqlite://broker.db \
+      --storage-engine "sqlite://broker.db?mode=direct" \
       --group-initial-rebalance-delay "${BROKER_REBALANCE_DELAY:-1s}" \
       >>broker.log 2>&1) &
   BROKER_PID=$!

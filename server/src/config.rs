@@ -28,6 +28,12 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_TASK_PARTITIONS", default_value_t = 12)]
     pub task_partitions: i32,
 
+    /// Tasks kept outstanding on the broker per live worker: the dispatch
+    /// window. More hides network latency; fewer keeps the broker's backlog
+    /// (and what a lost worker leaves behind) short.
+    #[arg(long, env = "TILEPIPE_TASKS_PER_WORKER", default_value_t = crate::jobs::window::DEFAULT_PER_WORKER)]
+    pub tasks_per_worker: usize,
+
     /// Edge length of a tile in pixels.
     #[arg(long, env = "TILEPIPE_TILE_SIZE", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(16..=2048))]

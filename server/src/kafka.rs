@@ -72,11 +72,25 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         .set("auto.offset.reset", if from_earliest { "earliest" } else { "latest" })
         .set("session.timeout.ms", "10000")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set("fetch.wait.max.ms", "25")
         .create()
         .context("creating Kafka consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     Ok(consumer)
 }
+
+/// How many partitions `topic` has (at least one).
+pub async fn partitions(producer: &FutureProducer, topic: &str) -> anyhow::Result<usize> {
+    let (producer, name) = (producer.clone(), topic.to_owned());
+    let metadata = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&name), TIMEOUT))
+        .await?
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(count > 0, "the topic {topic} has no partitions");
+    Ok(count)
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the broker answers a metadata request within `timeout`.
 pub async fn check_reachable(producer: &FutureProducer, timeout: Duration) -> anyhow::Result<()> {

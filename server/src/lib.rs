@@ -65,6 +65,8 @@ impl Server {
         };
         let progress = kafka::TaskProgress::new(&config.brokers, &topics)?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let partitions = kafka::partitions(&producer, &topics.tasks).await?;
+        let window = jobs::Window::new(partitions, config.tasks_per_worker);
         let jobs = Arc::new(Jobs::new(
             store.clone(),
             events.clone(),
@@ -73,6 +75,7 @@ impl Server {
             topics.clone(),
             settings,
             Arc::clone(&metrics),
+            Arc::clone(&window),
         ));
 
         let shutdown = CancellationToken::new();
@@ -101,6 +104,7 @@ impl Server {
             store.clone(),
             events.clone(),
             (timeout, retention),
+            window,
             shutdown.clone(),
         ));
 

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::AppResult;
-use crate::jobs::now_ms;
+use crate::jobs::{Window, now_ms};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -47,6 +47,8 @@ pub struct Metrics {
     workers: Family<Status, Gauge>,
     worker_tiles: Family<WorkerId, Gauge<u64, AtomicU64>>,
     queued_tiles: Gauge,
+    window_slots: Gauge,
+    outstanding_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +69,8 @@ impl Default for Metrics {
             workers: Family::default(),
             worker_tiles: Family::default(),
             queued_tiles: Gauge::default(),
+            window_slots: Gauge::default(),
+            outstanding_tasks: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("tiles_done", "Tiles finished and recorded", m.tiles_done.clone());
@@ -86,6 +90,8 @@ impl Default for Metrics {
         r.register("workers", "Workers by status", m.workers.clone());
         r.register("worker_tiles_done", "Tiles each worker reports done (from heartbeats)", m.worker_tiles.clone());
         r.register("queued_tiles", "Tiles of unfinished jobs not done yet", m.queued_tiles.clone());
+        r.register("dispatch_window", "Tasks that may be outstanding on the broker at once", m.window_slots.clone());
+        r.register("outstanding_tasks", "Tasks sent and not yet answered", m.outstanding_tasks.clone());
         m
     }
 }
@@ -97,7 +103,7 @@ impl Metrics {
     }
 
     /// Reads the store's view into the gauges, then encodes everything.
-    async fn render(&self, store: &Store, worker_timeout: Duration) -> anyhow::Result<String> {
+    async fn render(&self, store: &Store, window: &Window, worker_timeout: Duration) -> anyhow::Result<String> {
         let stats = store.stats(now_ms(), worker_timeout).await?;
         let cancelled = stats.jobs_total - stats.jobs_queued - stats.jobs_running - stats.jobs_done - stats.jobs_failed;
         for (status, n) in [
@@ -119,6 +125,9 @@ impl Metrics {
             self.worker_tiles.get_or_create(&WorkerId { worker: w.id.clone() }).set(w.tiles_done);
         }
         self.queued_tiles.set(store.backlog().await?.1 as i64);
+        let (slots, held) = window.usage();
+        self.window_slots.set(slots as i64);
+        self.outstanding_tasks.set(held as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -128,6 +137,6 @@ impl Metrics {
 /// `GET /metrics`
 pub async fn scrape(State(state): State<AppState>) -> AppResult<impl IntoResponse> {
     let timeout = Duration::from_secs(state.config.worker_timeout_secs);
-    let text = state.metrics.render(&state.store, timeout).await?;
+    let text = state.metrics.render(&state.store, state.jobs.window(), timeout).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }

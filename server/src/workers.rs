@@ -2,6 +2,7 @@
 //! announces workers turning lost (silent past the timeout) or alive again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::{Event, WorkerStatus};
@@ -11,7 +12,7 @@ use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::jobs::{ms_ago, now_ms};
+use crate::jobs::{Window, ms_ago, now_ms};
 use crate::sse::Events;
 use crate::store::Store;
 
@@ -37,12 +38,13 @@ pub async fn consume_heartbeats(
 }
 
 /// Emits a worker event whenever a worker's status changes by the passing of
-/// time alone (heartbeats announce themselves), and forgets workers unseen
-/// for `retention`.
+/// time alone (heartbeats announce themselves), forgets workers unseen for
+/// `retention`, and sizes the dispatch window for the workers alive.
 pub async fn sweep_liveness(
     store: Store,
     events: Events,
     (timeout, retention): (Duration, Duration),
+    window: Arc<Window>,
     shutdown: CancellationToken,
 ) {
     let mut known: HashMap<String, WorkerStatus> = HashMap::new();
@@ -65,6 +67,7 @@ pub async fn sweep_liveness(
         let Ok(workers) = store.workers(now_ms(), timeout).await else {
             continue;
         };
+        window.resize(workers.iter().filter(|w| w.status == WorkerStatus::Alive).count());
         for worker in workers {
             let previous = known.insert(worker.id.clone(), worker.status);
             if previous.is_some_and(|p| p != worker.status) {

@@ -127,6 +127,7 @@ async fn a_tile_taken_but_never_answered_is_sent_again_after_its_deadline() {
     let server = TestServer::start_with(&broker, &prefix, |c| {
         c.tile_size = 256;
         c.tile_timeout_secs = 2;
+        c.tasks_per_worker = 16; // every tile outstanding at once
     })
     .await;
     let api = server.api();

@@ -73,7 +73,7 @@ fn spawn_broker(dir: &tempfile::TempDir, port: u16) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new("nisshi")
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "sqlite://broker.db", "--group-initial-rebalance-delay", "300ms"])
+        .args(["--storage-engine", "sqlite://broker.db?mode=direct", "--group-initial-rebalance-delay", "300ms"])
         .arg("--silent")
         .current_dir(dir.path())
         .stdin(Stdio::null())

@@ -8,6 +8,7 @@
 
 mod results;
 mod retry;
+pub mod window;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use app::api::{Event, Job, JobStatus, Output, Stages};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use pipeline::wire::{Control, Task, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,6 +28,7 @@ use crate::kafka::TaskProgress;
 use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
+pub use window::Window;
 
 /// How long a job whose result could not be written waits to try again.
 const FINISH_RETRY: Duration = Duration::from_secs(5);
@@ -44,7 +46,7 @@ pub struct Settings {
 }
 
 /// What the master knows of one tile of a running job.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 struct TileState {
     done: bool,
     /// Times its task was published.
@@ -55,6 +57,8 @@ struct TileState {
     consumed_at: Option<Instant>,
     /// A (re)publish is under way.
     sending: bool,
+    /// Its place in the dispatch window while its task is outstanding.
+    slot: Option<window::Slot>,
 }
 
 /// When a running job passed its stages, for [`Stages`].
@@ -110,6 +114,7 @@ pub struct Jobs {
     topics: Topics,
     settings: Settings,
     metrics: Arc<Metrics>,
+    window: Arc<Window>,
     active: Mutex<HashMap<String, Shared>>,
 }
 
@@ -131,8 +136,14 @@ impl Jobs {
         topics: Topics,
         settings: Settings,
         metrics: Arc<Metrics>,
+        window: Arc<Window>,
     ) -> Self {
-        Self { store, events, producer, progress, topics, settings, metrics, active: Mutex::default() }
+        Self { store, events, producer, progress, topics, settings, metrics, window, active: Mutex::default() }
+    }
+
+    /// The dispatch window all jobs share.
+    pub fn window(&self) -> &Arc<Window> {
+        &self.window
     }
 
     pub fn producer(&self) -> &FutureProducer {
@@ -250,7 +261,7 @@ impl Jobs {
         }
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
 
-        let mut tiles = vec![TileState::default(); grid.len() as usize];
+        let mut tiles: Vec<TileState> = (0..grid.len()).map(|_| TileState::default()).collect();
         let pending = self.store.pending_tiles(id).await?;
         for t in tiles_not_in(&pending, grid.len()) {
             // Done before a restart: its pixels are on disk (or it is redone).
@@ -273,6 +284,10 @@ impl Jobs {
         let remaining = tiles.iter().filter(|t| !t.done).count() as u32;
         let unsent: Vec<u32> =
             (0..grid.len()).filter(|&t| !tiles[t as usize].done && tiles[t as usize].placed.is_none()).collect();
+        let placed: Vec<(u32, i32)> = (0..grid.len())
+            .filter(|&t| !tiles[t as usize].done)
+            .filter_map(|t| Some((t, tiles[t as usize].placed?.0)))
+            .collect();
         let active = Active {
             clock,
             grid,
@@ -301,11 +316,37 @@ impl Jobs {
             return Ok(());
         }
 
-        futures::stream::iter(unsent)
-            .map(|tile| self.publish(id, tile))
-            .buffer_unordered(DISPATCH_CONCURRENCY)
-            .try_for_each(|_| async { Ok(()) })
-            .await?;
+        // Tasks a previous run left on the broker count against the window.
+        for (tile, partition) in placed {
+            let slot = self.window.acquire_at(partition).await;
+            let Some(active) = self.get(id) else { return Ok(()) };
+            let mut a = active.lock().expect("lock");
+            let state = &mut a.tiles[tile as usize];
+            if !state.done && state.slot.is_none() {
+                state.slot = Some(slot);
+            }
+        }
+        // The rest as slots free up (a stopped job stops taking them), a
+        // few sendings at a time.
+        let mut unsent = unsent.into_iter().peekable();
+        let mut sending = futures::stream::FuturesUnordered::new();
+        while let Some(&tile) = unsent.peek() {
+            tokio::select! {
+                Some(sent) = sending.next(), if !sending.is_empty() => {
+                    sent?;
+                }
+                slot = self.window.acquire(), if sending.len() < DISPATCH_CONCURRENCY => {
+                    if self.get(id).is_none() {
+                        break;
+                    }
+                    sending.push(self.publish(id, tile, Some(slot)));
+                    unsent.next();
+                }
+            }
+        }
+        while let Some(sent) = sending.next().await {
+            sent?;
+        }
         if let Some(active) = self.get(id) {
             active.lock().expect("lock").clock.dispatched_at = Some(Instant::now());
         }
@@ -326,17 +367,24 @@ impl Jobs {
 
     /// Publishes a tile's task and records where the broker put it; says
     /// whether it did. Does nothing if the job stopped, the tile is done or
-    /// it is being sent already.
-    async fn publish(&self, id: &str, tile: u32) -> anyhow::Result<bool> {
+    /// it is being sent already. A first sending brings its window `slot`;
+    /// a later one moves the tile's slot to another partition.
+    async fn publish(&self, id: &str, tile: u32, slot: Option<window::Slot>) -> anyhow::Result<bool> {
         let Some(active) = self.get(id) else { return Ok(false) };
-        let Some((header, input)) = ({
+        let Some((header, input, partition)) = ({
             let mut a = active.lock().expect("lock");
             let state = &mut a.tiles[tile as usize];
             if state.done || state.sending {
                 None
             } else {
                 state.sending = true;
-                a.task(id, tile)
+                match (slot, &mut state.slot) {
+                    (Some(slot), held) => *held = Some(slot),
+                    (None, Some(held)) => held.move_away(),
+                    (None, None) => {} // a resumed task still waiting for its slot
+                }
+                let partition = state.slot.as_ref().map(window::Slot::partition);
+                a.task(id, tile).map(|(header, input)| (header, input, partition))
             }
         }) else {
             return Ok(false);
@@ -345,7 +393,8 @@ impl Jobs {
             let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
             self.metrics.task_bytes.inc_by(payload.len() as u64);
             let key = format!("{id}/{tile}");
-            let record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
+            let mut record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
+            record.partition = partition;
             let delivery = self
                 .producer
                 .send(record, Duration::from_secs(30))
@@ -360,7 +409,9 @@ impl Jobs {
         let state = &mut a.tiles[tile as usize];
         state.sending = false;
         let (partition, offset, attempts) = sent?;
-        *state = TileState { placed: Some((partition, offset)), attempts, consumed_at: None, ..*state };
+        state.placed = Some((partition, offset));
+        state.attempts = attempts;
+        state.consumed_at = None;
         Ok(true)
     }
 

@@ -108,6 +108,7 @@ impl Jobs {
                 return false;
             }
             state.done = true;
+            state.slot = None; // its place in the window goes to the next task
             a.remaining -= 1;
             if a.remaining == 0 {
                 a.clock.last_result_at = Some(std::time::Instant::now());

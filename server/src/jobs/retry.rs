@@ -35,7 +35,7 @@ impl Jobs {
             let reason = format!("tile {tile} failed {attempts} times; last: {reason}");
             return self.fail(id, &reason).await;
         }
-        match self.publish(id, tile).await {
+        match self.publish(id, tile, None).await {
             // Counted only when sent: a sweep and a failure report can race for one tile.
             Ok(true) => {
                 info!(job = %id, tile, attempt = attempts + 1, reason, "sent a tile again");

@@ -1,0 +1,210 @@
+//! Backpressure: only a window of tasks waits on the broker at any time.
+//!
+//! A job's tiles are published as slots free up, not all at once, so neither
+//! the master nor the broker holds a backlog that grows with the image, and a
+//! broker that reads a partition's whole backlog on every fetch (nisshi does)
+//! reads a few tasks instead of hundreds. The window is sized from the live
+//! workers: enough queued per worker that none waits for the next task.
+//!
+//! The master also picks each task's partition: the one with the fewest
+//! tasks outstanding. A fast worker empties its partitions sooner, so it is
+//! given more; a tile sent again goes to another partition than the one
+//! whose worker just failed it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Tasks outstanding per live worker: one being processed, one arriving and
+/// some queued ahead of it (measured: see the README's benchmark notes).
+pub const DEFAULT_PER_WORKER: usize = 8;
+
+pub struct Window {
+    permits: Arc<Semaphore>,
+    per_worker: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Permits the semaphore was given, held or not.
+    size: usize,
+    /// Outstanding tasks per partition of the tasks topic.
+    outstanding: Vec<u32>,
+    /// Where the search for the least loaded partition starts, so ties rotate.
+    cursor: usize,
+}
+
+/// One outstanding task's place in the window, given back when dropped (its
+/// tile is done, or its job stopped).
+pub struct Slot {
+    window: Arc<Window>,
+    partition: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Window {
+    /// A window over `partitions` partitions, sized for one worker until
+    /// [`Window::resize`] says how many are alive.
+    pub fn new(partitions: usize, per_worker: usize) -> Arc<Self> {
+        let per_worker = per_worker.max(1);
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(per_worker)),
+            per_worker,
+            state: Mutex::new(State { size: per_worker, outstanding: vec![0; partitions.max(1)], cursor: 0 }),
+        })
+    }
+
+    /// Waits for a free slot (first come, first served across jobs), on the
+    /// least loaded partition.
+    pub async fn acquire(self: &Arc<Self>) -> Slot {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
+        let partition = self.state.lock().expect("lock").take_least_loaded(None);
+        Slot { window: Arc::clone(self), partition, _permit: permit }
+    }
+
+    /// A slot for a task already on the broker at `partition` (a resumed
+    /// job's), waiting like any other.
+    pub async fn acquire_at(self: &Arc<Self>, partition: i32) -> Slot {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
+        let mut state = self.state.lock().expect("lock");
+        let partition = usize::try_from(partition).unwrap_or(0) % state.outstanding.len();
+        state.outstanding[partition] += 1;
+        Slot { window: Arc::clone(self), partition, _permit: permit }
+    }
+
+    /// Sizes the window for `workers` live workers (at least one, so a job
+    /// submitted before any worker reports still has its first tasks ready).
+    /// Shrinking takes effect as held slots are given back.
+    pub fn resize(&self, workers: usize) {
+        let target = workers.max(1) * self.per_worker;
+        let mut state = self.state.lock().expect("lock");
+        if target > state.size {
+            self.permits.add_permits(target - state.size);
+            state.size = target;
+        } else if target < state.size {
+            state.size -= self.permits.forget_permits(state.size - target);
+        }
+    }
+
+    /// Slots in all, and slots held.
+    pub fn usage(&self) -> (usize, usize) {
+        let size = self.state.lock().expect("lock").size;
+        (size, size.saturating_sub(self.permits.available_permits()))
+    }
+
+    /// Outstanding tasks per partition.
+    pub fn outstanding(&self) -> Vec<u32> {
+        self.state.lock().expect("lock").outstanding.clone()
+    }
+}
+
+impl State {
+    fn take_least_loaded(&mut self, avoid: Option<usize>) -> usize {
+        let n = self.outstanding.len();
+        let candidates = (0..n).map(|i| (self.cursor + i) % n).filter(|&p| n == 1 || Some(p) != avoid);
+        let partition = candidates.min_by_key(|&p| self.outstanding[p]).unwrap_or(0);
+        self.cursor = (partition + 1) % n;
+        self.outstanding[partition] += 1;
+        partition
+    }
+}
+
+impl Slot {
+    pub fn partition(&self) -> i32 {
+        self.partition as i32
+    }
+
+    /// Moves the slot to the least loaded other partition, for a task sent
+    /// again: its last partition's worker failed it or lost it.
+    pub fn move_away(&mut self) {
+        let mut state = self.window.state.lock().expect("lock");
+        state.outstanding[self.partition] -= 1;
+        self.partition = state.take_least_loaded(Some(self.partition));
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.window.state.lock().expect("lock").outstanding[self.partition] -= 1;
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("partition", &self.partition).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now<T>(future: impl Future<Output = T>) -> Option<T> {
+        futures::FutureExt::now_or_never(future)
+    }
+
+    #[tokio::test]
+    async fn holds_per_worker_slots_for_each_live_worker() {
+        let window = Window::new(12, 3);
+        let held: Vec<Slot> = (0..3).map(|_| now(window.acquire()).expect("free")).collect();
+        assert!(now(window.acquire()).is_none(), "one worker: three slots");
+        window.resize(2);
+        let more: Vec<Slot> = (0..3).map(|_| now(window.acquire()).expect("free")).collect();
+        assert!(now(window.acquire()).is_none(), "two workers: six slots");
+        assert_eq!(window.usage(), (6, 6));
+        drop(more);
+        window.resize(1);
+        assert_eq!(window.usage(), (3, 3), "shrinks by the free slots");
+        drop(held);
+        assert_eq!(window.usage(), (3, 0));
+        assert_eq!(window.outstanding(), vec![0; 12], "every partition given back");
+    }
+
+    #[tokio::test]
+    async fn shrinking_below_the_held_slots_waits_for_them() {
+        let window = Window::new(4, 2);
+        window.resize(2);
+        let held: Vec<Slot> = (0..4).map(|_| now(window.acquire()).expect("free")).collect();
+        window.resize(1);
+        assert_eq!(window.usage(), (4, 4), "held slots are not taken away");
+        drop(held);
+        window.resize(1);
+        assert_eq!(window.usage(), (2, 0));
+        assert!(now(window.acquire()).is_some());
+    }
+
+    #[tokio::test]
+    async fn spreads_over_the_least_loaded_partitions() {
+        let window = Window::new(3, 10);
+        let slots: Vec<Slot> = (0..6).map(|_| now(window.acquire()).unwrap()).collect();
+        assert_eq!(window.outstanding(), vec![2, 2, 2]);
+        // Partition 1's tasks finish first: it gets the next ones.
+        let mut slots: Vec<Slot> = slots.into_iter().filter(|s| s.partition() != 1).collect();
+        slots.push(now(window.acquire()).unwrap());
+        assert_eq!(slots.last().unwrap().partition(), 1);
+        assert_eq!(window.outstanding(), vec![2, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_task_sent_again_moves_to_another_partition() {
+        let window = Window::new(3, 10);
+        let mut slot = now(window.acquire()).unwrap();
+        let first = slot.partition();
+        slot.move_away();
+        assert_ne!(slot.partition(), first);
+        assert_eq!(window.outstanding().iter().sum::<u32>(), 1);
+        let lonely = Window::new(1, 10);
+        let mut slot = now(lonely.acquire()).unwrap();
+        slot.move_away();
+        assert_eq!((slot.partition(), lonely.outstanding()), (0, vec![1]), "one partition: it stays");
+    }
+
+    #[tokio::test]
+    async fn resumed_tasks_count_where_they_are() {
+        let window = Window::new(4, 10);
+        let slot = now(window.acquire_at(2)).unwrap();
+        assert_eq!((slot.partition(), window.outstanding()), (2, vec![0, 0, 1, 0]));
+        let slot = now(window.acquire_at(9)).unwrap();
+        assert_eq!(slot.partition(), 1, "a partition beyond the topic's wraps");
+    }
+}
