@@ -114,7 +114,11 @@ async fn a_job_is_cancelled_then_deleted_with_its_files() {
 async fn workers_skip_the_tiles_of_a_cancelled_job() {
     let broker = Broker::start();
     let prefix = unique_prefix("skip");
-    let server = TestServer::start_with(&broker, &prefix, |c| c.tile_size = 256).await;
+    let server = TestServer::start_with(&broker, &prefix, |c| {
+        c.tile_size = 256;
+        c.tasks_per_worker = 16; // every tile outstanding at once
+    })
+    .await;
     let api = server.api();
     let image = test_image(1024, 1024);
     // Sent, then cancelled before any worker exists: its 16 tasks wait in the broker.
