@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p server -p worker -p bench
+cargo build --release --workspace
 RUST_LOG="${RUST_LOG:-off}" exec target/release/tilepipe-bench "$@"

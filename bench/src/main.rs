@@ -49,21 +49,28 @@ fn main() -> anyhow::Result<()> {
 
     let single = baseline(&jpeg, &ops, 512)?;
     println!(
-        "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}\n",
+        "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
         single.total, single.decode, single.process, single.encode
     );
+    let opencv = opencv(&jpeg)?;
+    match opencv {
+        Some(seconds) => {
+            println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
+        }
+        None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
+    }
 
     println!(
-        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | server peak MB | worker peak MB | vs single process |"
+        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | vs single process | vs OpenCV |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let runtime = tokio::runtime::Runtime::new()?;
     for &tile in &args.tile_sizes {
         for &workers in &args.workers {
             let run = runtime.block_on(distributed(&jpeg, &ops, workers, tile))?;
             let s = run.stages;
             println!(
-                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.2}x | {} |",
                 run.total,
                 run.upload,
                 s.decode_ms / 1e3,
@@ -73,13 +80,15 @@ fn main() -> anyhow::Result<()> {
                 s.encode_ms / 1e3,
                 f64::from(run.tiles) / (s.process_ms / 1e3),
                 mb(run.broker_bytes),
+                run.broker_bytes as f64 / jpeg.len() as f64,
                 mb(run.server_peak),
                 mb(run.worker_peak),
                 run.total / single.total,
+                opencv.map_or("-".to_owned(), |o| format!("{:.2}x", run.total / o)),
             );
         }
     }
-    println!("\n(\"vs single process\" is distributed time / single-process time: below 1 is faster.)");
+    println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
     Ok(())
 }
 
@@ -157,8 +166,11 @@ fn baseline(jpeg: &[u8], chain: &[Operation], tile: u32) -> anyhow::Result<Basel
     let process = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let png = intake::encode_png(&output)?;
-    std::hint::black_box(png);
+    // JPEG q90 with the server's encoder, as the job's result.
+    let mut result = Vec::new();
+    let (w, h) = (output.width as u16, output.height as u16);
+    jpeg_encoder::Encoder::new(&mut result, 90).encode(&output.pixels, w, h, jpeg_encoder::ColorType::Rgb)?;
+    std::hint::black_box(result);
     let encode = t.elapsed().as_secs_f64();
     Ok(Baseline { decode, process, encode, total: started.elapsed().as_secs_f64() })
 }
@@ -194,8 +206,8 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     let client = reqwest::Client::new();
     let started = Instant::now();
     let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
-    // PNG, as the single-process baseline writes.
-    let form = reqwest::multipart::Form::new().text("format", "png").part("image", part);
+    // The default result: the input's own format, JPEG q90, as the baselines write.
+    let form = reqwest::multipart::Form::new().part("image", part);
     let response = client.post(api.url("/api/jobs")).multipart(form).send().await?;
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
     let upload = started.elapsed().as_secs_f64();
@@ -222,6 +234,30 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
         server_peak: server.peak_memory_bytes().unwrap_or(0),
         worker_peak: pool.iter().filter_map(Process::peak_memory_bytes).max().unwrap_or(0),
     })
+}
+
+/// The median of three runs of the same job in one OpenCV process (all
+/// cores), timed inside the script; `None` without `tools/venv`.
+fn opencv(jpeg: &[u8]) -> anyhow::Result<Option<f64>> {
+    let python = std::path::Path::new("tools/venv/bin/python");
+    if !python.exists() {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in.jpg"), dir.path().join("out.jpg"));
+    std::fs::write(&input, jpeg)?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let run = std::process::Command::new(python)
+            .arg("tools/opencv_reference.py")
+            .arg("job")
+            .args([&input, &output])
+            .output()?;
+        anyhow::ensure!(run.status.success(), "OpenCV: {}", String::from_utf8_lossy(&run.stderr));
+        times.push(String::from_utf8_lossy(&run.stdout).trim().parse::<f64>()?);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Some(times[1]))
 }
 
 /// Bytes of tasks and replies the server has moved through the broker.

@@ -14,6 +14,15 @@ pub enum Encoding {
     Raw,
     /// A whole 8-bit RGB or RGBA PNG file of exactly the tile.
     Png,
+    /// Tasks only: a baseline JPEG file of a region of the upload, cut from
+    /// it losslessly (see `pipeline::jpeg`); the task's `source` says where.
+    Jpeg,
+}
+
+impl Encoding {
+    pub fn is_raw(&self) -> bool {
+        *self == Self::Raw
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +31,8 @@ pub enum CodecError {
     Size { expected: usize, got: usize },
     #[error("bad PNG: {0}")]
     Png(String),
+    #[error("a result cannot be a lossy JPEG")]
+    Lossy,
 }
 
 /// Encodes `frame`'s pixels.
@@ -29,6 +40,7 @@ pub fn encode(frame: &Frame, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Raw => frame.pixels.clone(),
         Encoding::Png => png_bytes(frame),
+        Encoding::Jpeg => panic!("tiles are never encoded as JPEG"),
     }
 }
 
@@ -43,6 +55,7 @@ pub fn decode(
         Encoding::Raw if bytes.len() == expected => bytes.to_vec(),
         Encoding::Raw => return Err(CodecError::Size { expected, got: bytes.len() }),
         Encoding::Png => from_png(bytes, (width, height, channels))?,
+        Encoding::Jpeg => return Err(CodecError::Lossy),
     };
     if pixels.len() != expected {
         return Err(CodecError::Size { expected, got: pixels.len() });

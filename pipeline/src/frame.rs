@@ -103,34 +103,51 @@ impl Frame {
     /// so a tile processed with its halo equals the same region of the whole
     /// image processed in one piece.
     pub fn crop_with_halo(&self, rect: Rect, halo: u32) -> Frame {
+        self.window_with_halo((0, 0), (self.width, self.height), rect, halo).expect("the frame is the whole image")
+    }
+
+    /// [`Frame::crop_with_halo`] for a frame that is only a window of the
+    /// image: it lies at `origin` in an image of `image` (width, height),
+    /// whose borders the halo mirrors. `None` if the window lacks a pixel
+    /// the tile or its halo needs.
+    pub fn window_with_halo(&self, origin: (u32, u32), image: (u32, u32), rect: Rect, halo: u32) -> Option<Frame> {
         let n = self.channels.count();
         let out_w = rect.width + 2 * halo;
         let out_h = rect.height + 2 * halo;
-        let mut out = Vec::with_capacity(Self::len_of(out_w, out_h, self.channels));
         let x0 = i64::from(rect.x) - i64::from(halo);
         let y0 = i64::from(rect.y) - i64::from(halo);
+        // Where image column / row `i` is in this frame.
+        let local = |i: u32, start: u32, size: u32| i.checked_sub(start).filter(|&l| l < size);
+        let column = |ox: u32| local(reflect101(x0 + i64::from(ox), image.0), origin.0, self.width);
         // Columns that need mirroring are at most `halo` on each side; the
         // middle run is one contiguous copy per row.
         let inner_start = (-x0).max(0) as u32;
-        let inner_end = (i64::from(self.width) - x0).min(i64::from(out_w)) as u32;
+        let inner_end = (i64::from(image.0) - x0).clamp(0, i64::from(out_w)) as u32;
+        let inner = if inner_start < inner_end {
+            let a = local((x0 + i64::from(inner_start)) as u32, origin.0, self.width)?;
+            let b = local((x0 + i64::from(inner_end) - 1) as u32, origin.0, self.width)? + 1;
+            Some((a as usize * n, b as usize * n))
+        } else {
+            None
+        };
+        let left: Vec<u32> = (0..inner_start.min(out_w)).map(column).collect::<Option<_>>()?;
+        let right: Vec<u32> = (inner_end.max(inner_start)..out_w).map(column).collect::<Option<_>>()?;
+        let mut out = Vec::with_capacity(Self::len_of(out_w, out_h, self.channels));
         for oy in 0..out_h {
-            let sy = reflect101(y0 + i64::from(oy), self.height) as usize;
+            let sy = local(reflect101(y0 + i64::from(oy), image.1), origin.1, self.height)? as usize;
             let row = &self.pixels[sy * self.row_bytes()..(sy + 1) * self.row_bytes()];
-            let mirrored = |out: &mut Vec<u8>, cols: std::ops::Range<u32>| {
-                for ox in cols {
-                    let sx = reflect101(x0 + i64::from(ox), self.width) as usize * n;
-                    out.extend_from_slice(&row[sx..sx + n]);
+            let mirrored = |out: &mut Vec<u8>, cols: &[u32]| {
+                for &sx in cols {
+                    out.extend_from_slice(&row[sx as usize * n..sx as usize * n + n]);
                 }
             };
-            mirrored(&mut out, 0..inner_start.min(out_w));
-            if inner_start < inner_end {
-                let a = (x0 + i64::from(inner_start)) as usize * n;
-                let b = (x0 + i64::from(inner_end)) as usize * n;
+            mirrored(&mut out, &left);
+            if let Some((a, b)) = inner {
                 out.extend_from_slice(&row[a..b]);
             }
-            mirrored(&mut out, inner_end.max(inner_start)..out_w);
+            mirrored(&mut out, &right);
         }
-        Frame::with_channels(out_w, out_h, self.channels, out)
+        Some(Frame::with_channels(out_w, out_h, self.channels, out))
     }
 
     /// Copies `rect` out of the frame (no halo).

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod frame;
 pub mod geometry;
+pub mod jpeg;
 pub mod ops;
 pub mod wire;
 

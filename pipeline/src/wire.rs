@@ -43,7 +43,30 @@ pub struct TaskHeader {
     /// absent (unknown).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// How the pixels travel: `raw` (when absent) or `jpeg`.
+    #[serde(default, skip_serializing_if = "Encoding::is_raw")]
+    pub encoding: Encoding,
+    /// For `jpeg`: where the JPEG's region lies in the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
+
+/// The region of the image a `jpeg` task carries (a window around the tile
+/// and its halo, clamped to the image), and the image's size, whose borders
+/// the halo mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub image_width: u32,
+    pub image_height: u32,
+}
+
+/// The largest side of a `jpeg` task's region: a tile, its halo and up to
+/// two MCUs (32 px each) of alignment and margin on each side.
+pub const MAX_SOURCE_SIDE: u32 = MAX_TILE_SIDE + 2 * ops::MAX_HALO + 128;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -251,15 +274,36 @@ impl Task {
     /// If the header's channels are not the input's.
     pub fn encode(&self) -> Vec<u8> {
         assert_eq!(self.header.channels, self.input.channels, "task header channels");
+        assert!(self.header.encoding.is_raw(), "a task with its input frame is raw");
         encode(TASK_MAGIC, &self.header, &self.input.pixels)
     }
 
+    /// A `jpeg` task: the header (whose `encoding` and `source` say so) and
+    /// the JPEG file of its region.
+    pub fn encode_jpeg(header: &TaskHeader, jpeg: &[u8]) -> Vec<u8> {
+        assert!(header.encoding == Encoding::Jpeg && header.source.is_some(), "a jpeg task's header");
+        encode(TASK_MAGIC, header, jpeg)
+    }
+
     /// Checks the header (see [`TaskHeader::input_size`]) before anything is
-    /// allocated from it.
+    /// allocated from it; a `jpeg` task's region is decoded and the tile's
+    /// input (with its mirrored halo) cut from it.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (header, pixels): (TaskHeader, _) = decode(TASK_MAGIC, bytes)?;
         let (w, h) = header.input_size()?;
-        let input = frame(w, h, header.channels, pixels)?;
+        let input = match header.encoding {
+            Encoding::Raw => frame(w, h, header.channels, pixels)?,
+            Encoding::Jpeg => {
+                let source = header.check_source()?;
+                let region = crate::jpeg::decode(pixels, source.width, source.height)
+                    .map_err(|e| WireError::Invalid(e.to_string()))?;
+                let image = (source.image_width, source.image_height);
+                region
+                    .window_with_halo((source.x, source.y), image, header.rect, header.halo)
+                    .ok_or_else(|| WireError::Invalid("the JPEG region does not cover the tile and its halo".into()))?
+            }
+            Encoding::Png => return Err(WireError::Invalid("a task is raw or jpeg, not png".into())),
+        };
         Ok(Task { header, input })
     }
 }
@@ -293,6 +337,29 @@ impl TaskHeader {
         }
         // Both below 2048 + 2 * 512: no overflow.
         Ok((self.rect.width + 2 * self.halo, self.rect.height + 2 * self.halo))
+    }
+
+    /// A `jpeg` task's source: RGB, at most [`MAX_SOURCE_SIDE`] a side,
+    /// inside an image that holds the tile.
+    fn check_source(&self) -> Result<Source, WireError> {
+        let invalid = |why: &str| Err(WireError::Invalid(format!("jpeg source: {why}")));
+        let Some(s) = self.source else { return invalid("missing") };
+        if self.channels != Channels::Rgb {
+            return invalid("a JPEG region is RGB");
+        }
+        let side = 1..=MAX_SOURCE_SIDE;
+        if !side.contains(&s.width) || !side.contains(&s.height) {
+            return invalid("1..=MAX_SOURCE_SIDE pixels a side");
+        }
+        let inside = |at: u32, size: u32, limit: u32| u64::from(at) + u64::from(size) <= u64::from(limit);
+        if !inside(s.x, s.width, s.image_width) || !inside(s.y, s.height, s.image_height) {
+            return invalid("outside the image");
+        }
+        let r = self.rect;
+        if !inside(r.x, r.width, s.image_width) || !inside(r.y, r.height, s.image_height) {
+            return invalid("the tile is outside the image");
+        }
+        Ok(s)
     }
 
     /// The job, tile and attempt a task names, read from its header alone:
@@ -450,6 +517,8 @@ mod tests {
             ops: vec![Operation::default()],
             channels: Channels::Rgb,
             attempt: 2,
+            encoding: Encoding::Raw,
+            source: None,
         };
         let input = Frame::new(5, 4, (0..60).collect());
         Task { header, input }
@@ -695,5 +764,48 @@ mod tests {
                 let _ = TaskHeader::peek(&bytes);
             }
         }
+    }
+
+    /// A JPEG of `frame`'s pixels, as an upload would be.
+    fn jpeg_of(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (w, h) = (frame.width as u16, frame.height as u16);
+        jpeg_encoder::Encoder::new(&mut out, 90).encode(&frame.pixels, w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_jpeg_task_carries_its_tiles_input_exactly() {
+        let pixels = (0..200u32 * 120 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let upload = jpeg_of(&Frame::new(200, 120, pixels));
+        let whole = image::load_from_memory(&upload).unwrap().into_rgb8();
+        let whole = Frame::new(200, 120, whole.into_raw());
+        let jpeg = crate::jpeg::Jpeg::parse(&upload).unwrap();
+        let layout = jpeg.layout();
+        let (rect, halo) = (Rect { x: 0, y: 64, width: 64, height: 56 }, 25);
+        let region = (-25, 39, 89, 145);
+        let mcus = layout.covering(region);
+        let (x, y, width, height) = layout.bounds(mcus);
+        let mut crop = None;
+        jpeg.split(&[mcus], |_, c| {
+            crop = Some(c.bytes);
+            true
+        })
+        .unwrap();
+        let source = Source { x, y, width, height, image_width: 200, image_height: 120 };
+        let header = TaskHeader { encoding: Encoding::Jpeg, source: Some(source), rect, halo, ..task().header };
+        let bytes = Task::encode_jpeg(&header, &crop.unwrap());
+        assert!(bytes.len() < Frame::len_of(114, 106, Channels::Rgb) / 2, "{} bytes", bytes.len());
+        let decoded = Task::decode(&bytes).unwrap();
+        assert!(decoded.input == whole.crop_with_halo(rect, halo), "the tile's input differs from the whole image's");
+
+        // A region that misses part of the halo, or lies outside the image, is refused.
+        let short = TaskHeader { source: Some(Source { height: height - 16, ..source }), ..header.clone() };
+        assert!(Task::decode(&Task::encode_jpeg(&short, &[0xFF, 0xD8])).is_err());
+        let outside = TaskHeader { source: Some(Source { image_height: 60, ..source }), ..header.clone() };
+        let refused = Task::decode(&Task::encode_jpeg(&outside, &[0xFF, 0xD8])).unwrap_err();
+        assert!(refused.to_string().contains("outside the image"), "{refused}");
+        let huge = TaskHeader { source: Some(Source { width: 1 << 20, ..source }), ..header };
+        assert!(Task::decode(&Task::encode_jpeg(&huge, &[0xFF, 0xD8])).is_err());
     }
 }

@@ -89,7 +89,7 @@ async fn create_job(
         let _turn = state.admission.decoder().await;
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            intake::decode_file(file.path(), info).map(|frame| (file, (frame, started.elapsed())))
+            intake::prepare_file(file.path(), info).map(|source| (file, (source, started.elapsed())))
         })
         .await
         .map_err(anyhow::Error::from)??

@@ -67,17 +67,8 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::default());
         let partitions = kafka::partitions(&producer, &topics.tasks).await?;
         let window = jobs::Window::new(partitions, config.tasks_per_worker);
-        let jobs = Arc::new(Jobs::new(
-            store.clone(),
-            events.clone(),
-            producer,
-            progress,
-            topics.clone(),
-            settings,
-            Arc::clone(&metrics),
-            Arc::clone(&window),
-        ));
-
+        let broker = jobs::Broker { producer, progress, topics: topics.clone(), window: Arc::clone(&window) };
+        let jobs = Arc::new(Jobs::new(store.clone(), events.clone(), broker, settings, Arc::clone(&metrics)));
         let shutdown = CancellationToken::new();
         let timeout = Duration::from_secs(config.worker_timeout_secs);
         let mut background = JoinSet::new();

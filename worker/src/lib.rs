@@ -92,6 +92,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("topic.metadata.refresh.interval.ms", "5000")
         // One tile at a time per worker: do not hoard tasks other members could take.
         .set("queued.max.messages.kbytes", "16384")
+        // The master keeps only a few tasks queued, so a worker must hear of a
+        // new one at once: a broker answers an empty fetch only after this.
+        .set("fetch.wait.max.ms", "25")
         .create()
         .context("creating Kafka consumer")?;
     // librdkafka wants a group even for assigned partitions; this one never

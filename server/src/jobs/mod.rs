@@ -6,6 +6,7 @@
 //! Submodules: `results` takes workers' replies in, `retry` sends tiles again
 //! (after failures and missed deadlines) and dead-letters hopeless ones.
 
+mod input;
 mod results;
 mod retry;
 pub mod window;
@@ -18,16 +19,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use app::api::{Event, Job, JobStatus, Output, Stages};
 use futures::StreamExt;
-use pipeline::wire::{Control, Task, TaskHeader, Topics};
+use pipeline::codec::Encoding;
+use pipeline::wire::{Control, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::{info, warn};
 
-use crate::intake::{self, ImageInfo, Limits};
+use crate::intake::{self, ImageInfo, Limits, Source};
 use crate::kafka::TaskProgress;
 use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
+use input::{Input, Payload};
 pub use window::Window;
 
 /// How long a job whose result could not be written waits to try again.
@@ -81,25 +84,28 @@ struct Active {
     grid: TileGrid,
     ops: Arc<[Operation]>,
     halo: u32,
-    input: Arc<Frame>,
+    input: Input,
     tiles: Vec<TileState>,
     remaining: u32,
     output: Output,
 }
 
 impl Active {
-    fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Arc<Frame>)> {
+    fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Payload)> {
         let rect = self.grid.tile(tile)?;
-        let header = TaskHeader {
+        let mut header = TaskHeader {
             job_id: id.to_owned(),
             tile,
             rect,
             halo: self.halo,
             ops: self.ops.to_vec(),
-            channels: self.input.channels,
+            channels: self.input.channels(),
             attempt: self.tiles.get(tile as usize)?.attempts + 1,
+            encoding: Encoding::Raw,
+            source: None,
         };
-        Some((header, Arc::clone(&self.input)))
+        let payload = self.input.payload(&mut header);
+        Some((header, payload))
     }
 }
 
@@ -127,17 +133,18 @@ pub fn ms_ago(ago: Duration) -> i64 {
     now_ms().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How the engine reaches the workers: the broker's clients and topics, and
+/// the window that paces dispatch.
+pub struct Broker {
+    pub producer: FutureProducer,
+    pub progress: TaskProgress,
+    pub topics: Topics,
+    pub window: Arc<Window>,
+}
+
 impl Jobs {
-    pub fn new(
-        store: Store,
-        events: Events,
-        producer: FutureProducer,
-        progress: TaskProgress,
-        topics: Topics,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        window: Arc<Window>,
-    ) -> Self {
+    pub fn new(store: Store, events: Events, broker: Broker, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let Broker { producer, progress, topics, window } = broker;
         Self { store, events, producer, progress, topics, settings, metrics, window, active: Mutex::default() }
     }
 
@@ -172,7 +179,7 @@ impl Jobs {
         file: crate::upload::Upload,
         filename: &str,
         info: ImageInfo,
-        decoded: (Frame, Duration),
+        decoded: (Source, Duration),
         ops: Vec<Operation>,
         output: Output,
     ) -> anyhow::Result<Job> {
@@ -229,25 +236,26 @@ impl Jobs {
     }
 
     /// Starts (or resumes) a job; a job that cannot start fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Frame, Duration)>) {
+    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>) {
         if let Err(e) = self.start(id, upload).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
     }
 
-    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Frame, Duration)>) -> anyhow::Result<()> {
+    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
-        let (input, decode_time) = match upload {
+        let input_path = self.input_path(id).await.context("the job's input file is gone")?;
+        let (source, decode_time) = match upload {
             Some(decoded) => decoded,
             None => {
-                // Resuming: decode the stored upload again.
-                let path = self.input_path(id).await.context("the job's input file is gone")?;
+                // Resuming: read the stored upload again.
+                let path = input_path.clone();
                 tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
                     let info = intake::inspect_file(&path, any_size)?;
-                    intake::decode_file(&path, info).map(|f| (f, started.elapsed()))
+                    intake::prepare_file(&path, info).map(|s| (s, started.elapsed()))
                 })
                 .await??
             }
@@ -255,7 +263,13 @@ impl Jobs {
         let clock =
             Clock { decode_ms: ms(decode_time), decoded_at: Instant::now(), dispatched_at: None, last_result_at: None };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
-        anyhow::ensure!((input.width, input.height) == (grid.width, grid.height), "the input file changed size");
+        let (size, input) = match source {
+            Source::Pixels(frame) => ((frame.width, frame.height), Input::Pixels(Arc::new(frame))),
+            Source::Jpeg(layout) => {
+                ((layout.width, layout.height), Input::Jpeg { layout, tiles_dir: self.tiles_dir(id) })
+            }
+        };
+        anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
         if !self.store.start_job(id, grid.tiles()).await? {
             return Ok(()); // cancelled while decoding
         }
@@ -267,7 +281,7 @@ impl Jobs {
             // Done before a restart: its pixels are on disk (or it is redone).
             let rect = grid.tile(t).expect("in the grid");
             match tokio::fs::metadata(self.tile_path(id, t)).await {
-                Ok(file) if file.len() == Frame::len_of(rect.width, rect.height, input.channels) as u64 => {
+                Ok(file) if file.len() == Frame::len_of(rect.width, rect.height, input.channels()) as u64 => {
                     tiles[t as usize].done = true;
                 }
                 _ => {
@@ -282,22 +296,12 @@ impl Jobs {
             state.placed = p.task_partition.zip(p.task_offset);
         }
         let remaining = tiles.iter().filter(|t| !t.done).count() as u32;
-        let unsent: Vec<u32> =
-            (0..grid.len()).filter(|&t| !tiles[t as usize].done && tiles[t as usize].placed.is_none()).collect();
-        let placed: Vec<(u32, i32)> = (0..grid.len())
-            .filter(|&t| !tiles[t as usize].done)
-            .filter_map(|t| Some((t, tiles[t as usize].placed?.0)))
-            .collect();
-        let active = Active {
-            clock,
-            grid,
-            halo: ops::chain_halo(&job.ops),
-            ops: job.ops.into(),
-            input: Arc::new(input),
-            tiles,
-            remaining,
-            output: job.output,
-        };
+        let unsent: Vec<bool> = tiles.iter().map(|t| !t.done && t.placed.is_none()).collect();
+        let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].done).collect();
+        let placed: Vec<(u32, i32)> = not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placed?.0))).collect();
+        let halo = ops::chain_halo(&job.ops);
+        let cut_from_jpeg = matches!(input, Input::Jpeg { .. });
+        let active = Active { clock, grid, halo, ops: job.ops.into(), input, tiles, remaining, output: job.output };
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(active)));
         // A cancel that came after `start_job` found nothing to remove from
         // the map: it is seen here instead, so no cancelled job runs on.
@@ -326,21 +330,40 @@ impl Jobs {
                 state.slot = Some(slot);
             }
         }
-        // The rest as slots free up (a stopped job stops taking them), a
-        // few sendings at a time.
-        let mut unsent = unsent.into_iter().peekable();
-        let mut sending = futures::stream::FuturesUnordered::new();
-        while let Some(&tile) = unsent.peek() {
+
+        // The tiles to send, in grid order: at once from the decoded image,
+        // or as the splitter cuts them from the JPEG (every tile not done,
+        // so that those already on the broker have their crop for a retry).
+        let (tx, mut ready) = tokio::sync::mpsc::channel(input::SPLIT_AHEAD);
+        if cut_from_jpeg {
+            let tiles_dir = self.tiles_dir(id);
+            tokio::task::spawn_blocking(move || input::split(&input_path, grid, halo, &not_done, &tiles_dir, &tx));
+        } else {
+            tokio::spawn(async move {
+                for tile in not_done {
+                    if tx.send(Ok(tile)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // Each as a slot frees up (a stopped job stops taking them), a few
+        // sendings at a time.
+        let (mut next, mut sending) = (None, futures::stream::FuturesUnordered::new());
+        loop {
             tokio::select! {
                 Some(sent) = sending.next(), if !sending.is_empty() => {
                     sent?;
                 }
-                slot = self.window.acquire(), if sending.len() < DISPATCH_CONCURRENCY => {
+                tile = ready.recv(), if next.is_none() => match tile {
+                    Some(tile) => next = Some(tile?).filter(|&t| unsent[t as usize]),
+                    None => break,
+                },
+                slot = self.window.acquire(), if next.is_some() && sending.len() < DISPATCH_CONCURRENCY => {
                     if self.get(id).is_none() {
                         break;
                     }
-                    sending.push(self.publish(id, tile, Some(slot)));
-                    unsent.next();
+                    sending.push(self.publish(id, next.take().expect("guarded"), Some(slot)));
                 }
             }
         }
@@ -371,7 +394,7 @@ impl Jobs {
     /// a later one moves the tile's slot to another partition.
     async fn publish(&self, id: &str, tile: u32, slot: Option<window::Slot>) -> anyhow::Result<bool> {
         let Some(active) = self.get(id) else { return Ok(false) };
-        let Some((header, input, partition)) = ({
+        let Some((header, payload, partition)) = ({
             let mut a = active.lock().expect("lock");
             let state = &mut a.tiles[tile as usize];
             if state.done || state.sending {
@@ -384,13 +407,13 @@ impl Jobs {
                     (None, None) => {} // a resumed task still waiting for its slot
                 }
                 let partition = state.slot.as_ref().map(window::Slot::partition);
-                a.task(id, tile).map(|(header, input)| (header, input, partition))
+                a.task(id, tile).map(|(header, payload)| (header, payload, partition))
             }
         }) else {
             return Ok(false);
         };
         let sent = async {
-            let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
+            let payload = tokio::task::spawn_blocking(move || payload.encode(header)).await??;
             self.metrics.task_bytes.inc_by(payload.len() as u64);
             let key = format!("{id}/{tile}");
             let mut record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
@@ -428,7 +451,7 @@ impl Jobs {
             };
             let (clock, grid, output, channels) = {
                 let active = active.lock().expect("lock");
-                (active.clock, active.grid, active.output, active.input.channels)
+                (active.clock, active.grid, active.output, active.input.channels())
             };
             let path = self.result_path(id, output);
             let partial = path.with_extension("partial");
@@ -548,12 +571,6 @@ impl Jobs {
 /// Where a finished tile's raw RGB pixels are kept until the result is written.
 fn tile_file(tiles_dir: &std::path::Path, tile: u32) -> PathBuf {
     tiles_dir.join(format!("{tile}.rgb"))
-}
-
-fn encode_task(header: TaskHeader, input: &Frame) -> Vec<u8> {
-    let rect = header.rect;
-    let halo = header.halo;
-    Task { header, input: input.crop_with_halo(rect, halo) }.encode()
 }
 
 /// Tile indices below `total` that are not among `pending`.

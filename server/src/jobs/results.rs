@@ -69,7 +69,7 @@ impl Jobs {
                 if a.tiles.get(h.tile as usize).is_some_and(|t| t.done) {
                     return Ok(()); // a duplicate
                 }
-                (a.grid, a.input.channels)
+                (a.grid, a.input.channels())
             }
             // Not registered (yet): keep it if the job is running, e.g.
             // still being resumed after a restart (which checks each tile

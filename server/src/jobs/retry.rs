@@ -16,7 +16,7 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Jobs, Shared, encode_task};
+use super::{Jobs, Shared};
 
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -49,10 +49,10 @@ impl Jobs {
     /// Parks a tile's task on the dead-letter topic, with why, for inspection
     /// and replay.
     async fn dead_letter(&self, id: &str, tile: u32, reason: &str) -> anyhow::Result<()> {
-        let Some((header, input)) = self.get(id).and_then(|a| a.lock().expect("lock").task(id, tile)) else {
+        let Some((header, payload)) = self.get(id).and_then(|a| a.lock().expect("lock").task(id, tile)) else {
             return Ok(());
         };
-        let payload = tokio::task::spawn_blocking(move || encode_task(header, &input)).await?;
+        let payload = tokio::task::spawn_blocking(move || payload.encode(header)).await??;
         let key = format!("{id}/{tile}");
         let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(reason) });
         let record = FutureRecord::to(&self.topics.dead_letters).key(&key).payload(&payload).headers(headers);

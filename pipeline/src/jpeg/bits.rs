@@ -1,0 +1,145 @@
+//! Entropy-coded bits: reading with 0xFF00 unstuffing and restart markers,
+//! writing with stuffing and one-bit padding.
+
+use super::JpegError;
+
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    /// Bits not yet consumed, left-aligned.
+    acc: u64,
+    count: u32,
+    /// A marker (or the end of the data) was reached: zeros are fed from then on.
+    at_marker: bool,
+    /// Zero bits fed past a marker.
+    padding: u32,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0, acc: 0, count: 0, at_marker: false, padding: 0 }
+    }
+
+    fn fill(&mut self) {
+        while self.count <= 56 {
+            let mut byte = 0;
+            if !self.at_marker {
+                match (self.data.get(self.pos), self.data.get(self.pos + 1)) {
+                    (Some(0xFF), Some(0x00)) => {
+                        byte = 0xFF;
+                        self.pos += 2;
+                    }
+                    (Some(0xFF), _) | (None, _) => self.at_marker = true,
+                    (Some(&b), _) => {
+                        byte = b;
+                        self.pos += 1;
+                    }
+                }
+            }
+            if self.at_marker {
+                self.padding += 8;
+            }
+            self.acc |= u64::from(byte) << (56 - self.count);
+            self.count += 8;
+        }
+    }
+
+    /// The next 16 bits, without consuming them.
+    pub fn peek16(&mut self) -> u32 {
+        if self.count < 16 {
+            self.fill();
+        }
+        (self.acc >> 48) as u32
+    }
+
+    pub fn consume(&mut self, n: u32) {
+        self.acc <<= n;
+        self.count -= n;
+    }
+
+    pub fn bits(&mut self, n: u8) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        if self.count < u32::from(n) {
+            self.fill();
+        }
+        let v = (self.acc >> (64 - u32::from(n))) as u32;
+        self.consume(u32::from(n));
+        v
+    }
+
+    /// `size` bits read as a signed value (T.81 F.2.2.1, EXTEND).
+    pub fn receive_extend(&mut self, size: u8) -> i32 {
+        if size == 0 {
+            return 0;
+        }
+        let v = self.bits(size) as i32;
+        if v < 1 << (size - 1) { v - (1 << size) + 1 } else { v }
+    }
+
+    /// Whether zeros fed past the data's end (or a marker) were consumed.
+    pub fn overrun(&self) -> bool {
+        self.padding > self.count
+    }
+
+    /// Skips to just past the next restart marker and starts afresh.
+    pub fn restart(&mut self) -> Result<(), JpegError> {
+        if self.overrun() {
+            return Err(JpegError::Malformed("the scan ends early"));
+        }
+        (self.acc, self.count, self.padding, self.at_marker) = (0, 0, 0, false);
+        // Bytes before the marker are padding; a decoder skips junk too.
+        while self.pos + 1 < self.data.len() {
+            if self.data[self.pos] == 0xFF && (0xD0..=0xD7).contains(&self.data[self.pos + 1]) {
+                self.pos += 2;
+                return Ok(());
+            }
+            if self.data[self.pos] == 0xFF && !matches!(self.data[self.pos + 1], 0x00 | 0xFF) {
+                break; // another marker: the restart marker is missing
+            }
+            self.pos += 1;
+        }
+        Err(JpegError::Malformed("a restart marker is missing"))
+    }
+}
+
+pub struct BitWriter {
+    out: Vec<u8>,
+    acc: u32,
+    count: u32,
+}
+
+impl BitWriter {
+    pub fn new(out: Vec<u8>) -> Self {
+        Self { out, acc: 0, count: 0 }
+    }
+
+    /// Appends the low `n` bits of `bits` (n <= 16).
+    pub fn put(&mut self, bits: u32, n: u8) {
+        if n == 0 {
+            return;
+        }
+        let n = u32::from(n);
+        self.acc = (self.acc << n) | (bits & ((1 << n) - 1));
+        self.count += n;
+        while self.count >= 8 {
+            let byte = (self.acc >> (self.count - 8)) as u8;
+            self.out.push(byte);
+            if byte == 0xFF {
+                self.out.push(0x00);
+            }
+            self.count -= 8;
+        }
+        self.acc &= (1 << self.count) - 1;
+    }
+
+    /// Pads the last byte with ones and returns the bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.count > 0 {
+            let pad = 8 - self.count as u8;
+            self.put((1 << pad) - 1, pad);
+        }
+        self.out
+    }
+}

@@ -1,0 +1,147 @@
+//! Huffman tables: decoding the original's, encoding with the standard ones
+//! (T.81 Annex K.3).
+
+use super::JpegError;
+use super::bits::{BitReader, BitWriter};
+
+/// Codes up to this long are found with one table lookup.
+const FAST_BITS: u32 = 9;
+
+pub struct Decoder {
+    /// By the next `FAST_BITS` bits: the code's length (0: longer) and value.
+    fast: Vec<(u8, u8)>,
+    /// Per code length 1..=16: the largest code (-1: none) and where its
+    /// values start in `values`, less the smallest code.
+    max_code: [i32; 17],
+    offset: [i32; 17],
+    values: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new(counts: &[u8; 16], values: &[u8]) -> Result<Self, JpegError> {
+        let mut fast = vec![(0u8, 0u8); 1 << FAST_BITS];
+        let (mut max_code, mut offset) = ([-1i32; 17], [0i32; 17]);
+        let (mut code, mut k) = (0u32, 0usize);
+        for length in 1..=16u32 {
+            let n = usize::from(counts[length as usize - 1]);
+            if n > 0 {
+                offset[length as usize] = k as i32 - code as i32;
+                for _ in 0..n {
+                    if code >= 1 << length {
+                        return Err(JpegError::Malformed("a Huffman table with too many codes"));
+                    }
+                    if length <= FAST_BITS {
+                        let shift = FAST_BITS - length;
+                        for low in 0..1u32 << shift {
+                            fast[((code << shift) | low) as usize] = (length as u8, values[k]);
+                        }
+                    }
+                    code += 1;
+                    k += 1;
+                }
+                max_code[length as usize] = code as i32 - 1;
+            }
+            code <<= 1;
+        }
+        Ok(Self { fast, max_code, offset, values: values.to_vec() })
+    }
+
+    pub fn decode(&self, bits: &mut BitReader<'_>) -> Result<u8, JpegError> {
+        let peek = bits.peek16();
+        let (length, value) = self.fast[(peek >> (16 - FAST_BITS)) as usize];
+        if length > 0 {
+            bits.consume(u32::from(length));
+            return Ok(value);
+        }
+        for length in FAST_BITS + 1..=16 {
+            let code = (peek >> (16 - length)) as i32;
+            if code <= self.max_code[length as usize] {
+                bits.consume(length);
+                let index = code + self.offset[length as usize];
+                return self.values.get(index as usize).copied().ok_or(JpegError::Malformed("bad Huffman code"));
+            }
+        }
+        Err(JpegError::Malformed("bad Huffman code"))
+    }
+}
+
+pub struct Encoder {
+    class: u8,
+    id: u8,
+    counts: [u8; 16],
+    values: &'static [u8],
+    /// By value: its code and length.
+    codes: [(u16, u8); 256],
+}
+
+impl Encoder {
+    fn new(class: u8, id: u8, counts: [u8; 16], values: &'static [u8]) -> Self {
+        let mut codes = [(0u16, 0u8); 256];
+        let (mut code, mut k) = (0u16, 0);
+        for length in 1..=16u8 {
+            for _ in 0..counts[usize::from(length) - 1] {
+                codes[usize::from(values[k])] = (code, length);
+                code += 1;
+                k += 1;
+            }
+            code <<= 1;
+        }
+        Self { class, id, counts, values, codes }
+    }
+
+    /// DC luminance, AC luminance, DC chrominance, AC chrominance.
+    pub fn standard() -> [Self; 4] {
+        [
+            Self::new(0, 0, DC_LUMA_COUNTS, &DC_VALUES),
+            Self::new(1, 0, AC_LUMA_COUNTS, &AC_LUMA_VALUES),
+            Self::new(0, 1, DC_CHROMA_COUNTS, &DC_VALUES),
+            Self::new(1, 1, AC_CHROMA_COUNTS, &AC_CHROMA_VALUES),
+        ]
+    }
+
+    pub fn put(&self, w: &mut BitWriter, value: u8) {
+        let (code, length) = self.codes[usize::from(value)];
+        debug_assert!(length > 0, "value {value:#x} has no standard code");
+        w.put(u32::from(code), length);
+    }
+}
+
+/// One DHT segment holding `tables`.
+pub fn write_tables(out: &mut Vec<u8>, tables: &[Encoder]) {
+    let length: usize = 2 + tables.iter().map(|t| 17 + t.values.len()).sum::<usize>();
+    out.extend_from_slice(&[0xFF, 0xC4]);
+    out.extend_from_slice(&(length as u16).to_be_bytes());
+    for t in tables {
+        out.push(t.class << 4 | t.id);
+        out.extend_from_slice(&t.counts);
+        out.extend_from_slice(t.values);
+    }
+}
+
+const DC_LUMA_COUNTS: [u8; 16] = [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+const DC_CHROMA_COUNTS: [u8; 16] = [0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0];
+const DC_VALUES: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const AC_LUMA_COUNTS: [u8; 16] = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d];
+const AC_LUMA_VALUES: [u8; 162] = [
+    0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71, 0x14,
+    0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82, 0x09,
+    0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
+    0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65,
+    0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
+    0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9,
+    0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca,
+    0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea,
+    0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa,
+];
+const AC_CHROMA_COUNTS: [u8; 16] = [0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77];
+const AC_CHROMA_VALUES: [u8; 162] = [
+    0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22, 0x32,
+    0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1, 0x0a, 0x16,
+    0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39,
+    0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64,
+    0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86,
+    0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+    0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8,
+    0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9,
+    0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa,
+];

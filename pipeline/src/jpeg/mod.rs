@@ -1,0 +1,549 @@
+//! Lossless JPEG crops: a baseline JPEG's tiles sent as small JPEGs of their
+//! own, cut in the DCT domain (as `jpegtran -crop` does), never decoded to
+//! pixels by the master.
+//!
+//! A task then carries about a thirteenth of its raw bytes. The crop is one
+//! MCU wider than its tile and halo on every side (where the image goes on),
+//! because chroma upsampling reads neighbouring samples: with that margin,
+//! decoding the crop gives exactly the pixels that decoding the whole image
+//! gives (tested for every sampling and restart layout below).
+//!
+//! Supported: 8-bit sequential Huffman JPEGs (SOF0, SOF1) with one
+//! interleaved scan of 1 or 3 components. Anything else (progressive,
+//! arithmetic, 12-bit, CMYK, multi-scan) is [`JpegError::Unsupported`] and
+//! travels raw.
+
+mod bits;
+mod huffman;
+
+use std::collections::VecDeque;
+
+use crate::frame::{Channels, Frame};
+use bits::{BitReader, BitWriter};
+use huffman::{Decoder as HuffmanDecoder, Encoder as HuffmanEncoder};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JpegError {
+    #[error("this JPEG cannot be cropped losslessly: {0}")]
+    Unsupported(&'static str),
+    #[error("malformed JPEG: {0}")]
+    Malformed(&'static str),
+}
+
+/// An MCU-aligned region of the image as a JPEG file of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// A region in MCUs: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McuRect {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Component {
+    id: u8,
+    h: u8,
+    v: u8,
+    tq: u8,
+    td: u8,
+    ta: u8,
+}
+
+/// One DCT block's quantised coefficients, in zigzag order.
+type Block = [i16; 64];
+
+/// The decoded coefficients of one MCU row: per component, `v` rows of
+/// `mcus_x * h` blocks.
+type McuRow = Vec<Vec<Block>>;
+
+/// An image's size and MCU grid: all that is needed to know which region of
+/// it a crop holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub width: u32,
+    pub height: u32,
+    pub mcu_width: u32,
+    pub mcu_height: u32,
+}
+
+impl Layout {
+    /// MCU columns and rows.
+    pub fn mcus(&self) -> (u32, u32) {
+        (self.width.div_ceil(self.mcu_width), self.height.div_ceil(self.mcu_height))
+    }
+
+    /// The MCUs that cover pixels `x0..x1`, `y0..y1` (clamped to the image)
+    /// and one MCU more on every side where the image goes on.
+    pub fn covering(&self, (x0, y0, x1, y1): (i64, i64, i64, i64)) -> McuRect {
+        let (w, h) = (self.mcu_width, self.mcu_height);
+        let (cols, rows) = self.mcus();
+        let first = |p: i64, size: u32| (p.max(0) / i64::from(size)).saturating_sub(1).max(0) as u32;
+        let end = |p: i64, size: u32, count: u32, limit: u32| {
+            let p = p.clamp(1, i64::from(limit));
+            ((p as u64).div_ceil(u64::from(size)) as u32 + 1).min(count)
+        };
+        McuRect {
+            x0: first(x0, w),
+            y0: first(y0, h),
+            x1: end(x1, w, cols, self.width),
+            y1: end(y1, h, rows, self.height),
+        }
+    }
+
+    /// The pixels `rect` holds: x, y, width, height.
+    pub fn bounds(&self, rect: McuRect) -> (u32, u32, u32, u32) {
+        let (x, y) = (rect.x0 * self.mcu_width, rect.y0 * self.mcu_height);
+        let width = (rect.x1 * self.mcu_width).min(self.width) - x;
+        let height = (rect.y1 * self.mcu_height).min(self.height) - y;
+        (x, y, width, height)
+    }
+}
+
+/// A baseline JPEG read up to its scan: all a crop needs.
+pub struct Jpeg<'a> {
+    pub width: u32,
+    pub height: u32,
+    sof: u8,
+    components: Vec<Component>,
+    /// Segments every crop repeats verbatim (JFIF, Adobe, quantisation tables).
+    kept: Vec<&'a [u8]>,
+    dc: [Option<HuffmanDecoder>; 4],
+    ac: [Option<HuffmanDecoder>; 4],
+    restart_interval: u32,
+    scan: &'a [u8],
+}
+
+impl<'a> Jpeg<'a> {
+    /// Reads the markers up to the start of the scan.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, JpegError> {
+        use JpegError::{Malformed, Unsupported};
+        if !bytes.starts_with(&[0xFF, 0xD8]) {
+            return Err(Malformed("no start-of-image marker"));
+        }
+        let mut pos = 2;
+        let (mut frame, mut kept) = (None, Vec::new());
+        let (mut dc, mut ac): ([Option<HuffmanDecoder>; 4], [Option<HuffmanDecoder>; 4]) = Default::default();
+        let mut restart_interval = 0;
+        loop {
+            // Fill bytes (0xFF) may precede a marker.
+            while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+                pos += 1;
+            }
+            let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+                return Err(Malformed("expected a marker"));
+            };
+            let length = match bytes.get(pos + 2..pos + 4) {
+                Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])),
+                None => return Err(Malformed("truncated marker segment")),
+            };
+            let segment = bytes.get(pos..pos + 2 + length).ok_or(Malformed("truncated marker segment"))?;
+            if length < 2 {
+                return Err(Malformed("marker segment shorter than its length field"));
+            }
+            let body = &segment[4..];
+            pos += 2 + length;
+            match marker {
+                0xC0 | 0xC1 => frame = Some((marker, read_frame(body)?)),
+                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                    return Err(Unsupported("not a sequential Huffman JPEG (progressive, lossless or arithmetic)"));
+                }
+                0xC4 => read_huffman(body, &mut dc, &mut ac)?,
+                0xDB => kept.push(segment),
+                0xDD => {
+                    let ri = body.get(..2).ok_or(Malformed("short restart interval"))?;
+                    restart_interval = u32::from(u16::from_be_bytes([ri[0], ri[1]]));
+                }
+                // JFIF and Adobe decide how the decoder reads the colours.
+                0xE0 | 0xEE => kept.push(segment),
+                0xDA => {
+                    let (sof, (width, height, mut components)) =
+                        frame.ok_or(Malformed("scan before the frame header"))?;
+                    read_scan(body, &mut components)?;
+                    for c in &components {
+                        if dc[usize::from(c.td)].is_none() || ac[usize::from(c.ta)].is_none() {
+                            return Err(Malformed("a scan refers to a missing Huffman table"));
+                        }
+                    }
+                    return Ok(Self {
+                        width,
+                        height,
+                        sof,
+                        components,
+                        kept,
+                        dc,
+                        ac,
+                        restart_interval,
+                        scan: &bytes[pos..],
+                    });
+                }
+                0xD8 | 0xD9 | 0xD0..=0xD7 | 0x01 => return Err(Malformed("unexpected marker before the scan")),
+                _ => {} // other application data and comments: not needed
+            }
+        }
+    }
+
+    /// The image's size and MCU grid.
+    pub fn layout(&self) -> Layout {
+        let h = self.components.iter().map(|c| c.h).max().unwrap_or(1);
+        let v = self.components.iter().map(|c| c.v).max().unwrap_or(1);
+        Layout { width: self.width, height: self.height, mcu_width: 8 * u32::from(h), mcu_height: 8 * u32::from(v) }
+    }
+
+    /// See [`Layout::covering`].
+    pub fn covering(&self, region: (i64, i64, i64, i64)) -> McuRect {
+        self.layout().covering(region)
+    }
+
+    /// Entropy-decodes the whole scan without keeping it: whether every MCU
+    /// is there and well formed (what a crop needs), at a fraction of a
+    /// decode's cost and memory.
+    pub fn check_scan(&self) -> Result<(), JpegError> {
+        let (cols, rows) = self.layout().mcus();
+        let mut reader = ScanReader::new(self);
+        for _ in 0..rows {
+            reader.row(cols)?;
+        }
+        Ok(())
+    }
+
+    /// Entropy-decodes the scan once, top to bottom, and writes each wanted
+    /// crop as soon as its last MCU row is decoded, holding only the MCU rows
+    /// that crops still to come need. `wanted` must be sorted by `y1`;
+    /// `emit` gets each crop with its index in `wanted`, and may stop the
+    /// split by returning false.
+    pub fn split(&self, wanted: &[McuRect], mut emit: impl FnMut(usize, Crop) -> bool) -> Result<(), JpegError> {
+        debug_assert!(wanted.windows(2).all(|w| w[0].y1 <= w[1].y1), "sorted by y1");
+        let (cols, rows) = self.layout().mcus();
+        // The first row each crop from `i` on needs.
+        let mut keep_from = vec![u32::MAX; wanted.len() + 1];
+        for i in (0..wanted.len()).rev() {
+            keep_from[i] = keep_from[i + 1].min(wanted[i].y0);
+        }
+        let encoders = HuffmanEncoder::standard();
+        let mut reader = ScanReader::new(self);
+        let mut band: VecDeque<McuRow> = VecDeque::new();
+        let mut band_start = 0u32;
+        let mut next = 0;
+        for row in 0..rows {
+            if next == wanted.len() {
+                break;
+            }
+            let decoded = reader.row(cols)?;
+            if row >= keep_from[next] {
+                band.push_back(decoded);
+            } else {
+                band_start = row + 1;
+            }
+            while let Some(rect) = wanted.get(next).filter(|r| r.y1 <= row + 1) {
+                if rect.x0 >= rect.x1 || rect.y0 >= rect.y1 || rect.x1 > cols || rect.y0 < band_start {
+                    return Err(JpegError::Malformed("a crop outside the image"));
+                }
+                if !emit(next, self.crop(&band, band_start, *rect, &encoders)) {
+                    return Ok(());
+                }
+                next += 1;
+            }
+            while band_start < keep_from[next].min(row + 1) && !band.is_empty() {
+                band.pop_front();
+                band_start += 1;
+            }
+        }
+        if next < wanted.len() {
+            return Err(JpegError::Malformed("a crop outside the image"));
+        }
+        Ok(())
+    }
+
+    /// Encodes `rect` from the decoded rows in `band` (whose first is MCU row
+    /// `band_start`) as a JPEG file.
+    fn crop(&self, band: &VecDeque<McuRow>, band_start: u32, rect: McuRect, encoders: &[HuffmanEncoder; 4]) -> Crop {
+        let (x, y, width, height) = self.layout().bounds(rect);
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(&[0xFF, 0xD8]);
+        for segment in &self.kept {
+            out.extend_from_slice(segment);
+        }
+        // The frame: this crop's size, the original's components and tables.
+        let n = self.components.len();
+        out.extend_from_slice(&[0xFF, self.sof]);
+        out.extend_from_slice(&(8 + 3 * n as u16).to_be_bytes());
+        out.push(8);
+        out.extend_from_slice(&(height as u16).to_be_bytes());
+        out.extend_from_slice(&(width as u16).to_be_bytes());
+        out.push(n as u8);
+        for c in &self.components {
+            out.extend_from_slice(&[c.id, c.h << 4 | c.v, c.tq]);
+        }
+        // Standard tables: they code every value a crop can hold (its first
+        // DC differences are whole DC values, absent from an optimised table).
+        let tables = if n == 1 { &encoders[..2] } else { &encoders[..] };
+        huffman::write_tables(&mut out, tables);
+        out.extend_from_slice(&[0xFF, 0xDA]);
+        out.extend_from_slice(&(6 + 2 * n as u16).to_be_bytes());
+        out.push(n as u8);
+        for (i, c) in self.components.iter().enumerate() {
+            out.extend_from_slice(&[c.id, if i == 0 { 0x00 } else { 0x11 }]);
+        }
+        out.extend_from_slice(&[0, 63, 0]);
+
+        let mut writer = BitWriter::new(out);
+        let mut predictors = vec![0i16; n];
+        for my in rect.y0..rect.y1 {
+            let row = &band[(my - band_start) as usize];
+            for mx in rect.x0..rect.x1 {
+                for (ci, c) in self.components.iter().enumerate() {
+                    let (dc, ac) = if ci == 0 { (&encoders[0], &encoders[1]) } else { (&encoders[2], &encoders[3]) };
+                    let blocks_per_row = row[ci].len() / usize::from(c.v);
+                    for by in 0..usize::from(c.v) {
+                        for bx in 0..usize::from(c.h) {
+                            let block = &row[ci][by * blocks_per_row + mx as usize * usize::from(c.h) + bx];
+                            encode_block(&mut writer, block, &mut predictors[ci], dc, ac);
+                        }
+                    }
+                }
+            }
+        }
+        let mut bytes = writer.finish();
+        bytes.extend_from_slice(&[0xFF, 0xD9]);
+        Crop { x, y, width, height, bytes }
+    }
+}
+
+fn read_frame(body: &[u8]) -> Result<(u32, u32, Vec<Component>), JpegError> {
+    use JpegError::{Malformed, Unsupported};
+    let &[precision, h0, h1, w0, w1, count, ..] = body else {
+        return Err(Malformed("short frame header"));
+    };
+    if precision != 8 {
+        return Err(Unsupported("not 8-bit samples"));
+    }
+    let (height, width) = (u32::from(u16::from_be_bytes([h0, h1])), u32::from(u16::from_be_bytes([w0, w1])));
+    if width == 0 || height == 0 {
+        return Err(Unsupported("no height in the frame header (defined later by a DNL marker)"));
+    }
+    if count != 1 && count != 3 {
+        return Err(Unsupported("neither grey nor three-component colour"));
+    }
+    let specs = body.get(6..6 + 3 * usize::from(count)).ok_or(Malformed("short frame header"))?;
+    let components: Vec<Component> = specs
+        .chunks_exact(3)
+        .map(|s| Component { id: s[0], h: s[1] >> 4, v: s[1] & 15, tq: s[2], td: 0, ta: 0 })
+        .collect();
+    if components.iter().any(|c| !(1..=4).contains(&c.h) || !(1..=4).contains(&c.v) || c.tq > 3) {
+        return Err(Malformed("bad sampling factors or table number"));
+    }
+    if count == 1 && (components[0].h, components[0].v) != (1, 1) {
+        return Err(Unsupported("a grey image with sampling factors"));
+    }
+    let (hmax, vmax) = (components.iter().map(|c| c.h).max(), components.iter().map(|c| c.v).max());
+    if components.iter().any(|c| hmax.is_some_and(|m| m % c.h != 0) || vmax.is_some_and(|m| m % c.v != 0)) {
+        return Err(Unsupported("fractional chroma sampling"));
+    }
+    Ok((width, height, components))
+}
+
+fn read_huffman(
+    mut body: &[u8],
+    dc: &mut [Option<HuffmanDecoder>; 4],
+    ac: &mut [Option<HuffmanDecoder>; 4],
+) -> Result<(), JpegError> {
+    while !body.is_empty() {
+        let (class, id) = (body[0] >> 4, usize::from(body[0] & 15));
+        let counts: [u8; 16] = body.get(1..17).ok_or(JpegError::Malformed("short Huffman table"))?.try_into().unwrap();
+        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+        let values = body.get(17..17 + total).ok_or(JpegError::Malformed("short Huffman table"))?;
+        let table = HuffmanDecoder::new(&counts, values)?;
+        match (class, id) {
+            (0, 0..=3) => dc[id] = Some(table),
+            (1, 0..=3) => ac[id] = Some(table),
+            _ => return Err(JpegError::Malformed("bad Huffman table class or number")),
+        }
+        body = &body[17 + total..];
+    }
+    Ok(())
+}
+
+fn read_scan(body: &[u8], components: &mut [Component]) -> Result<(), JpegError> {
+    let count = usize::from(*body.first().ok_or(JpegError::Malformed("short scan header"))?);
+    if count != components.len() {
+        return Err(JpegError::Unsupported("the components are in separate scans"));
+    }
+    let specs = body.get(1..1 + 2 * count).ok_or(JpegError::Malformed("short scan header"))?;
+    for (spec, c) in specs.chunks_exact(2).zip(components.iter_mut()) {
+        if spec[0] != c.id {
+            return Err(JpegError::Unsupported("scan components in another order than the frame's"));
+        }
+        (c.td, c.ta) = (spec[1] >> 4, spec[1] & 15);
+        if c.td > 3 || c.ta > 3 {
+            return Err(JpegError::Malformed("bad Huffman table number"));
+        }
+    }
+    match body.get(1 + 2 * count..4 + 2 * count) {
+        Some([0, 63, 0]) => Ok(()),
+        Some(_) => Err(JpegError::Unsupported("not a full-spectrum sequential scan")),
+        None => Err(JpegError::Malformed("short scan header")),
+    }
+}
+
+/// Reads the scan MCU row by MCU row.
+struct ScanReader<'j, 'a> {
+    jpeg: &'j Jpeg<'a>,
+    bits: BitReader<'a>,
+    predictors: Vec<i16>,
+    /// MCUs decoded since the last restart marker.
+    since_restart: u32,
+}
+
+impl<'j, 'a> ScanReader<'j, 'a> {
+    fn new(jpeg: &'j Jpeg<'a>) -> Self {
+        Self { jpeg, bits: BitReader::new(jpeg.scan), predictors: vec![0; jpeg.components.len()], since_restart: 0 }
+    }
+
+    fn row(&mut self, cols: u32) -> Result<McuRow, JpegError> {
+        let components = &self.jpeg.components;
+        let mut row: McuRow =
+            components.iter().map(|c| vec![[0i16; 64]; cols as usize * usize::from(c.h) * usize::from(c.v)]).collect();
+        let interval = self.jpeg.restart_interval;
+        for mx in 0..cols as usize {
+            if interval > 0 && self.since_restart == interval {
+                self.bits.restart()?;
+                self.predictors.iter_mut().for_each(|p| *p = 0);
+                self.since_restart = 0;
+            }
+            for (ci, c) in components.iter().enumerate() {
+                let dc = self.jpeg.dc[usize::from(c.td)].as_ref().expect("checked at parse");
+                let ac = self.jpeg.ac[usize::from(c.ta)].as_ref().expect("checked at parse");
+                let per_row = cols as usize * usize::from(c.h);
+                for by in 0..usize::from(c.v) {
+                    for bx in 0..usize::from(c.h) {
+                        let block = &mut row[ci][by * per_row + mx * usize::from(c.h) + bx];
+                        decode_block(&mut self.bits, block, &mut self.predictors[ci], dc, ac)?;
+                    }
+                }
+            }
+            self.since_restart += 1;
+        }
+        if self.bits.overrun() {
+            return Err(JpegError::Malformed("the scan ends early"));
+        }
+        Ok(row)
+    }
+}
+
+fn decode_block(
+    bits: &mut BitReader<'_>,
+    block: &mut Block,
+    predictor: &mut i16,
+    dc: &HuffmanDecoder,
+    ac: &HuffmanDecoder,
+) -> Result<(), JpegError> {
+    let size = dc.decode(bits)?;
+    if size > 11 {
+        return Err(JpegError::Malformed("a DC difference too large"));
+    }
+    let diff = bits.receive_extend(size);
+    *predictor = predictor.wrapping_add(diff as i16);
+    block[0] = *predictor;
+    let mut k = 1;
+    while k < 64 {
+        let rs = ac.decode(bits)?;
+        let (run, size) = (usize::from(rs >> 4), rs & 15);
+        if size == 0 {
+            if run != 15 {
+                break; // end of block
+            }
+            k += 16;
+            continue;
+        }
+        k += run;
+        if k > 63 || size > 10 {
+            return Err(JpegError::Malformed("an AC coefficient out of the block"));
+        }
+        block[k] = bits.receive_extend(size) as i16;
+        k += 1;
+    }
+    if k > 64 {
+        return Err(JpegError::Malformed("a zero run out of the block"));
+    }
+    Ok(())
+}
+
+fn encode_block(w: &mut BitWriter, block: &Block, predictor: &mut i16, dc: &HuffmanEncoder, ac: &HuffmanEncoder) {
+    let diff = i32::from(block[0]) - i32::from(*predictor);
+    *predictor = block[0];
+    let (size, bits) = magnitude(diff);
+    dc.put(w, size);
+    w.put(bits, size);
+    let mut run = 0u8;
+    for &c in &block[1..] {
+        if c == 0 {
+            run += 1;
+            continue;
+        }
+        while run >= 16 {
+            ac.put(w, 0xF0);
+            run -= 16;
+        }
+        let (size, bits) = magnitude(i32::from(c));
+        ac.put(w, run << 4 | size);
+        w.put(bits, size);
+        run = 0;
+    }
+    if run > 0 {
+        ac.put(w, 0x00);
+    }
+}
+
+/// A value's size category and its extra bits (ones' complement when negative).
+fn magnitude(value: i32) -> (u8, u32) {
+    let size = (32 - value.unsigned_abs().leading_zeros()) as u8;
+    let bits = if value < 0 { (value - 1) as u32 & ((1u32 << size) - 1) } else { value as u32 };
+    (size, bits)
+}
+
+/// Decodes a crop to 8-bit RGB as the master would decode the whole image
+/// (grey becomes three equal channels), checking that its header declares
+/// exactly `width` x `height` before anything is decoded.
+pub fn decode(bytes: &[u8], width: u32, height: u32) -> Result<Frame, JpegError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+
+    // The options the image crate decodes a whole JPEG with.
+    let options =
+        DecoderOptions::default().set_strict_mode(false).set_max_width(width as usize).set_max_height(height as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|_| JpegError::Malformed("unreadable crop header"))?;
+    if decoder.dimensions() != Some((width as usize, height as usize)) {
+        return Err(JpegError::Malformed("the crop's size is not the task's"));
+    }
+    let grey = match decoder.input_colorspace() {
+        Some(ColorSpace::Luma) => true,
+        Some(ColorSpace::YCbCr | ColorSpace::RGB) => false,
+        _ => return Err(JpegError::Unsupported("neither grey nor colour")),
+    };
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(if grey {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    }));
+    let samples = decoder.decode().map_err(|_| JpegError::Malformed("undecodable crop"))?;
+    let pixels = if grey { samples.iter().flat_map(|&l| [l, l, l]).collect() } else { samples };
+    if pixels.len() != Frame::len_of(width, height, Channels::Rgb) {
+        return Err(JpegError::Malformed("the crop decoded to another size"));
+    }
+    Ok(Frame::new(width, height, pixels))
+}
+
+#[cfg(test)]
+mod tests;
