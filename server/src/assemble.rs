@@ -1,65 +1,192 @@
-//! A job's result, encoded from its tile files. PNG is streamed one band of
-//! tiles at a time (a row of tiles of memory, not the image); JPEG and WebP
-//! encoders want the whole image, so those results are assembled first.
+//! A job's result, encoded from its tile files. PNG and JPEG are streamed
+//! one band (a row of tiles) at a time: a band of memory, not the image, and
+//! they can be encoded while the results still arrive, each band as soon as
+//! its tiles are done ([`Progress`]). WebP's encoder wants the whole image
+//! (at most 16383 px a side), so that result is assembled at the end.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::Context;
 use app::api::Output;
 use pipeline::{Channels, Frame, TileGrid};
 
 /// The tiles of one image on disk: raw samples of `channels`, one file each.
+/// With `progress`, a tile is read only once it is done.
 pub struct Tiles<F: Fn(u32) -> PathBuf> {
     pub grid: TileGrid,
     pub channels: Channels,
     pub path: F,
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// Which tiles of a running job are done, for an encoder that waits on them.
+pub struct Progress {
+    state: Mutex<(Vec<bool>, bool)>,
+    changed: Condvar,
+}
+
+impl Progress {
+    pub fn new(done: Vec<bool>) -> Self {
+        Self { state: Mutex::new((done, false)), changed: Condvar::new() }
+    }
+
+    pub fn done(&self, tile: u32) {
+        let mut state = self.state.lock().expect("lock");
+        if let Some(done) = state.0.get_mut(tile as usize) {
+            *done = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// The job stopped: waiting encoders give up.
+    pub fn abort(&self) {
+        self.state.lock().expect("lock").1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `tile` is done.
+    fn wait(&self, tile: u32) -> anyhow::Result<()> {
+        let mut state = self.state.lock().expect("lock");
+        loop {
+            anyhow::ensure!(!state.1, "the job stopped");
+            if state.0.get(tile as usize).copied().unwrap_or(true) {
+                return Ok(());
+            }
+            state = self.changed.wait(state).expect("lock");
+        }
+    }
+}
+
+/// Whether `output` can be encoded while the results arrive.
+pub fn streams(output: Output) -> bool {
+    !matches!(output, Output::Webp)
+}
+
+/// Whole rows of the image: those of the row of tiles starting at `top`.
+struct Band {
+    top: u32,
+    height: u32,
+    pixels: Vec<u8>,
 }
 
 impl<F: Fn(u32) -> PathBuf> Tiles<F> {
     fn read(&self, tile: u32, rect: pipeline::Rect) -> anyhow::Result<Vec<u8>> {
+        if let Some(progress) = &self.progress {
+            progress.wait(tile)?;
+        }
         let path = (self.path)(tile);
         let pixels = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let whole = pixels.len() == Frame::len_of(rect.width, rect.height, self.channels);
         anyhow::ensure!(whole, "{} is not a whole tile", path.display());
         Ok(pixels)
     }
+
+    /// The band of rows holding row `y`, from its row of tiles.
+    fn band(&self, y: u32) -> anyhow::Result<Band> {
+        let (grid, n) = (self.grid, self.channels.count());
+        let first = y / grid.tile_size * grid.columns();
+        let top = grid.tile(first).context("a row inside the image")?;
+        let stride = grid.width as usize * n;
+        let mut pixels = vec![0; stride * top.height as usize];
+        for t in first..first + grid.columns() {
+            let rect = grid.tile(t).context("a tile of the grid")?;
+            let tile = self.read(t, rect)?;
+            let width = rect.width as usize * n;
+            for (row, line) in tile.chunks_exact(width).enumerate() {
+                pixels[row * stride + rect.x as usize * n..][..width].copy_from_slice(line);
+            }
+        }
+        Ok(Band { top: top.y, height: top.height, pixels })
+    }
 }
 
 /// Writes the image to `out` as `output`. JPEG has no alpha: an image with
 /// alpha is flattened onto white.
 pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path) -> anyhow::Result<()> {
-    if output == Output::Png {
-        return write_png(tiles, out);
-    }
-    let (grid, channels) = (tiles.grid, tiles.channels);
-    let mut image = Frame::blank(grid.width, grid.height, channels);
-    for (t, rect) in grid.tiles() {
-        image.paste(rect.x, rect.y, &Frame::with_channels(rect.width, rect.height, channels, tiles.read(t, rect)?));
-    }
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     match output {
-        Output::Png => unreachable!("streamed above"),
+        Output::Png => write_png(tiles, file),
         // jpeg-encoder: about 2.3x faster than image's encoder here (AVX2).
         Output::Jpeg { quality } => {
-            let (width, height) = (u16::try_from(grid.width)?, u16::try_from(grid.height)?);
-            let rgb = match channels {
-                Channels::Rgb => image.pixels,
-                Channels::Rgba => on_white(&image.pixels),
-            };
-            jpeg_encoder::Encoder::new(file, quality).encode(&rgb, width, height, jpeg_encoder::ColorType::Rgb)?;
+            let rows = Rows { tiles, band: RefCell::new(None), failed: RefCell::new(None) };
+            jpeg_encoder::Encoder::new(file, quality).encode_image(&rows)?;
+            rows.failed.into_inner().map_or(Ok(()), Err)
         }
-        Output::Webp => image::codecs::webp::WebPEncoder::new_lossless(file).encode(
-            &image.pixels,
-            grid.width,
-            grid.height,
-            match channels {
+        Output::Webp => {
+            let (grid, channels) = (tiles.grid, tiles.channels);
+            let mut image = Frame::blank(grid.width, grid.height, channels);
+            for (t, rect) in grid.tiles() {
+                let tile = Frame::with_channels(rect.width, rect.height, channels, tiles.read(t, rect)?);
+                image.paste(rect.x, rect.y, &tile);
+            }
+            let colour = match channels {
                 Channels::Rgb => image::ExtendedColorType::Rgb8,
                 Channels::Rgba => image::ExtendedColorType::Rgba8,
-            },
-        )?,
+            };
+            image::codecs::webp::WebPEncoder::new_lossless(file).encode(
+                &image.pixels,
+                grid.width,
+                grid.height,
+                colour,
+            )?;
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// The image's rows for jpeg-encoder, which asks for them in order: read a
+/// band at a time. Its callback cannot fail, so the first error is kept (and
+/// the rest of the image left black) for [`write`] to return.
+struct Rows<'t, F: Fn(u32) -> PathBuf> {
+    tiles: &'t Tiles<F>,
+    band: RefCell<Option<Band>>,
+    failed: RefCell<Option<anyhow::Error>>,
+}
+
+impl<F: Fn(u32) -> PathBuf> jpeg_encoder::ImageBuffer for &Rows<'_, F> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        jpeg_encoder::JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        self.tiles.grid.width as u16
+    }
+
+    fn height(&self) -> u16 {
+        self.tiles.grid.height as u16
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let (y, width) = (u32::from(y), self.tiles.grid.width as usize);
+        let mut band = self.band.borrow_mut();
+        if !band.as_ref().is_some_and(|b| (b.top..b.top + b.height).contains(&y)) && self.failed.borrow().is_none() {
+            match self.tiles.band(y) {
+                Ok(read) => *band = Some(read),
+                Err(e) => *self.failed.borrow_mut() = Some(e),
+            }
+        }
+        let Some(band) = band.as_ref().filter(|_| self.failed.borrow().is_none()) else {
+            for buffer in &mut buffers[..3] {
+                buffer.extend(std::iter::repeat_n(0, width));
+            }
+            return;
+        };
+        let n = self.tiles.channels.count();
+        let row = &band.pixels[(y - band.top) as usize * width * n..][..width * n];
+        let mut push = |r, g, b| {
+            let (l, cb, cr) = jpeg_encoder::rgb_to_ycbcr(r, g, b);
+            buffers[0].push(l);
+            buffers[1].push(cb);
+            buffers[2].push(cr);
+        };
+        match self.tiles.channels {
+            Channels::Rgb => row.chunks_exact(3).for_each(|p| push(p[0], p[1], p[2])),
+            Channels::Rgba => on_white(row).chunks_exact(3).for_each(|p| push(p[0], p[1], p[2])),
+        }
+    }
 }
 
 /// RGBA composited over white, rounded: `c * a / 255 + 255 - a`.
@@ -75,28 +202,19 @@ fn on_white(rgba: &[u8]) -> Vec<u8> {
 
 /// Fast deflate with adaptive filters: ~10x faster than the default level for
 /// a slightly larger file.
-fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path) -> anyhow::Result<()> {
-    let (grid, n) = (&tiles.grid, tiles.channels.count());
-    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, file: impl Write + 'static) -> anyhow::Result<()> {
+    let grid = &tiles.grid;
     let mut encoder = png::Encoder::new(file, grid.width, grid.height);
     encoder.set_color(pipeline::codec::png_colour(tiles.channels));
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
     encoder.set_filter(png::Filter::Adaptive);
     let mut writer = encoder.write_header()?.into_stream_writer()?;
-    let mut grid_tiles = grid.tiles().peekable();
-    while let Some((first, top)) = grid_tiles.next() {
-        // The band: every tile in this row of tiles, left to right.
-        let mut band = vec![(top, tiles.read(first, top)?)];
-        while let Some((t, rect)) = grid_tiles.next_if(|(_, r)| r.y == top.y) {
-            band.push((rect, tiles.read(t, rect)?));
-        }
-        for row in 0..top.height as usize {
-            for (rect, pixels) in &band {
-                let stride = rect.width as usize * n;
-                writer.write_all(&pixels[row * stride..][..stride])?;
-            }
-        }
+    let mut y = 0;
+    while y < grid.height {
+        let band = tiles.band(y)?;
+        writer.write_all(&band.pixels)?;
+        y = band.top + band.height;
     }
     writer.finish()?;
     Ok(())
@@ -124,7 +242,7 @@ mod tests {
             std::fs::write(dir.join(format!("{t}.rgb")), image.crop(rect).pixels).unwrap();
         }
         let dir = dir.to_owned();
-        (image, Tiles { grid, channels, path: move |t| dir.join(format!("{t}.rgb")) })
+        (image, Tiles { grid, channels, path: move |t| dir.join(format!("{t}.rgb")), progress: None })
     }
 
     fn write_and_read(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, dir: &Path) -> image::DynamicImage {
@@ -171,11 +289,43 @@ mod tests {
     }
 
     #[test]
+    fn a_result_is_encoded_as_its_tiles_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, mut tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
+        let count = tiles.grid.len();
+        let progress = Arc::new(Progress::new(vec![false; count as usize]));
+        tiles.progress = Some(Arc::clone(&progress));
+        let out = dir.path().join("streamed.png");
+        std::thread::scope(|s| {
+            let encoder = s.spawn(|| write(Output::Png, &tiles, &out));
+            // The last tiles first: the encoder waits for the first row.
+            for t in (0..count).rev() {
+                assert!(!encoder.is_finished(), "finished before tile {t} was done");
+                progress.done(t);
+            }
+            encoder.join().unwrap().unwrap();
+        });
+        let decoded = image::open(&out).unwrap().into_rgb8();
+        assert!(decoded.as_raw() == &image.pixels);
+
+        // A stopped job's encoder gives up instead of waiting for ever.
+        let progress = Arc::new(Progress::new(vec![false; count as usize]));
+        tiles.progress = Some(Arc::clone(&progress));
+        std::thread::scope(|s| {
+            let encoder = s.spawn(|| write(Output::Jpeg { quality: 90 }, &tiles, &dir.path().join("stopped.jpg")));
+            progress.done(0);
+            progress.abort();
+            let error = encoder.join().unwrap().unwrap_err().to_string();
+            assert!(error.contains("the job stopped"), "{error}");
+        });
+    }
+
+    #[test]
     fn a_damaged_tile_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (_, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
         std::fs::write((tiles.path)(4), [1, 2, 3]).unwrap();
-        for output in [Output::Png, Output::Webp] {
+        for output in [Output::Png, Output::Webp, Output::Jpeg { quality: 90 }] {
             let error = write(output, &tiles, &dir.path().join("out")).unwrap_err().to_string();
             assert!(error.contains("not a whole tile"), "{error}");
         }

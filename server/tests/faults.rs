@@ -176,8 +176,8 @@ async fn a_result_that_cannot_be_written_leaves_the_job_resumable() {
     let api = server.api();
     let image = test_image(1024, 1024);
     let job = api.submit(&image, &[Operation::Invert]).await;
-    // Where the result is written first: a directory in the way, as a full disk would be.
-    let blocker = server.data.path().join("jobs").join(&job.id).join("result.partial");
+    // Where the result goes: a directory in the way, as a full disk would be.
+    let blocker = server.data.path().join("jobs").join(&job.id).join("result.png");
     std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
 
     let worker = TestWorker::start(&broker, &prefix, "w");

@@ -88,6 +88,17 @@ struct Active {
     tiles: Vec<TileState>,
     remaining: u32,
     output: Output,
+    /// Which tiles are done, for the encoder that writes the result while
+    /// they arrive (PNG, JPEG).
+    progress: Arc<crate::assemble::Progress>,
+    encoder: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        // A stopped job's encoder stops waiting for its tiles.
+        self.progress.abort();
+    }
 }
 
 impl Active {
@@ -301,8 +312,22 @@ impl Jobs {
         let placed: Vec<(u32, i32)> = not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placed?.0))).collect();
         let halo = ops::chain_halo(&job.ops);
         let cut_from_jpeg = matches!(input, Input::Jpeg { .. });
-        let active = Active { clock, grid, halo, ops: job.ops.into(), input, tiles, remaining, output: job.output };
-        self.active.lock().expect("lock").insert(id.to_owned(), Arc::new(Mutex::new(active)));
+        let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(|t| t.done).collect()));
+        let channels = input.channels();
+        let active = Active {
+            clock,
+            grid,
+            halo,
+            ops: job.ops.into(),
+            input,
+            tiles,
+            remaining,
+            output: job.output,
+            progress: Arc::clone(&progress),
+            encoder: None,
+        };
+        let active = Arc::new(Mutex::new(active));
+        self.active.lock().expect("lock").insert(id.to_owned(), Arc::clone(&active));
         // A cancel that came after `start_job` found nothing to remove from
         // the map: it is seen here instead, so no cancelled job runs on.
         // (Cancel marks the row, then empties the map; this fills the map,
@@ -313,6 +338,17 @@ impl Jobs {
             return Ok(());
         }
         self.emit_job(id).await;
+        if crate::assemble::streams(job.output) && remaining > 0 {
+            let (tiles_dir, output) = (self.tiles_dir(id), job.output);
+            let encoder = tokio::task::spawn_blocking(move || {
+                let partial = streamed_result(&tiles_dir);
+                let path = |t| tile_file(&tiles_dir, t);
+                let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
+                crate::assemble::write(output, &tiles, &partial)
+            });
+            active.lock().expect("lock").encoder = Some(encoder);
+        }
+        drop(active); // the map holds it: a stopped job's is dropped at once
         if remaining == 0 {
             let this = Arc::clone(self);
             let id = id.to_owned();
@@ -449,18 +485,35 @@ impl Jobs {
             let Some(active) = self.active.lock().expect("lock").remove(id) else {
                 return;
             };
-            let (clock, grid, output, channels) = {
-                let active = active.lock().expect("lock");
-                (active.clock, active.grid, active.output, active.input.channels())
+            let (clock, grid, output, channels, encoder) = {
+                let mut active = active.lock().expect("lock");
+                (active.clock, active.grid, active.output, active.input.channels(), active.encoder.take())
             };
             let path = self.result_path(id, output);
             let partial = path.with_extension("partial");
             let tiles_dir = self.tiles_dir(id);
+            // Encoded while the results arrived, most of the time; written
+            // now otherwise (a WebP, a resumed job, a failed write).
+            let streamed = match encoder {
+                Some(encoder) => match encoder.await {
+                    Ok(Ok(())) => tokio::fs::rename(streamed_result(&tiles_dir), &path).await.is_ok(),
+                    Ok(Err(e)) => {
+                        warn!(job = %id, error = %e, "encoding the result as the tiles arrived failed; writing it now");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
             let written = async {
+                if streamed {
+                    return anyhow::Ok(());
+                }
                 // Write then rename: a reader never sees half a file.
                 let target = partial.clone();
                 tokio::task::spawn_blocking(move || {
-                    let tiles = crate::assemble::Tiles { grid, channels, path: |t| tile_file(&tiles_dir, t) };
+                    let path = |t| tile_file(&tiles_dir, t);
+                    let tiles = crate::assemble::Tiles { grid, channels, path, progress: None };
                     crate::assemble::write(output, &tiles, &target)
                 })
                 .await??;
@@ -566,6 +619,12 @@ impl Jobs {
             self.events.emit(Event::Job(job));
         }
     }
+}
+
+/// Where the result is written while the tiles arrive: among them, so that a
+/// stopped job's half-written result goes with them.
+fn streamed_result(tiles_dir: &std::path::Path) -> PathBuf {
+    tiles_dir.join("result.partial")
 }
 
 /// Where a finished tile's raw RGB pixels are kept until the result is written.

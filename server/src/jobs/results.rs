@@ -110,6 +110,7 @@ impl Jobs {
             state.done = true;
             state.slot = None; // its place in the window goes to the next task
             a.remaining -= 1;
+            a.progress.done(h.tile);
             if a.remaining == 0 {
                 a.clock.last_result_at = Some(std::time::Instant::now());
             }
