@@ -780,14 +780,14 @@ mod tests {
         let upload = jpeg_of(&Frame::new(200, 120, pixels));
         let whole = image::load_from_memory(&upload).unwrap().into_rgb8();
         let whole = Frame::new(200, 120, whole.into_raw());
-        let jpeg = crate::jpeg::Jpeg::parse(&upload).unwrap();
+        let (jpeg, scan) = crate::jpeg::Jpeg::parse(&upload).unwrap();
         let layout = jpeg.layout();
         let (rect, halo) = (Rect { x: 0, y: 64, width: 64, height: 56 }, 25);
         let region = (-25, 39, 89, 145);
         let mcus = layout.covering(region);
         let (x, y, width, height) = layout.bounds(mcus);
         let mut crop = None;
-        jpeg.split(&[mcus], |_, c| {
+        jpeg.split(scan, &[mcus], |_, c| {
             crop = Some(c.bytes);
             true
         })

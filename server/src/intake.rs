@@ -177,10 +177,11 @@ pub enum Source {
 /// time, with no pixels in memory); anything else is decoded.
 pub fn prepare_file(path: &Path, info: ImageInfo) -> Result<Source, AppError> {
     if info.format == ImageFormat::Jpeg && info.orientation == Orientation::NoTransforms {
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        if let Ok(jpeg) = pipeline::jpeg::Jpeg::parse(&bytes)
+        // Read as a stream: a buffer of memory, whatever the file's size.
+        let mut file = open(path)?;
+        if let Ok(jpeg) = pipeline::jpeg::Jpeg::read(&mut file)
             && (jpeg.width, jpeg.height) == (info.width, info.height)
-            && jpeg.check_scan().is_ok()
+            && jpeg.check_scan(file).is_ok()
         {
             return Ok(Source::Jpeg(jpeg.layout()));
         }

@@ -73,6 +73,9 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         .set("session.timeout.ms", "10000")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("fetch.wait.max.ms", "25")
+        // librdkafka prefetches up to 64 MB by default: results are read as
+        // fast as they are stored, so a few MB ahead is plenty.
+        .set("queued.max.messages.kbytes", "8192")
         .create()
         .context("creating Kafka consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;

@@ -3,9 +3,16 @@
 
 use super::JpegError;
 
-pub struct BitReader<'a> {
-    data: &'a [u8],
+/// Bytes of the scan read ahead at a time: the reader's memory, whatever the
+/// file's size.
+const BUFFER: usize = 64 * 1024;
+
+pub struct BitReader<R> {
+    source: R,
+    buffer: Box<[u8]>,
+    /// The unread bytes are `buffer[pos..len]`.
     pos: usize,
+    len: usize,
     /// Bits not yet consumed, left-aligned.
     acc: u64,
     count: u32,
@@ -15,22 +22,39 @@ pub struct BitReader<'a> {
     padding: u32,
 }
 
-impl<'a> BitReader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, acc: 0, count: 0, at_marker: false, padding: 0 }
+impl<R: std::io::Read> BitReader<R> {
+    pub fn new(source: R) -> Self {
+        let buffer = vec![0; BUFFER].into_boxed_slice();
+        Self { source, buffer, pos: 0, len: 0, acc: 0, count: 0, at_marker: false, padding: 0 }
+    }
+
+    /// The byte `ahead` (0 or 1) bytes on, reading more when needed; `None`
+    /// at the end (a read error ends the data too: the scan then ends early).
+    fn peek(&mut self, ahead: usize) -> Option<u8> {
+        if self.pos + ahead >= self.len {
+            self.buffer.copy_within(self.pos..self.len, 0);
+            (self.len, self.pos) = (self.len - self.pos, 0);
+            while self.len <= ahead {
+                match self.source.read(&mut self.buffer[self.len..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.len += n,
+                }
+            }
+        }
+        (self.pos + ahead < self.len).then(|| self.buffer[self.pos + ahead])
     }
 
     fn fill(&mut self) {
         while self.count <= 56 {
             let mut byte = 0;
             if !self.at_marker {
-                match (self.data.get(self.pos), self.data.get(self.pos + 1)) {
+                match (self.peek(0), self.peek(1)) {
                     (Some(0xFF), Some(0x00)) => {
                         byte = 0xFF;
                         self.pos += 2;
                     }
                     (Some(0xFF), _) | (None, _) => self.at_marker = true,
-                    (Some(&b), _) => {
+                    (Some(b), _) => {
                         byte = b;
                         self.pos += 1;
                     }
@@ -90,12 +114,12 @@ impl<'a> BitReader<'a> {
         }
         (self.acc, self.count, self.padding, self.at_marker) = (0, 0, 0, false);
         // Bytes before the marker are padding; a decoder skips junk too.
-        while self.pos + 1 < self.data.len() {
-            if self.data[self.pos] == 0xFF && (0xD0..=0xD7).contains(&self.data[self.pos + 1]) {
+        while let (Some(a), Some(b)) = (self.peek(0), self.peek(1)) {
+            if a == 0xFF && (0xD0..=0xD7).contains(&b) {
                 self.pos += 2;
                 return Ok(());
             }
-            if self.data[self.pos] == 0xFF && !matches!(self.data[self.pos + 1], 0x00 | 0xFF) {
+            if a == 0xFF && !matches!(b, 0x00 | 0xFF) {
                 break; // another marker: the restart marker is missing
             }
             self.pos += 1;

@@ -46,7 +46,7 @@ impl Decoder {
         Ok(Self { fast, max_code, offset, values: values.to_vec() })
     }
 
-    pub fn decode(&self, bits: &mut BitReader<'_>) -> Result<u8, JpegError> {
+    pub fn decode(&self, bits: &mut BitReader<impl std::io::Read>) -> Result<u8, JpegError> {
         let peek = bits.peek16();
         let (length, value) = self.fast[(peek >> (16 - FAST_BITS)) as usize];
         if length > 0 {

@@ -109,62 +109,77 @@ impl Layout {
     }
 }
 
-/// A baseline JPEG read up to its scan: all a crop needs.
-pub struct Jpeg<'a> {
+/// A baseline JPEG read up to its scan: all a crop needs. The scan itself is
+/// read from a stream, so a file of any size is split in bounded memory.
+pub struct Jpeg {
     pub width: u32,
     pub height: u32,
     sof: u8,
     components: Vec<Component>,
     /// Segments every crop repeats verbatim (JFIF, Adobe, quantisation tables).
-    kept: Vec<&'a [u8]>,
+    kept: Vec<Vec<u8>>,
     dc: [Option<HuffmanDecoder>; 4],
     ac: [Option<HuffmanDecoder>; 4],
     restart_interval: u32,
-    scan: &'a [u8],
 }
 
-impl<'a> Jpeg<'a> {
-    /// Reads the markers up to the start of the scan.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, JpegError> {
+impl Jpeg {
+    /// Reads the markers of a JPEG in memory; returns it and its scan.
+    pub fn parse(bytes: &[u8]) -> Result<(Self, &[u8]), JpegError> {
+        let mut rest = bytes;
+        let jpeg = Self::read(&mut rest)?;
+        Ok((jpeg, rest))
+    }
+
+    /// Reads the markers up to the start of the scan, where it leaves `source`.
+    pub fn read(source: &mut impl std::io::Read) -> Result<Self, JpegError> {
         use JpegError::{Malformed, Unsupported};
-        if !bytes.starts_with(&[0xFF, 0xD8]) {
+        let mut byte = || {
+            let mut b = [0];
+            source.read_exact(&mut b).map(|()| b[0]).map_err(|_| Malformed("truncated marker segment"))
+        };
+        if (byte()?, byte()?) != (0xFF, 0xD8) {
             return Err(Malformed("no start-of-image marker"));
         }
-        let mut pos = 2;
         let (mut frame, mut kept) = (None, Vec::new());
         let (mut dc, mut ac): ([Option<HuffmanDecoder>; 4], [Option<HuffmanDecoder>; 4]) = Default::default();
         let mut restart_interval = 0;
         loop {
-            // Fill bytes (0xFF) may precede a marker.
-            while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
-                pos += 1;
-            }
-            let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            if byte()? != 0xFF {
                 return Err(Malformed("expected a marker"));
-            };
-            let length = match bytes.get(pos + 2..pos + 4) {
-                Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])),
-                None => return Err(Malformed("truncated marker segment")),
-            };
-            let segment = bytes.get(pos..pos + 2 + length).ok_or(Malformed("truncated marker segment"))?;
+            }
+            // Fill bytes (0xFF) may precede a marker.
+            let mut marker = byte()?;
+            while marker == 0xFF {
+                marker = byte()?;
+            }
+            if matches!(marker, 0xD8 | 0xD9 | 0xD0..=0xD7 | 0x01 | 0x00) {
+                return Err(Malformed("unexpected marker before the scan"));
+            }
+            let length = usize::from(u16::from_be_bytes([byte()?, byte()?]));
             if length < 2 {
                 return Err(Malformed("marker segment shorter than its length field"));
             }
+            // At most 64 KiB: a segment's length is 16 bits.
+            let mut segment = vec![0xFF, marker, (length >> 8) as u8, length as u8];
+            segment.resize(2 + length, 0);
+            for b in &mut segment[4..] {
+                *b = byte()?;
+            }
             let body = &segment[4..];
-            pos += 2 + length;
             match marker {
                 0xC0 | 0xC1 => frame = Some((marker, read_frame(body)?)),
                 0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
                     return Err(Unsupported("not a sequential Huffman JPEG (progressive, lossless or arithmetic)"));
                 }
                 0xC4 => read_huffman(body, &mut dc, &mut ac)?,
-                0xDB => kept.push(segment),
                 0xDD => {
                     let ri = body.get(..2).ok_or(Malformed("short restart interval"))?;
                     restart_interval = u32::from(u16::from_be_bytes([ri[0], ri[1]]));
                 }
-                // JFIF and Adobe decide how the decoder reads the colours.
-                0xE0 | 0xEE => kept.push(segment),
+                // Quantisation tables; JFIF and Adobe decide how the decoder
+                // reads the colours.
+                0xDB | 0xE0 | 0xEE => kept.push(segment),
                 0xDA => {
                     let (sof, (width, height, mut components)) =
                         frame.ok_or(Malformed("scan before the frame header"))?;
@@ -174,19 +189,8 @@ impl<'a> Jpeg<'a> {
                             return Err(Malformed("a scan refers to a missing Huffman table"));
                         }
                     }
-                    return Ok(Self {
-                        width,
-                        height,
-                        sof,
-                        components,
-                        kept,
-                        dc,
-                        ac,
-                        restart_interval,
-                        scan: &bytes[pos..],
-                    });
+                    return Ok(Self { width, height, sof, components, kept, dc, ac, restart_interval });
                 }
-                0xD8 | 0xD9 | 0xD0..=0xD7 | 0x01 => return Err(Malformed("unexpected marker before the scan")),
                 _ => {} // other application data and comments: not needed
             }
         }
@@ -207,9 +211,9 @@ impl<'a> Jpeg<'a> {
     /// Entropy-decodes the whole scan without keeping it: whether every MCU
     /// is there and well formed (what a crop needs), at a fraction of a
     /// decode's cost and memory.
-    pub fn check_scan(&self) -> Result<(), JpegError> {
+    pub fn check_scan(&self, scan: impl std::io::Read) -> Result<(), JpegError> {
         let (cols, rows) = self.layout().mcus();
-        let mut reader = ScanReader::new(self);
+        let mut reader = ScanReader::new(self, scan);
         for _ in 0..rows {
             reader.row(cols)?;
         }
@@ -221,7 +225,12 @@ impl<'a> Jpeg<'a> {
     /// that crops still to come need. `wanted` must be sorted by `y1`;
     /// `emit` gets each crop with its index in `wanted`, and may stop the
     /// split by returning false.
-    pub fn split(&self, wanted: &[McuRect], mut emit: impl FnMut(usize, Crop) -> bool) -> Result<(), JpegError> {
+    pub fn split(
+        &self,
+        scan: impl std::io::Read,
+        wanted: &[McuRect],
+        mut emit: impl FnMut(usize, Crop) -> bool,
+    ) -> Result<(), JpegError> {
         debug_assert!(wanted.windows(2).all(|w| w[0].y1 <= w[1].y1), "sorted by y1");
         let (cols, rows) = self.layout().mcus();
         // The first row each crop from `i` on needs.
@@ -230,7 +239,7 @@ impl<'a> Jpeg<'a> {
             keep_from[i] = keep_from[i + 1].min(wanted[i].y0);
         }
         let encoders = HuffmanEncoder::standard();
-        let mut reader = ScanReader::new(self);
+        let mut reader = ScanReader::new(self, scan);
         let mut band: VecDeque<McuRow> = VecDeque::new();
         let mut band_start = 0u32;
         let mut next = 0;
@@ -396,17 +405,17 @@ fn read_scan(body: &[u8], components: &mut [Component]) -> Result<(), JpegError>
 }
 
 /// Reads the scan MCU row by MCU row.
-struct ScanReader<'j, 'a> {
-    jpeg: &'j Jpeg<'a>,
-    bits: BitReader<'a>,
+struct ScanReader<'j, R> {
+    jpeg: &'j Jpeg,
+    bits: BitReader<R>,
     predictors: Vec<i16>,
     /// MCUs decoded since the last restart marker.
     since_restart: u32,
 }
 
-impl<'j, 'a> ScanReader<'j, 'a> {
-    fn new(jpeg: &'j Jpeg<'a>) -> Self {
-        Self { jpeg, bits: BitReader::new(jpeg.scan), predictors: vec![0; jpeg.components.len()], since_restart: 0 }
+impl<'j, R: std::io::Read> ScanReader<'j, R> {
+    fn new(jpeg: &'j Jpeg, scan: R) -> Self {
+        Self { jpeg, bits: BitReader::new(scan), predictors: vec![0; jpeg.components.len()], since_restart: 0 }
     }
 
     fn row(&mut self, cols: u32) -> Result<McuRow, JpegError> {
@@ -441,7 +450,7 @@ impl<'j, 'a> ScanReader<'j, 'a> {
 }
 
 fn decode_block(
-    bits: &mut BitReader<'_>,
+    bits: &mut BitReader<impl std::io::Read>,
     block: &mut Block,
     predictor: &mut i16,
     dc: &HuffmanDecoder,

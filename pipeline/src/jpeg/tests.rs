@@ -53,7 +53,7 @@ fn regions(width: u32, height: u32) -> Vec<(i64, i64, i64, i64)> {
 
 /// Crops of every region equal the whole image's pixels there.
 fn check(bytes: &[u8]) {
-    let jpeg = Jpeg::parse(bytes).unwrap();
+    let (jpeg, scan) = Jpeg::parse(bytes).unwrap();
     let expected = whole(bytes);
     let (width, height) = (jpeg.width, jpeg.height);
     let wanted_regions = regions(width, height);
@@ -62,7 +62,7 @@ fn check(bytes: &[u8]) {
     wanted.sort_by_key(|(m, _)| m.y1);
     let rects: Vec<McuRect> = wanted.iter().map(|(m, _)| *m).collect();
     let mut seen = 0;
-    jpeg.split(&rects, |i, crop| {
+    jpeg.split(scan, &rects, |i, crop| {
         seen += 1;
         let frame = decode(&crop.bytes, crop.width, crop.height).unwrap();
         let (x0, y0, x1, y1) = wanted[i].1;
@@ -117,10 +117,10 @@ fn crops_of_the_image_crates_own_jpegs_match() {
 #[test]
 fn a_crop_is_a_fraction_of_the_raw_pixels() {
     let bytes = encode(1024, 1024, SamplingFactor::R_4_2_0, 0, true);
-    let jpeg = Jpeg::parse(&bytes).unwrap();
+    let (jpeg, scan) = Jpeg::parse(&bytes).unwrap();
     let rect = jpeg.covering((256, 256, 768, 768));
     let mut size = 0;
-    jpeg.split(&[rect], |_, crop| {
+    jpeg.split(scan, &[rect], |_, crop| {
         size = crop.bytes.len();
         assert_eq!((crop.x, crop.y, crop.width, crop.height), (240, 240, 544, 544));
         true
@@ -134,15 +134,51 @@ fn only_rows_still_needed_are_kept() {
     // Many small crops down a tall image: each is emitted as soon as its
     // rows are decoded, in order, and emitting can stop the split.
     let bytes = encode(64, 2048, SamplingFactor::R_4_2_0, 0, true);
-    let jpeg = Jpeg::parse(&bytes).unwrap();
+    let (jpeg, scan) = Jpeg::parse(&bytes).unwrap();
     let rects: Vec<McuRect> = (0..16).map(|i| jpeg.covering((0, i * 128, 64, i * 128 + 128))).collect();
     let mut order = Vec::new();
-    jpeg.split(&rects, |i, _| {
+    jpeg.split(scan, &rects, |i, _| {
         order.push(i);
         i < 9
     })
     .unwrap();
     assert_eq!(order, (0..10).collect::<Vec<_>>());
+}
+
+/// Hands out a byte at a time: every 0xFF, marker and restart straddles a read.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((&first, rest)) = self.0.split_first() else { return Ok(0) };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        buf[0] = first;
+        self.0 = rest;
+        Ok(1)
+    }
+}
+
+#[test]
+fn a_scan_read_a_byte_at_a_time_gives_the_same_crops() {
+    let bytes = encode(200, 150, SamplingFactor::R_4_2_0, 2, true);
+    let (jpeg, scan) = Jpeg::parse(&bytes).unwrap();
+    let rects = [jpeg.covering((10, 10, 90, 60)), jpeg.covering((100, 70, 200, 150))];
+    let collect = |source: &mut dyn std::io::Read| {
+        let mut crops = Vec::new();
+        jpeg.split(source, &rects, |_, crop| {
+            crops.push(crop);
+            true
+        })
+        .unwrap();
+        crops
+    };
+    assert_eq!(collect(&mut Trickle(scan)), collect(&mut &scan[..]));
+    let mut trickled = Trickle(&bytes);
+    let header = Jpeg::read(&mut trickled).unwrap();
+    assert_eq!(header.layout(), jpeg.layout());
+    assert_eq!(header.check_scan(trickled), Ok(()));
 }
 
 #[test]
@@ -155,9 +191,12 @@ fn progressive_and_truncated_files_are_refused() {
 
     let bytes = encode(128, 128, SamplingFactor::R_4_2_0, 0, true);
     let truncated = &bytes[..bytes.len() * 2 / 3];
-    let jpeg = Jpeg::parse(truncated).unwrap();
+    let (jpeg, scan) = Jpeg::parse(truncated).unwrap();
     let all = jpeg.covering((0, 0, 128, 128));
-    assert_eq!(jpeg.split(&[all], |_, _| true), Err(JpegError::Malformed("the scan ends early")));
+    assert_eq!(jpeg.split(scan, &[all], |_, _| true), Err(JpegError::Malformed("the scan ends early")));
+    assert_eq!(jpeg.check_scan(scan), Err(JpegError::Malformed("the scan ends early")));
+    let (jpeg, scan) = Jpeg::parse(&bytes).unwrap();
+    assert_eq!(jpeg.check_scan(scan), Ok(()));
     assert!(Jpeg::parse(b"\xFF\xD8\xFF").is_err());
     assert!(Jpeg::parse(b"GIF89a").is_err());
 }
@@ -173,9 +212,9 @@ fn flipped_bytes_never_panic() {
         let mut broken = bytes.clone();
         let at = state as usize % broken.len();
         broken[at] ^= 1 << (state >> 28 & 7);
-        if let Ok(jpeg) = Jpeg::parse(&broken) {
+        if let Ok((jpeg, scan)) = Jpeg::parse(&broken) {
             let all = jpeg.covering((0, 0, i64::from(jpeg.width), i64::from(jpeg.height)));
-            let _ = jpeg.split(&[all], |_, crop| {
+            let _ = jpeg.split(scan, &[all], |_, crop| {
                 let _ = decode(&crop.bytes, crop.width, crop.height);
                 true
             });

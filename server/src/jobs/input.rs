@@ -93,13 +93,14 @@ pub fn split(
     tx: &mpsc::Sender<anyhow::Result<u32>>,
 ) {
     let split = || -> anyhow::Result<()> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let jpeg = Jpeg::parse(&bytes)?;
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut file = std::io::BufReader::new(file);
+        let jpeg = Jpeg::read(&mut file)?;
         let layout = jpeg.layout();
         let wanted: Vec<McuRect> =
             tiles.iter().map(|&t| covering(&layout, grid.tile(t).expect("a tile of the grid"), halo)).collect();
         let mut failed = None;
-        jpeg.split(&wanted, |i, crop| {
+        jpeg.split(file, &wanted, |i, crop| {
             let path = crop_path(tiles_dir, tiles[i]);
             if let Err(e) = write_atomically(&path, &crop.bytes) {
                 failed = Some(anyhow::anyhow!("writing {}: {e}", path.display()));
