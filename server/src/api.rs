@@ -45,8 +45,12 @@ async fn create_job(
     form: Result<Multipart, MultipartRejection>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
     let mut form = form.map_err(|e| AppError::client(e.status(), "bad_multipart", e.body_text()))?;
-    // Refused before the body is written to disk, not after.
-    crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
+    // Refused before the body is written to disk, not after; still read
+    // (and dropped, bounded), so the client gets the answer, not a broken pipe.
+    if let Err(refused) = crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await {
+        drain(&mut form, state.config.max_upload_bytes).await;
+        return Err(refused);
+    }
     let limits = state.config.limits();
     let mut image: Option<(String, upload::Upload)> = None;
     let mut chain = vec![Operation::default()];
@@ -96,6 +100,23 @@ async fn create_job(
     };
     let job = state.jobs.submit(file, &filename, info, input, chain, output).await?;
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Reads and drops what is left of a refused form: at most `limit` bytes,
+/// for at most two seconds (as `http::drain` does for other refusals).
+async fn drain(form: &mut Multipart, limit: usize) {
+    let read = async {
+        let mut read = 0;
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                read += chunk.len();
+                if read > limit {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
 }
 
 /// The result's encoding, from the form's `format`: `same` (the default:
