@@ -109,6 +109,10 @@ impl Layout {
     }
 }
 
+/// Bytes of header segments a crop may repeat: four quantisation tables, a
+/// JFIF header with a thumbnail and an Adobe marker fit several times over.
+const MAX_KEPT: usize = 256 * 1024;
+
 /// A baseline JPEG read up to its scan: all a crop needs. The scan itself is
 /// read from a stream, so a file of any size is split in bounded memory.
 pub struct Jpeg {
@@ -179,7 +183,14 @@ impl Jpeg {
                 }
                 // Quantisation tables; JFIF and Adobe decide how the decoder
                 // reads the colours.
-                0xDB | 0xE0 | 0xEE => kept.push(segment),
+                0xDB | 0xE0 | 0xEE => {
+                    // Every crop repeats them: a file made of thousands must
+                    // not cost thousands of segments per tile.
+                    if kept.iter().map(Vec::len).sum::<usize>() + segment.len() > MAX_KEPT {
+                        return Err(Unsupported("too many table and colour segments to repeat in every crop"));
+                    }
+                    kept.push(segment);
+                }
                 0xDA => {
                     let (sof, (width, height, mut components)) =
                         frame.ok_or(Malformed("scan before the frame header"))?;
@@ -460,8 +471,13 @@ fn decode_block(
     if size > 11 {
         return Err(JpegError::Malformed("a DC difference too large"));
     }
-    let diff = bits.receive_extend(size);
-    *predictor = predictor.wrapping_add(diff as i16);
+    let dc = i32::from(*predictor) + bits.receive_extend(size);
+    // An 8-bit image's DC is within ±1024: then every difference a crop
+    // writes has a standard code (category 11 at most).
+    if !(-1024..=1023).contains(&dc) {
+        return Err(JpegError::Malformed("a DC coefficient out of range"));
+    }
+    *predictor = dc as i16;
     block[0] = *predictor;
     let mut k = 1;
     while k < 64 {

@@ -223,6 +223,36 @@ fn flipped_bytes_never_panic() {
 }
 
 #[test]
+fn headers_repeated_in_every_crop_are_bounded() {
+    // Five hundred 64 KiB JFIF segments before the frame: 32 MB per crop.
+    let bytes = encode(64, 48, SamplingFactor::R_4_2_0, 0, true);
+    let mut padded = bytes[..2].to_vec();
+    for _ in 0..500 {
+        padded.extend_from_slice(&[0xFF, 0xE0, 0xFF, 0xFF]);
+        padded.extend(std::iter::repeat_n(0, 0xFFFF - 2));
+    }
+    padded.extend_from_slice(&bytes[2..]);
+    assert!(matches!(Jpeg::parse(&padded), Err(JpegError::Unsupported(_))));
+}
+
+#[test]
+fn a_dc_beyond_eight_bit_range_is_refused() {
+    // A scan whose every block adds the largest DC difference: the sum
+    // leaves the range in a few blocks.
+    let bytes = encode(64, 64, SamplingFactor::R_4_4_4, 0, false);
+    let (jpeg, _) = Jpeg::parse(&bytes).unwrap();
+    let encoders = HuffmanEncoder::standard();
+    let mut w = BitWriter::new(Vec::new());
+    for _ in 0..64 {
+        encoders[0].put(&mut w, 11);
+        w.put(0x7FF, 11);
+        encoders[1].put(&mut w, 0x00);
+    }
+    let scan = w.finish();
+    assert_eq!(jpeg.check_scan(&scan[..]), Err(JpegError::Malformed("a DC coefficient out of range")));
+}
+
+#[test]
 fn a_crop_of_another_size_than_declared_is_refused() {
     let bytes = encode(64, 48, SamplingFactor::R_4_2_0, 0, true);
     assert!(decode(&bytes, 64, 48).is_ok());
