@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use app::api::{JobStatus, Tile};
-use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult, Topics};
-use pipeline::{Operation, ops};
+use pipeline::Operation;
+use pipeline::wire::Topics;
 use rdkafka::Message;
 use testkit::*;
 
@@ -79,28 +79,8 @@ async fn a_tile_sent_again_goes_to_another_partition() {
     // Fails every tile's first sending, as a worker lacking an operation
     // would; answers the second.
     let picky = FakeWorker::start(&broker, &prefix, |task| {
-        let h = task.header;
-        Some(if h.attempt == 1 {
-            Reply::Failed(TileFailure {
-                job_id: h.job_id,
-                tile: h.tile,
-                worker_id: "picky".into(),
-                error: "not here".into(),
-                attempt: h.attempt,
-            })
-        } else {
-            let output = ops::process_tile(&h.ops, task.input, h.halo);
-            let header = ResultHeader {
-                job_id: h.job_id,
-                tile: h.tile,
-                rect: h.rect,
-                worker_id: "picky".into(),
-                elapsed_ms: 1.0,
-                channels: output.channels,
-                encoding: pipeline::codec::Encoding::Raw,
-            };
-            Reply::Done(TileResult { header, output })
-        })
+        let first = task.header.attempt == 1;
+        Some(answer(task, "picky", first.then_some("not here")))
     });
     let image = test_image(1024, 1024);
     let job = api.submit(&image, &[Operation::Invert]).await;

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use app::api::JobStatus;
-use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult, Topics};
-use pipeline::{Operation, ops};
+use pipeline::Operation;
+use pipeline::wire::Topics;
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use testkit::*;
@@ -75,29 +75,8 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
     let api = server.api();
     // A worker on which inverting always fails; every other chain works.
     let faulty = FakeWorker::start(&broker, &prefix, |task| {
-        let h = task.header;
-        Some(if h.ops == [Operation::Invert] {
-            Reply::Failed(TileFailure {
-                job_id: h.job_id,
-                tile: h.tile,
-                worker_id: "faulty".into(),
-                error: "no ink".into(),
-                attempt: h.attempt,
-            })
-        } else {
-            let output = ops::process_tile(&h.ops, task.input, h.halo);
-            let header = ResultHeader {
-                job_id: h.job_id,
-                tile: h.tile,
-                rect: h.rect,
-                worker_id: "faulty".into(),
-                elapsed_ms: 1.0,
-                channels: output.channels,
-                // Raw, as a worker in another language may send; the real workers send PNG.
-                encoding: pipeline::codec::Encoding::Raw,
-            };
-            Reply::Done(TileResult { header, output })
-        })
+        let poisoned = task.header.ops == [Operation::Invert];
+        Some(answer(task, "faulty", poisoned.then_some("no ink")))
     });
 
     let image = test_image(1024, 1024);

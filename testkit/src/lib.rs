@@ -545,6 +545,29 @@ impl FakeWorker {
     }
 }
 
+/// What a real worker would answer to `task`, or a failure saying `error`:
+/// for [`FakeWorker`]s that fail some tasks and process the rest. Results
+/// go raw, as a worker in another language may send them.
+pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) -> pipeline::wire::Reply {
+    use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult};
+    let h = task.header;
+    if let Some(error) = error {
+        let (job_id, tile, attempt) = (h.job_id, h.tile, h.attempt);
+        return Reply::Failed(TileFailure { job_id, tile, worker_id: worker_id.into(), error: error.into(), attempt });
+    }
+    let output = pipeline::ops::process_tile(&h.ops, task.input, h.halo);
+    let header = ResultHeader {
+        job_id: h.job_id,
+        tile: h.tile,
+        rect: h.rect,
+        worker_id: worker_id.into(),
+        elapsed_ms: 1.0,
+        channels: output.channels,
+        encoding: pipeline::codec::Encoding::Raw,
+    };
+    Reply::Done(TileResult { header, output })
+}
+
 pub fn producer(broker: &Broker) -> rdkafka::producer::FutureProducer {
     rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
