@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
         single.total, single.decode, single.process, single.encode
     );
+    let split = master_split(&jpeg, ops::chain_halo(&ops), 512)?;
+    println!("The master's pass over the JPEG, cutting every tile's crop (one thread): {split:.2} s");
     let opencv = if ops.len() == 1 { opencv(&jpeg)? } else { None };
     match opencv {
         Some(seconds) => {
@@ -67,16 +69,16 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | vs single process | vs OpenCV |"
+        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let runtime = tokio::runtime::Runtime::new()?;
     for &tile in &args.tile_sizes {
         for &workers in &args.workers {
             let run = runtime.block_on(distributed(&jpeg, &ops, workers, tile))?;
             let s = run.stages;
             println!(
-                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.2}x | {} |",
+                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2}x | {} |",
                 run.total,
                 run.upload,
                 s.decode_ms / 1e3,
@@ -89,6 +91,9 @@ fn main() -> anyhow::Result<()> {
                 run.broker_bytes as f64 / jpeg.len() as f64,
                 mb(run.server_peak),
                 mb(run.worker_peak),
+                run.cpu[0],
+                run.cpu[1],
+                run.cpu[2],
                 run.total / single.total,
                 opencv.map_or("-".to_owned(), |o| format!("{:.2}x", run.total / o)),
             );
@@ -181,6 +186,31 @@ fn baseline(jpeg: &[u8], chain: &[Operation], tile: u32) -> anyhow::Result<Basel
     Ok(Baseline { decode, process, encode, total: started.elapsed().as_secs_f64() })
 }
 
+/// Seconds the master spends on a JPEG upload: cutting every tile's crop
+/// (tile, halo and margin) in one pass over the scan.
+fn master_split(jpeg: &[u8], halo: u32, tile: u32) -> anyhow::Result<f64> {
+    use pipeline::jpeg::Jpeg;
+    let (image, scan) = Jpeg::parse(jpeg)?;
+    let layout = image.layout();
+    let grid = TileGrid::new(layout.width, layout.height, tile);
+    let halo = i64::from(halo);
+    let wanted: Vec<_> = (0..grid.len())
+        .map(|t| {
+            let r = grid.tile(t).expect("a tile of the grid");
+            let (x, y) = (i64::from(r.x), i64::from(r.y));
+            layout.covering((x - halo, y - halo, x + i64::from(r.width) + halo, y + i64::from(r.height) + halo))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut bytes = 0;
+    image.split(scan, &wanted, |_, crop| {
+        bytes += crop.bytes.len();
+        true
+    })?;
+    std::hint::black_box(bytes);
+    Ok(started.elapsed().as_secs_f64())
+}
+
 struct Run {
     total: f64,
     upload: f64,
@@ -189,6 +219,8 @@ struct Run {
     broker_bytes: u64,
     server_peak: u64,
     worker_peak: u64,
+    /// CPU seconds the job cost the broker, the server and all workers.
+    cpu: [f64; 3],
 }
 
 async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<Run> {
@@ -209,6 +241,11 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     api.finished(&warm.id, DEADLINE).await;
 
     let bytes_before = broker_bytes(&api).await?;
+    let cpu = || -> [f64; 3] {
+        let of = |p: Option<f64>| p.unwrap_or(0.0);
+        [of(broker.cpu_seconds()), of(server.cpu_seconds()), pool.iter().map(|w| of(w.cpu_seconds())).sum()]
+    };
+    let cpu_before = cpu();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
@@ -227,6 +264,7 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let total = started.elapsed().as_secs_f64();
+    let cpu_after = cpu();
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
 
     let broker_bytes = broker_bytes(&api).await? - bytes_before;
@@ -239,6 +277,7 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
         broker_bytes,
         server_peak: server.peak_memory_bytes().unwrap_or(0),
         worker_peak: pool.iter().filter_map(Process::peak_memory_bytes).max().unwrap_or(0),
+        cpu: std::array::from_fn(|i| cpu_after[i] - cpu_before[i]),
     })
 }
 

@@ -98,7 +98,16 @@ async fn create_job(
         .await
         .map_err(anyhow::Error::from)??
     };
-    let job = state.jobs.submit(file, &filename, info, input, chain, output).await?;
+    let (job, scan) = state.jobs.submit(file, &filename, info, input, chain, output).await?;
+    // A JPEG's tiles are already being cut and sent; its scan must read to
+    // the end before the upload counts as accepted.
+    if let Some(scan) = scan
+        && let Ok(Err(malformed)) = scan.await
+    {
+        state.jobs.cancel(&job.id).await?;
+        state.jobs.delete(&job.id).await?;
+        return Err(intake::corrupt_jpeg(&malformed));
+    }
     Ok((StatusCode::CREATED, Json(job)))
 }
 

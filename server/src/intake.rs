@@ -167,27 +167,34 @@ fn decode_from<R: BufRead + Seek>(reader: R, info: ImageInfo) -> Result<Frame, A
 pub enum Source {
     /// The decoded image.
     Pixels(Frame),
-    /// An upright baseline JPEG whose scan was checked whole: its tiles are
-    /// cut from the file losslessly (see `pipeline::jpeg`), never decoded here.
+    /// An upright baseline JPEG: its tiles are cut from the file losslessly
+    /// (see `pipeline::jpeg`), never decoded here. Only its header has been
+    /// read: cutting the tiles reads the scan, and is what checks it.
     Jpeg(pipeline::jpeg::Layout),
 }
 
 /// Reads an accepted upload for its job: a JPEG that can be cut losslessly
-/// is only checked (its scan entropy-decoded, about a fifth of a decode's
-/// time, with no pixels in memory); anything else is decoded.
+/// has only its header read; anything else is decoded.
 pub fn prepare_file(path: &Path, info: ImageInfo) -> Result<Source, AppError> {
-    if info.format == ImageFormat::Jpeg && info.orientation == Orientation::NoTransforms {
-        // Read as a stream: a buffer of memory, whatever the file's size.
-        let mut file = open(path)?;
-        if let Ok(jpeg) = pipeline::jpeg::Jpeg::read(&mut file)
-            && (jpeg.width, jpeg.height) == (info.width, info.height)
-            && jpeg.check_scan(file).is_ok()
-        {
-            return Ok(Source::Jpeg(jpeg.layout()));
-        }
-        // Progressive, CMYK, damaged...: the decoder decides, as for any image.
+    // Progressive, CMYK, several scans...: the decoder decides, as for any image.
+    if info.format == ImageFormat::Jpeg
+        && info.orientation == Orientation::NoTransforms
+        && let Ok(jpeg) = pipeline::jpeg::Jpeg::read(&mut open(path)?)
+        && (jpeg.width, jpeg.height) == (info.width, info.height)
+    {
+        return Ok(Source::Jpeg(jpeg.layout()));
     }
     decode_file(path, info).map(Source::Pixels)
+}
+
+/// The answer to an upload whose JPEG scan turned out corrupt while its
+/// tiles were cut.
+pub fn corrupt_jpeg(error: &pipeline::jpeg::JpegError) -> AppError {
+    AppError::client(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unreadable_image",
+        format!("the jpg file is malformed and could not be read ({error})"),
+    )
 }
 
 fn unreadable_panic(format: ImageFormat) -> AppError {

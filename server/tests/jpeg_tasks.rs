@@ -88,3 +88,36 @@ async fn a_progressive_jpeg_travels_raw_and_the_result_is_exact() {
     let tasks = run(jpeg, &[Operation::Invert, Operation::default()]).await;
     assert!(tasks.iter().all(|(t, _)| t.header.encoding == Encoding::Raw));
 }
+
+/// The scan is read while the tiles are cut, after the job exists: a JPEG
+/// whose header passes but whose data is cut short or corrupt still gets a
+/// 4xx, and leaves no job behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jpeg_with_a_corrupt_scan_is_refused_and_leaves_no_job() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("jpeg-corrupt");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.tile_size = 256).await;
+    let api = server.api();
+    let jpeg = image_crate_jpeg(&test_image(1100, 1030));
+    let mut cut_short = jpeg.clone();
+    cut_short.truncate(jpeg.len() * 3 / 5);
+    // A marker that is not a restart marker, two thirds into the scan.
+    let mut garbled = jpeg.clone();
+    let at = jpeg.len() * 2 / 3;
+    garbled[at..at + 2].copy_from_slice(&[0xFF, 0xC4]);
+    for (name, bytes) in [("cut.jpg", cut_short), ("garbled.jpg", garbled)] {
+        let response = api.upload(name, bytes).await;
+        assert_eq!(response.status(), 422, "{name}");
+        let body: app::api::ApiError = response.json().await.unwrap();
+        assert_eq!(body.error, "unreadable_image", "{name}: {}", body.message);
+        assert!(body.message.contains("malformed JPEG"), "{name}: {}", body.message);
+    }
+    let jobs: Vec<app::api::Job> = reqwest::get(api.url("/api/jobs")).await.unwrap().json().await.unwrap();
+    assert!(jobs.is_empty(), "refused uploads left jobs: {jobs:?}");
+    let left = std::fs::read_dir(server.data.path().join("jobs")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "refused uploads left files");
+    // The whole file is accepted.
+    let job = api.submit_with("photo.jpg", jpeg, &[]).await;
+    assert_eq!(job.tiles_total, 25);
+    server.stop().await;
+}

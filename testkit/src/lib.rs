@@ -67,6 +67,21 @@ impl Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// CPU time the broker has used so far, user and system (Linux).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.id())
+    }
+}
+
+/// User plus system CPU time of a process from `/proc/<pid>/stat`, whose
+/// clock ticks are `USER_HZ`, 100 on every Linux architecture's ABI.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let (user, system) = (fields.next()?.parse::<u64>().ok()?, fields.next()?.parse::<u64>().ok()?);
+    Some((user + system) as f64 / 100.0)
 }
 
 fn spawn_broker(dir: &tempfile::TempDir, port: u16) -> Child {
@@ -122,6 +137,11 @@ impl Process {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim();
         kb.parse::<u64>().ok().map(|kb| kb * 1024)
+    }
+
+    /// CPU time the process has used so far, user and system (Linux).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.id())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -45,6 +45,19 @@ impl<R: std::io::Read> BitReader<R> {
     }
 
     fn fill(&mut self) {
+        // The common case: eight buffered bytes without a 0xFF among them
+        // enter the accumulator at once.
+        if !self.at_marker && self.count <= 56 && self.pos + 8 <= self.len {
+            let word = u64::from_be_bytes(self.buffer[self.pos..self.pos + 8].try_into().expect("8 bytes"));
+            if !has_ff_byte(word) {
+                let take = (64 - self.count) / 8;
+                let fresh = if take == 8 { word } else { word >> (64 - 8 * take) };
+                self.acc |= fresh << (64 - self.count - 8 * take);
+                self.count += 8 * take;
+                self.pos += take as usize;
+                return;
+            }
+        }
         while self.count <= 56 {
             let mut byte = 0;
             if !self.at_marker {
@@ -128,9 +141,16 @@ impl<R: std::io::Read> BitReader<R> {
     }
 }
 
+/// Whether any byte of `word` is 0xFF (a zero byte of its complement).
+fn has_ff_byte(word: u64) -> bool {
+    let inverse = !word;
+    inverse.wrapping_sub(0x0101_0101_0101_0101) & !inverse & 0x8080_8080_8080_8080 != 0
+}
+
 pub struct BitWriter {
     out: Vec<u8>,
-    acc: u32,
+    /// The low `count` bits (fewer than 32) are not yet written.
+    acc: u64,
     count: u32,
 }
 
@@ -139,30 +159,40 @@ impl BitWriter {
         Self { out, acc: 0, count: 0 }
     }
 
-    /// Appends the low `n` bits of `bits` (n <= 16).
+    /// Appends the low `n` bits of `bits` (n <= 32).
     pub fn put(&mut self, bits: u32, n: u8) {
-        if n == 0 {
-            return;
-        }
         let n = u32::from(n);
-        self.acc = (self.acc << n) | (bits & ((1 << n) - 1));
+        self.acc = (self.acc << n) | (u64::from(bits) & ((1u64 << n) - 1));
         self.count += n;
-        while self.count >= 8 {
-            let byte = (self.acc >> (self.count - 8)) as u8;
-            self.out.push(byte);
-            if byte == 0xFF {
-                self.out.push(0x00);
+        if self.count >= 32 {
+            self.count -= 32;
+            let word = (self.acc >> self.count) as u32;
+            if word.to_be_bytes().contains(&0xFF) {
+                for byte in word.to_be_bytes() {
+                    self.byte(byte);
+                }
+            } else {
+                self.out.extend_from_slice(&word.to_be_bytes());
             }
-            self.count -= 8;
         }
-        self.acc &= (1 << self.count) - 1;
+    }
+
+    /// A whole byte, stuffed with a zero after 0xFF.
+    fn byte(&mut self, byte: u8) {
+        self.out.push(byte);
+        if byte == 0xFF {
+            self.out.push(0x00);
+        }
     }
 
     /// Pads the last byte with ones and returns the bytes.
     pub fn finish(mut self) -> Vec<u8> {
-        if self.count > 0 {
-            let pad = 8 - self.count as u8;
-            self.put((1 << pad) - 1, pad);
+        let pad = (8 - self.count % 8) % 8;
+        self.acc = (self.acc << pad) | ((1u64 << pad) - 1);
+        self.count += pad;
+        while self.count >= 8 {
+            self.count -= 8;
+            self.byte((self.acc >> self.count) as u8);
         }
         self.out
     }

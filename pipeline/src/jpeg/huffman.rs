@@ -99,10 +99,14 @@ impl Encoder {
         ]
     }
 
-    pub fn put(&self, w: &mut BitWriter, value: u8) {
+    /// Writes `value`'s code followed by the `value & 15` low bits of `extra`
+    /// (a coefficient's magnitude bits), in one go: at most 16 + 11 bits.
+    pub fn put_with(&self, w: &mut BitWriter, value: u8, extra: u32) {
         let (code, length) = self.codes[usize::from(value)];
         debug_assert!(length > 0, "value {value:#x} has no standard code");
-        w.put(u32::from(code), length);
+        let size = value & 15;
+        let extra = extra & ((1u32 << size) - 1);
+        w.put(u32::from(code) << size | extra, length + size);
     }
 }
 

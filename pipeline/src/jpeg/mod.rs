@@ -507,25 +507,24 @@ fn encode_block(w: &mut BitWriter, block: &Block, predictor: &mut i16, dc: &Huff
     let diff = i32::from(block[0]) - i32::from(*predictor);
     *predictor = block[0];
     let (size, bits) = magnitude(diff);
-    dc.put(w, size);
-    w.put(bits, size);
-    let mut run = 0u8;
-    for &c in &block[1..] {
-        if c == 0 {
-            run += 1;
-            continue;
-        }
+    dc.put_with(w, size, bits);
+    // Walk the non-zero coefficients only: bit k set for block[k] != 0.
+    let mut nonzero = block.iter().enumerate().skip(1).fold(0u64, |m, (k, &c)| m | u64::from(c != 0) << k);
+    let mut last = 0;
+    while nonzero != 0 {
+        let k = nonzero.trailing_zeros();
+        nonzero &= nonzero - 1;
+        let mut run = k - last - 1;
+        last = k;
         while run >= 16 {
-            ac.put(w, 0xF0);
+            ac.put_with(w, 0xF0, 0);
             run -= 16;
         }
-        let (size, bits) = magnitude(i32::from(c));
-        ac.put(w, run << 4 | size);
-        w.put(bits, size);
-        run = 0;
+        let (size, bits) = magnitude(i32::from(block[k as usize]));
+        ac.put_with(w, (run as u8) << 4 | size, bits);
     }
-    if run > 0 {
-        ac.put(w, 0x00);
+    if last < 63 {
+        ac.put_with(w, 0x00, 0);
     }
 }
 

@@ -244,9 +244,8 @@ fn a_dc_beyond_eight_bit_range_is_refused() {
     let encoders = HuffmanEncoder::standard();
     let mut w = BitWriter::new(Vec::new());
     for _ in 0..64 {
-        encoders[0].put(&mut w, 11);
-        w.put(0x7FF, 11);
-        encoders[1].put(&mut w, 0x00);
+        encoders[0].put_with(&mut w, 11, 0x7FF);
+        encoders[1].put_with(&mut w, 0x00, 0);
     }
     let scan = w.finish();
     assert_eq!(jpeg.check_scan(&scan[..]), Err(JpegError::Malformed("a DC coefficient out of range")));

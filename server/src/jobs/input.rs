@@ -1,21 +1,24 @@
 //! What a running job's tasks are made from: its decoded image, or lossless
-//! crops of its JPEG. A splitter thread writes the crops next to the tile
-//! files (a task sent again reads its crop back) and hands them to dispatch
-//! through a small channel, so it runs ahead of the dispatch window by only
-//! a few tiles and holds only the MCU rows those need.
+//! crops of its JPEG. A splitter thread cuts every crop in one pass over the
+//! scan, holding only the MCU rows the next crops need, writes each next to
+//! the tile files (dispatch and any retry read it from there) and hands its
+//! index to dispatch. It runs ahead of dispatch at its own speed: that pass
+//! is also what checks the scan, and an upload is answered when it ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use pipeline::codec::Encoding;
-use pipeline::jpeg::{Jpeg, Layout, McuRect};
+use pipeline::jpeg::{Jpeg, JpegError, Layout, McuRect};
 use pipeline::wire::{Source, Task, TaskHeader};
 use pipeline::{Channels, Frame, Rect, TileGrid};
 use tokio::sync::mpsc;
 
-/// Crops the splitter may have ready ahead of dispatch.
-pub const SPLIT_AHEAD: usize = 16;
+/// Told once the splitter has read the whole scan of a new upload: whether
+/// it decoded, or how it is malformed. (Other failures, such as a full
+/// disk, fail the job instead: they are not the upload's fault.)
+pub type ScanVerdict = tokio::sync::oneshot::Sender<Result<(), JpegError>>;
 
 pub enum Input {
     Pixels(Arc<Frame>),
@@ -83,14 +86,15 @@ fn covering(layout: &Layout, rect: Rect, halo: u32) -> McuRect {
 /// Blocking: cuts `tiles` (in grid order) out of the JPEG at `path`, writes
 /// each crop to its file and then sends its index. Stops early when the
 /// receiver is gone (the job stopped); sends the error if the file cannot be
-/// read or split.
+/// read or split, and tells `verdict` either way.
 pub fn split(
     path: &Path,
     grid: TileGrid,
     halo: u32,
     tiles: &[u32],
     tiles_dir: &Path,
-    tx: &mpsc::Sender<anyhow::Result<u32>>,
+    tx: &mpsc::UnboundedSender<anyhow::Result<u32>>,
+    verdict: Option<ScanVerdict>,
 ) {
     let split = || -> anyhow::Result<()> {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -106,12 +110,17 @@ pub fn split(
                 failed = Some(anyhow::anyhow!("writing {}: {e}", path.display()));
                 return false;
             }
-            tx.blocking_send(Ok(tiles[i])).is_ok()
+            tx.send(Ok(tiles[i])).is_ok()
         })?;
         failed.map_or(Ok(()), Err)
     };
-    if let Err(e) = split() {
-        let _ = tx.blocking_send(Err(e.context("cutting the JPEG into tiles")));
+    let result = split();
+    if let Some(verdict) = verdict {
+        let malformed = result.as_ref().err().and_then(|e| e.downcast_ref::<JpegError>().cloned());
+        let _ = verdict.send(malformed.map_or(Ok(()), Err));
+    }
+    if let Err(e) = result {
+        let _ = tx.send(Err(e.context("cutting the JPEG into tiles")));
     }
 }
 

@@ -20,9 +20,11 @@ use anyhow::Context;
 use app::api::{Event, Job, JobStatus, Output, Stages};
 use futures::StreamExt;
 use pipeline::codec::Encoding;
+use pipeline::jpeg::JpegError;
 use pipeline::wire::{Control, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::intake::{self, ImageInfo, Limits, Source};
@@ -193,7 +195,7 @@ impl Jobs {
         decoded: (Source, Duration),
         ops: Vec<Operation>,
         output: Output,
-    ) -> anyhow::Result<Job> {
+    ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), JpegError>>>)> {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
@@ -228,9 +230,18 @@ impl Jobs {
         self.events.emit(Event::Job(job.clone()));
         info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
 
+        // A JPEG's scan is read while its tiles are cut, after this returns:
+        // the caller hears whether it decoded.
+        let (verdict, scan) = match decoded.0 {
+            Source::Jpeg(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Source::Pixels(_) => (None, None),
+        };
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, Some(decoded)).await });
-        Ok(job)
+        tokio::spawn(async move { this.run(&id, Some(decoded), verdict).await });
+        Ok((job, scan))
     }
 
     /// Resumes the jobs a previous run of the server left unfinished, one at
@@ -242,19 +253,24 @@ impl Jobs {
         };
         for id in ids {
             info!(job = %id, "resuming job");
-            self.run(&id, None).await;
+            self.run(&id, None, None).await;
         }
     }
 
     /// Starts (or resumes) a job; a job that cannot start fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>) {
-        if let Err(e) = self.start(id, upload).await {
+    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>, verdict: Option<input::ScanVerdict>) {
+        if let Err(e) = self.start(id, upload, verdict).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
     }
 
-    async fn start(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>) -> anyhow::Result<()> {
+    async fn start(
+        self: &Arc<Self>,
+        id: &str,
+        upload: Option<(Source, Duration)>,
+        verdict: Option<input::ScanVerdict>,
+    ) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
         let (source, decode_time) = match upload {
@@ -370,18 +386,17 @@ impl Jobs {
         // The tiles to send, in grid order: at once from the decoded image,
         // or as the splitter cuts them from the JPEG (every tile not done,
         // so that those already on the broker have their crop for a retry).
-        let (tx, mut ready) = tokio::sync::mpsc::channel(input::SPLIT_AHEAD);
+        let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
         if cut_from_jpeg {
             let tiles_dir = self.tiles_dir(id);
-            tokio::task::spawn_blocking(move || input::split(&input_path, grid, halo, &not_done, &tiles_dir, &tx));
-        } else {
-            tokio::spawn(async move {
-                for tile in not_done {
-                    if tx.send(Ok(tile)).await.is_err() {
-                        break;
-                    }
-                }
+            tokio::task::spawn_blocking(move || {
+                input::split(&input_path, grid, halo, &not_done, &tiles_dir, &tx, verdict);
             });
+        } else {
+            for tile in not_done {
+                let _ = tx.send(Ok(tile));
+            }
+            drop(tx);
         }
         // Each as a slot frees up (a stopped job stops taking them), a few
         // sendings at a time.
