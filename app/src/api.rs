@@ -67,6 +67,10 @@ pub struct Job {
     /// How the result is encoded.
     #[serde(default)]
     pub output: Output,
+    /// Answered from the result cache: the job whose result this one shares
+    /// (the same input bytes, operations and output).
+    #[serde(default)]
+    pub cached_from: Option<String>,
 }
 
 /// How a job's result is encoded. In JSON, tagged by `format`:

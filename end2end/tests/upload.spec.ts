@@ -93,6 +93,27 @@ test("a custom chain runs, and the finished job can be deleted from the dashboar
   await expect(row).toHaveCount(0);
 });
 
+test("the same image again is answered from the cache, and says so", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const first = await generatedImageTransfer(page, 1536, 1024, "twice.png");
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: first });
+  await expect(page.locator("#percent")).toHaveText("100 %", { timeout: 90_000 });
+  await expect(page.locator("#cached")).toHaveCount(0);
+  await expect(page.locator('#tile-map .tile[data-state="done"]')).toHaveCount(6);
+  const source = page.url().split("/").pop();
+
+  await page.getByRole("link", { name: "Process another image" }).click();
+  await waitForLive(page);
+  const again = await generatedImageTransfer(page, 1536, 1024, "twice-again.png");
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: again });
+  await expect(page.locator("#percent")).toHaveText("100 %");
+  await expect(page.locator("#cached")).toContainText("result cache");
+  await expect(page.locator("#cached a")).toHaveAttribute("href", `/jobs/${source}`);
+  await expect(page.locator("#tile-map")).toHaveCount(0);
+  await expect(page.locator(".compare img.after")).toBeVisible();
+});
+
 test("an invalid step is refused with the parameter's name", async ({ page }) => {
   await page.goto("/");
   await waitForLive(page);

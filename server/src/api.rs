@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use crate::admission::Backlog;
 use crate::error::{AppError, AppResult};
 use crate::intake;
-use crate::jobs::now_ms;
+use crate::jobs::{Submission, now_ms};
 use crate::sse;
 use crate::state::AppState;
 use crate::upload::{self, multipart_error};
@@ -81,24 +81,35 @@ async fn create_job(
             .await
             .map_err(anyhow::Error::from)??;
     let output = output(format.as_deref(), quality.as_deref(), &info)?;
+    // The client's file name is shown, never used as a path.
+    let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
+    // The same bytes, operations and output as a done job: its result, at once.
+    let cache_key = crate::cache::key(&file.sha256, &chain, output);
+    let cached = state.store.cached(&cache_key).await?;
+    let mut request = Submission { file, filename, info, ops: chain, output, cache_key };
+    if let Some(source) = cached {
+        match state.jobs.answer_from_cache(request, &source).await? {
+            Ok(job) => return Ok((StatusCode::CREATED, Json(job))),
+            Err(back) => request = back, // its result went meanwhile: the job runs
+        }
+    }
     let backlog =
         Backlog { max_active_jobs: state.config.max_active_jobs, max_queued_tiles: state.config.max_queued_tiles };
     let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
     let _ticket = state.admission.admit(&state.store, backlog, tiles).await?;
-    // The client's file name is shown, never used as a path.
-    let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     // Decoded before the answer, so a file whose header passes but whose
     // pixels are cut short or corrupt is a 4xx, not a failed job later.
-    let (file, input) = {
+    let input = {
         let _turn = state.admission.decoder().await;
+        let path = request.file.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            intake::prepare_file(file.path(), info).map(|source| (file, (source, started.elapsed())))
+            intake::prepare_file(&path, info).map(|source| (source, started.elapsed()))
         })
         .await
         .map_err(anyhow::Error::from)??
     };
-    let (job, scan) = state.jobs.submit(file, &filename, info, input, chain, output).await?;
+    let (job, scan) = state.jobs.submit(request, input).await?;
     // A JPEG's tiles are already being cut and sent; its scan must read to
     // the end before the upload counts as accepted.
     if let Some(scan) = scan

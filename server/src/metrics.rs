@@ -40,6 +40,7 @@ pub struct Metrics {
     /// Seconds workers spent on a tile's operations.
     pub tile_seconds: Histogram,
     pub upload_bytes: Counter,
+    pub cache_hits: Counter,
     pub task_bytes: Counter,
     pub result_bytes: Counter,
     pub sse_clients: Gauge,
@@ -62,6 +63,7 @@ impl Default for Metrics {
             // 1 ms to ~16 s.
             tile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             upload_bytes: Counter::default(),
+            cache_hits: Counter::default(),
             task_bytes: Counter::default(),
             result_bytes: Counter::default(),
             sse_clients: Gauge::default(),
@@ -83,6 +85,7 @@ impl Default for Metrics {
         );
         r.register("tile_processing_seconds", "Time workers spent on a tile's operations", m.tile_seconds.clone());
         r.register("upload_bytes", "Bytes of accepted uploads", m.upload_bytes.clone());
+        r.register("cache_hits", "Jobs answered from the result cache", m.cache_hits.clone());
         r.register("task_bytes", "Bytes of tasks sent to the broker", m.task_bytes.clone());
         r.register("result_bytes", "Bytes of replies read from the broker", m.result_bytes.clone());
         r.register("sse_clients", "Browsers following the event stream", m.sse_clients.clone());

@@ -27,6 +27,7 @@ pub struct NewJob<'a> {
     pub input_bytes: u64,
     pub created_at: i64,
     pub output: Output,
+    pub cache_key: Option<&'a str>,
 }
 
 #[derive(FromRow)]
@@ -69,6 +70,7 @@ struct JobRow {
     finished_at: Option<i64>,
     stages: Option<String>,
     output: String,
+    cached_from: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -92,6 +94,7 @@ impl TryFrom<JobRow> for Job {
             finished_at: r.finished_at,
             stages: r.stages.as_deref().map(serde_json::from_str).transpose().map_err(|e| decode(e.into()))?,
             output: serde_json::from_str(&r.output).map_err(|e| decode(e.into()))?,
+            cached_from: r.cached_from,
         })
     }
 }
@@ -139,7 +142,8 @@ impl WorkerRow {
 }
 
 const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
-                           tiles_done, input_bytes, error, created_at, finished_at, stages, output";
+                           tiles_done, input_bytes, error, created_at, finished_at, stages, output, \
+                           cached_from";
 
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -170,7 +174,7 @@ impl Store {
     pub async fn insert_job(&self, job: &NewJob<'_>) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, \
-             input_bytes, created_at, output) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+             input_bytes, created_at, output, cache_key) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id)
         .bind(job.filename)
@@ -182,9 +186,49 @@ impl Store {
         .bind(job.input_bytes as i64)
         .bind(job.created_at)
         .bind(serde_json::to_string(&job.output).expect("an output serialises"))
+        .bind(job.cache_key)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Records a job answered from the cache: done at once, every tile
+    /// counted, sharing `source`'s result.
+    pub async fn insert_cached_job(&self, job: &NewJob<'_>, source: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, tiles_done, \
+             input_bytes, created_at, finished_at, output, cache_key, cached_from) \
+             VALUES (?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id)
+        .bind(job.filename)
+        .bind(job.width)
+        .bind(job.height)
+        .bind(job.tile_size)
+        .bind(serde_json::to_string(job.ops).expect("operations serialise"))
+        .bind(job.tiles_total)
+        .bind(job.tiles_total)
+        .bind(job.input_bytes as i64)
+        .bind(job.created_at)
+        .bind(job.created_at)
+        .bind(serde_json::to_string(&job.output).expect("an output serialises"))
+        .bind(job.cache_key)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest done job with this cache key, if any.
+    pub async fn cached(&self, key: &str) -> sqlx::Result<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE cache_key = ? AND status = 'done' \
+             ORDER BY finished_at DESC, id LIMIT 1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Job::try_from).transpose()
     }
 
     /// Records a job's tiles and marks it running, in one transaction; false

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
@@ -21,6 +22,8 @@ const HEAD: usize = 64 * 1024;
 pub struct Upload {
     path: TempPath,
     pub len: u64,
+    /// SHA-256 of the bytes, for the result cache.
+    pub sha256: [u8; 32],
 }
 
 impl Upload {
@@ -55,6 +58,7 @@ pub async fn receive(mut field: Field<'_>, dir: &Path, limits: Limits) -> AppRes
     let mut file = tokio::fs::File::from_std(file);
     // The first bytes, until they are checked.
     let (mut head, mut len) = (Some(Vec::new()), 0u64);
+    let mut hasher = Sha256::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if let Some(bytes) = &mut head {
             bytes.extend_from_slice(&chunk[..(HEAD - bytes.len()).min(chunk.len())]);
@@ -63,10 +67,11 @@ pub async fn receive(mut field: Field<'_>, dir: &Path, limits: Limits) -> AppRes
             }
         }
         file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
+        hasher.update(&chunk);
         len += chunk.len() as u64;
     }
     file.flush().await.map_err(anyhow::Error::from)?;
-    Ok(Upload { path, len })
+    Ok(Upload { path, len, sha256: hasher.finalize().into() })
 }
 
 /// Refuses an upload from its first bytes when they already say it is not

@@ -22,6 +22,7 @@ async fn store_with_job(dir: &tempfile::TempDir, id: &str) -> Store {
             input_bytes: 1234,
             created_at: 1_000,
             output: Output::Jpeg { quality: 80 },
+            cache_key: Some("key"),
         })
         .await
         .unwrap();
@@ -127,4 +128,14 @@ async fn dispatch_bookkeeping_survives_reopening() {
     store.finish_job("job-3", JobStatus::Cancelled, None, 9).await.unwrap();
     assert!(store.unfinished_jobs().await.unwrap().is_empty());
     assert!(!store.start_job("job-3", TileGrid::new(1100, 1024, 512).tiles()).await.unwrap());
+}
+
+#[tokio::test]
+async fn only_a_done_job_answers_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_job(&dir, "job-1").await;
+    assert!(store.cached("key").await.unwrap().is_none(), "a running job has no result to share");
+    assert!(store.finish_job("job-1", JobStatus::Done, None, 2_000).await.unwrap());
+    assert_eq!(store.cached("key").await.unwrap().map(|j| j.id), Some("job-1".to_owned()));
+    assert!(store.cached("other").await.unwrap().is_none());
 }

@@ -32,8 +32,13 @@ pub fn JobPage() -> impl IntoView {
         let _ = (id, missing);
     });
 
-    // The map is built once per job, not on every progress event.
-    let grid = Memo::new(move |_| job.with(|j| j.as_ref().map(|j| (j.id.clone(), j.width, j.height, j.tile_size))));
+    // The map is built once per job, not on every progress event; a job
+    // answered from the cache processed no tile, so it has none.
+    let grid = Memo::new(move |_| {
+        job.with(|j| {
+            j.as_ref().filter(|j| j.cached_from.is_none()).map(|j| (j.id.clone(), j.width, j.height, j.tile_size))
+        })
+    });
     let tile_map =
         move || grid.get().map(|(id, width, height, tile_size)| view! { <TileMap id width height tile_size /> });
     // So is the before/after view, once the job is done.
@@ -91,6 +96,13 @@ pub fn JobPage() -> impl IntoView {
                         {human_duration(elapsed)} {throughput}
                     </p>
                     {stages.map(|text| view! { <p class="muted small" id="stages">{text}</p> })}
+                    {job.cached_from.clone().map(|source| view! {
+                        <p class="small" id="cached">
+                            "Answered from the result cache at once: "
+                            <a href=format!("/jobs/{source}")>"an earlier job"</a>
+                            " had the same image, operations and output. No tile was processed again."
+                        </p>
+                    })}
                     {match status {
                         JobStatus::Done => view! {
                             <a id="download" class="button" href=format!("/api/jobs/{}/result", job.id) download>

@@ -125,6 +125,18 @@ impl Active {
 /// A running job as the engine's tasks share it.
 type Shared = Arc<Mutex<Active>>;
 
+/// A checked upload and what to do with it.
+pub struct Submission {
+    pub file: crate::upload::Upload,
+    /// As shown: control characters removed, at most 200 of them.
+    pub filename: String,
+    pub info: ImageInfo,
+    pub ops: Vec<Operation>,
+    pub output: Output,
+    /// See [`crate::cache::key`].
+    pub cache_key: String,
+}
+
 pub struct Jobs {
     store: Store,
     events: Events,
@@ -189,13 +201,10 @@ impl Jobs {
     /// Records a checked upload as a new job and starts it in the background.
     pub async fn submit(
         self: &Arc<Self>,
-        file: crate::upload::Upload,
-        filename: &str,
-        info: ImageInfo,
+        request: Submission,
         decoded: (Source, Duration),
-        ops: Vec<Operation>,
-        output: Output,
     ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), JpegError>>>)> {
+        let Submission { file, filename, info, ops, output, cache_key } = request;
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
@@ -207,7 +216,7 @@ impl Jobs {
             self.store
                 .insert_job(&NewJob {
                     id: &id,
-                    filename,
+                    filename: &filename,
                     width: info.width,
                     height: info.height,
                     tile_size: self.settings.tile_size,
@@ -216,6 +225,7 @@ impl Jobs {
                     input_bytes,
                     created_at: now_ms(),
                     output,
+                    cache_key: Some(&cache_key),
                 })
                 .await?;
             anyhow::Ok(())
@@ -255,6 +265,59 @@ impl Jobs {
             info!(job = %id, "resuming job");
             self.run(&id, None, None).await;
         }
+    }
+
+    /// Records a job whose result `source` already has (see [`crate::cache`]):
+    /// done at once, sharing that file, without the broker. Hands the upload
+    /// back when the source's result is gone (deleted meanwhile): the job
+    /// must run.
+    pub async fn answer_from_cache(
+        &self,
+        request: Submission,
+        source: &Job,
+    ) -> anyhow::Result<Result<Job, Submission>> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = self.settings.jobs_dir.join(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let (from, to) = (self.result_path(&source.id, source.output), self.result_path(&id, source.output));
+        let recorded = match crate::cache::share(&from, &to).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Ok(Err(request));
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("sharing the cached result")),
+            Ok(()) => {
+                let input = dir.join(format!("input.{}", request.info.format.extensions_str()[0]));
+                let job = NewJob {
+                    id: &id,
+                    filename: &request.filename,
+                    width: source.width,
+                    height: source.height,
+                    tile_size: source.tile_size,
+                    ops: &source.ops,
+                    tiles_total: source.tiles_total,
+                    input_bytes: request.file.len,
+                    created_at: now_ms(),
+                    output: source.output,
+                    cache_key: Some(&request.cache_key),
+                };
+                async {
+                    request.file.keep_as(&input).await.context("moving the upload")?;
+                    self.store.insert_cached_job(&job, &source.id).await?;
+                    anyhow::Ok(())
+                }
+                .await
+            }
+        };
+        if let Err(e) = recorded {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        let job = self.store.job(&id).await?.context("job just inserted")?;
+        self.metrics.cache_hits.inc();
+        self.events.emit(Event::Job(job.clone()));
+        info!(job = %id, source = %source.id, "job answered from the result cache");
+        Ok(Ok(job))
     }
 
     /// Starts (or resumes) a job; a job that cannot start fails with the reason.
