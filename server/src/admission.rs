@@ -1,12 +1,14 @@
 //! Admission of uploads. The backlog check and the job's insertion are far
 //! apart (the image is decoded between them), so uploads that passed the
 //! check but are not recorded yet are counted here: concurrent uploads
-//! cannot all slip under the limit. Decodes run a few at a time, off the
-//! async threads.
+//! cannot all slip under the limit. The memory a job will need is reserved
+//! from the master's budget in the same step, and held until the job stops.
+//! Decodes run a few at a time, off the async threads.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use axum::http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::error::{AppError, AppResult};
 use crate::store::Store;
@@ -29,19 +31,26 @@ pub struct Admission {
     gate: tokio::sync::Mutex<()>,
     pending: Arc<Mutex<Pending>>,
     decoders: Semaphore,
+    /// The memory budget, one permit per MiB.
+    memory: Arc<Semaphore>,
+    budget_mib: u32,
 }
 
-impl Default for Admission {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { gate: tokio::sync::Mutex::default(), pending: Arc::default(), decoders: Semaphore::new(cores) }
-    }
-}
+/// Memory reserved for a job from the budget, given back when dropped.
+pub type Reservation = OwnedSemaphorePermit;
 
 /// An admitted upload not yet recorded as a job; counted until dropped.
 pub struct Ticket {
     pending: Arc<Mutex<Pending>>,
     tiles: u64,
+    memory: Option<Reservation>,
+}
+
+impl Ticket {
+    /// The job's memory, to hold for its life.
+    pub fn reservation(&mut self) -> Option<Reservation> {
+        self.memory.take()
+    }
 }
 
 impl Drop for Ticket {
@@ -53,9 +62,33 @@ impl Drop for Ticket {
 }
 
 impl Admission {
-    /// Admits an upload of `tiles` tiles, or refuses it with 503 while the
-    /// backlog (recorded jobs plus admitted uploads) is full.
-    pub async fn admit(&self, store: &Store, backlog: Backlog, tiles: u64) -> AppResult<Ticket> {
+    /// Admission with a memory budget of `budget_bytes`.
+    pub fn new(budget_bytes: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let budget_mib = mib(budget_bytes).min(Semaphore::MAX_PERMITS as u64) as u32;
+        Self {
+            gate: tokio::sync::Mutex::default(),
+            pending: Arc::default(),
+            decoders: Semaphore::new(cores),
+            memory: Arc::new(Semaphore::new(budget_mib as usize)),
+            budget_mib,
+        }
+    }
+
+    /// Admits an upload of `tiles` tiles needing `memory` bytes of the
+    /// budget, or refuses it: 503 while the backlog (recorded jobs plus
+    /// admitted uploads) is full or the budget is spent by other jobs, 413
+    /// if the budget could never hold it.
+    pub async fn admit(&self, store: &Store, backlog: Backlog, tiles: u64, memory: u64) -> AppResult<Ticket> {
+        let needed = mib(memory);
+        if needed > u64::from(self.budget_mib) {
+            let message = format!(
+                "processing this image would need about {} MiB of the server's memory, more than its budget of {} MiB \
+                 (TILEPIPE_MEMORY_BUDGET); a baseline JPEG of the same size needs far less",
+                needed, self.budget_mib
+            );
+            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+        }
         let _gate = self.gate.lock().await;
         let (active_jobs, queued_tiles) = store.backlog().await?;
         let mut pending = self.pending.lock().expect("lock");
@@ -66,13 +99,34 @@ impl Admission {
                 message: format!("the server is busy ({jobs} jobs and {queued} tiles waiting); try again shortly"),
             });
         }
+        let reservation = Arc::clone(&self.memory).try_acquire_many_owned(needed as u32).map_err(|_| {
+            let free = self.memory.available_permits();
+            AppError::Busy {
+                retry_after_secs: 10,
+                message: format!(
+                    "the server's memory is taken by other jobs ({free} of {} MiB free, this image needs {needed}); \
+                     try again shortly",
+                    self.budget_mib
+                ),
+            }
+        })?;
         pending.jobs += 1;
         pending.tiles += tiles;
-        Ok(Ticket { pending: Arc::clone(&self.pending), tiles })
+        Ok(Ticket { pending: Arc::clone(&self.pending), tiles, memory: Some(reservation) })
+    }
+
+    /// MiB of the budget not reserved.
+    pub fn memory_free_mib(&self) -> usize {
+        self.memory.available_permits()
     }
 
     /// A turn to decode an image: as many at once as there are cores.
     pub async fn decoder(&self) -> SemaphorePermit<'_> {
         self.decoders.acquire().await.expect("the semaphore is never closed")
     }
+}
+
+/// Bytes in whole MiB, rounded up.
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }

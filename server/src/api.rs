@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 use crate::admission::Backlog;
 use crate::error::{AppError, AppResult};
-use crate::intake;
+use crate::intake::{self, Source};
 use crate::jobs::{Submission, now_ms};
 use crate::sse;
 use crate::state::AppState;
@@ -86,7 +86,7 @@ async fn create_job(
     // The same bytes, operations and output as a done job: its result, at once.
     let cache_key = crate::cache::key(&file.sha256, &chain, output);
     let cached = state.store.cached(&cache_key).await?;
-    let mut request = Submission { file, filename, info, ops: chain, output, cache_key };
+    let mut request = Submission { file, filename, info, ops: chain, output, cache_key, memory: None };
     if let Some(source) = cached {
         match state.jobs.answer_from_cache(request, &source).await? {
             Ok(job) => return Ok((StatusCode::CREATED, Json(job))),
@@ -95,19 +95,31 @@ async fn create_job(
     }
     let backlog =
         Backlog { max_active_jobs: state.config.max_active_jobs, max_queued_tiles: state.config.max_queued_tiles };
-    let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, state.config.tile_size).len());
-    let _ticket = state.admission.admit(&state.store, backlog, tiles).await?;
-    // Decoded before the answer, so a file whose header passes but whose
-    // pixels are cut short or corrupt is a 4xx, not a failed job later.
-    let input = {
-        let _turn = state.admission.decoder().await;
-        let path = request.file.path().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            intake::prepare_file(&path, info).map(|source| (source, started.elapsed()))
-        })
+    let tile_size = state.config.tile_size;
+    let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, tile_size).len());
+    let path = request.file.path().to_owned();
+    let layout = tokio::task::spawn_blocking(move || intake::cuttable_jpeg(&path, info))
         .await
-        .map_err(anyhow::Error::from)??
+        .map_err(anyhow::Error::from)??;
+    let halo = ops::chain_halo(&request.ops);
+    let memory = intake::memory_needed(&info, layout.is_some(), tile_size, halo, output);
+    let mut ticket = state.admission.admit(&state.store, backlog, tiles, memory).await?;
+    request.memory = ticket.reservation();
+    // Decoded before the answer, so a file whose header passes but whose
+    // pixels are cut short or corrupt is a 4xx, not a failed job later (a
+    // cut JPEG's scan is read as its tiles are cut, below).
+    let input = match layout {
+        Some(layout) => (Source::Jpeg(layout), std::time::Duration::ZERO),
+        None => {
+            let _turn = state.admission.decoder().await;
+            let path = request.file.path().to_owned();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                intake::decode_file(&path, info).map(|frame| (Source::Pixels(frame), started.elapsed()))
+            })
+            .await
+            .map_err(anyhow::Error::from)??
+        }
     };
     let (job, scan) = state.jobs.submit(request, input).await?;
     // A JPEG's tiles are already being cut and sent; its scan must read to

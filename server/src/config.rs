@@ -48,9 +48,18 @@ pub struct Config {
     pub max_dimension: u32,
 
     /// Largest accepted image in pixels (width x height), checked from the
-    /// file's header before anything is decoded.
-    #[arg(long, env = "TILEPIPE_MAX_PIXELS", default_value_t = 300_000_000)]
+    /// file's header before anything is decoded. (The memory budget decides
+    /// too: a baseline JPEG is never decoded whole, other formats are.)
+    #[arg(long, env = "TILEPIPE_MAX_PIXELS", default_value_t = 4_000_000_000)]
     pub max_pixels: u64,
+
+    /// Memory the master may spend on images: each job reserves what it is
+    /// estimated to need (a band of a JPEG, or a whole decoded image) when
+    /// it is uploaded and holds it until it stops; an upload that does not
+    /// fit waits for none but gets 503 with Retry-After. Bytes, or with a
+    /// unit (`512MiB`, `4GiB`).
+    #[arg(long, env = "TILEPIPE_MEMORY_BUDGET", default_value = "1GiB", value_parser = crate::disk::parse_bytes)]
+    pub memory_budget: u64,
 
     /// Jobs queued or running at once; beyond it uploads get 503 and Retry-After.
     #[arg(long, env = "TILEPIPE_MAX_ACTIVE_JOBS", default_value_t = 64)]
@@ -61,7 +70,7 @@ pub struct Config {
     pub max_queued_tiles: u64,
 
     /// Largest accepted upload in bytes.
-    #[arg(long, env = "TILEPIPE_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "TILEPIPE_MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_upload_bytes: usize,
 
     /// Times a tile is sent to workers before it is dead-lettered and its job

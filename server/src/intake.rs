@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
+use app::api::Output;
 use axum::http::StatusCode;
 use image::metadata::Orientation;
 use image::{ImageDecoder, ImageFormat, ImageReader};
@@ -20,6 +21,8 @@ pub struct ImageInfo {
     pub width: u32,
     pub height: u32,
     pub orientation: Orientation,
+    /// Bytes per pixel the decoder produces (for the memory estimate).
+    pub decoded_bytes_per_pixel: u8,
 }
 
 /// What sizes of image are accepted.
@@ -80,10 +83,10 @@ fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<Imag
         let mut decoder = reader.into_decoder()?;
         // A broken EXIF block is no reason to refuse the pixels.
         let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-        Ok((decoder.dimensions(), orientation))
+        Ok((decoder.dimensions(), orientation, decoder.color_type().bytes_per_pixel()))
     }))
     .map_err(|_| unreadable_panic(format))?;
-    let ((width, height), orientation) = header.map_err(|e| unreadable(format, e))?;
+    let ((width, height), orientation, decoded_bytes_per_pixel) = header.map_err(|e| unreadable(format, e))?;
     let (width, height) = if turns(orientation) { (height, width) } else { (width, height) };
     if width == 0 || height == 0 {
         return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "empty_image", "the image has no pixels"));
@@ -108,7 +111,7 @@ fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<Imag
             format!("the image is {width}x{height}; it must be at least {min_dimension}x{min_dimension} pixels"),
         ));
     }
-    Ok(ImageInfo { format, width, height, orientation })
+    Ok(ImageInfo { format, width, height, orientation, decoded_bytes_per_pixel })
 }
 
 /// Whether an orientation swaps width and height.
@@ -176,15 +179,51 @@ pub enum Source {
 /// Reads an accepted upload for its job: a JPEG that can be cut losslessly
 /// has only its header read; anything else is decoded.
 pub fn prepare_file(path: &Path, info: ImageInfo) -> Result<Source, AppError> {
-    // Progressive, CMYK, several scans...: the decoder decides, as for any image.
-    if info.format == ImageFormat::Jpeg
-        && info.orientation == Orientation::NoTransforms
-        && let Ok(jpeg) = pipeline::jpeg::Jpeg::read(&mut open(path)?)
-        && (jpeg.width, jpeg.height) == (info.width, info.height)
-    {
-        return Ok(Source::Jpeg(jpeg.layout()));
+    match cuttable_jpeg(path, info)? {
+        Some(layout) => Ok(Source::Jpeg(layout)),
+        None => decode_file(path, info).map(Source::Pixels),
     }
-    decode_file(path, info).map(Source::Pixels)
+}
+
+/// An upright baseline JPEG's layout: its tiles are cut from the file and it
+/// is never decoded here. (Progressive, CMYK, several scans...: the decoder
+/// decides, as for any image.)
+pub fn cuttable_jpeg(path: &Path, info: ImageInfo) -> Result<Option<pipeline::jpeg::Layout>, AppError> {
+    if info.format != ImageFormat::Jpeg || info.orientation != Orientation::NoTransforms {
+        return Ok(None);
+    }
+    Ok(pipeline::jpeg::Jpeg::read(&mut open(path)?)
+        .ok()
+        .filter(|jpeg| (jpeg.width, jpeg.height) == (info.width, info.height))
+        .map(|jpeg| jpeg.layout()))
+}
+
+/// The master memory a job of this image is estimated to need at its peak,
+/// in bytes: what it is read into (a band of a cut JPEG's coefficients, or
+/// the whole decoded image with the decoder's own buffer), plus what its
+/// result is encoded from (a band of tiles, or the whole image for WebP).
+pub fn memory_needed(info: &ImageInfo, cut_from_jpeg: bool, tile_size: u32, halo: u32, output: Output) -> u64 {
+    let (width, pixels) = (u64::from(info.width), u64::from(info.width) * u64::from(info.height));
+    // RGB for a JPEG; RGBA at most otherwise (alpha is known only once decoded).
+    let channels = if info.format == ImageFormat::Jpeg { 3 } else { 4 };
+    let input = if cut_from_jpeg {
+        // The MCU rows the next crops need, as 16-bit coefficients (4:4:4: six bytes a pixel).
+        width * (u64::from(tile_size) + 2 * u64::from(halo) + 64) * 6
+    } else {
+        let decoded = u64::from(info.decoded_bytes_per_pixel);
+        let converted = if matches!(decoded, 3 | 4) { 0 } else { channels };
+        let turned = if turns(info.orientation) { decoded } else { 0 };
+        pixels * (decoded + converted + turned)
+    };
+    let result = match output {
+        // The tiles read into one frame, and the encoder's output.
+        Output::Webp => pixels * channels * 2,
+        // A band of tiles, and the encoder's copy of it.
+        Output::Png | Output::Jpeg { .. } => width * u64::from(tile_size) * channels * 2,
+    };
+    // Tasks being encoded and results being decoded.
+    const IN_FLIGHT: u64 = 16 << 20;
+    input + result + IN_FLIGHT
 }
 
 /// The answer to an upload whose JPEG scan turned out corrupt while its
@@ -253,7 +292,14 @@ mod tests {
     fn reads_size_from_header() {
         let info = inspect(&png(1100, 1024), LIMITS).unwrap();
         let upright = Orientation::NoTransforms;
-        assert_eq!(info, ImageInfo { format: ImageFormat::Png, width: 1100, height: 1024, orientation: upright });
+        let expected = ImageInfo {
+            format: ImageFormat::Png,
+            width: 1100,
+            height: 1024,
+            orientation: upright,
+            decoded_bytes_per_pixel: 3,
+        };
+        assert_eq!(info, expected);
     }
 
     #[test]
@@ -425,6 +471,30 @@ mod tests {
                 let _ = decode(&bytes, info);
             }
         }
+    }
+
+    #[test]
+    fn a_streamed_jpeg_needs_a_band_and_a_decoded_image_needs_itself() {
+        let info = |format, decoded_bytes_per_pixel, orientation| ImageInfo {
+            format,
+            width: 8192,
+            height: 8192,
+            orientation,
+            decoded_bytes_per_pixel,
+        };
+        let raw = 8192 * 8192 * 3;
+        let upright = Orientation::NoTransforms;
+        let jpeg = memory_needed(&info(ImageFormat::Jpeg, 3, upright), true, 512, 25, Output::Jpeg { quality: 90 });
+        assert!(jpeg < raw / 2, "{jpeg}");
+        let png = memory_needed(&info(ImageFormat::Png, 3, upright), false, 512, 25, Output::Png);
+        assert!(png > raw && png < raw * 3 / 2, "{png}");
+        // 16-bit RGBA is converted (and a turned image copied once more).
+        let deep = memory_needed(&info(ImageFormat::Png, 8, upright), false, 512, 25, Output::Png);
+        let turned = memory_needed(&info(ImageFormat::Png, 8, Orientation::Rotate90), false, 512, 25, Output::Png);
+        assert!(deep > 4 * raw && turned > deep + 2 * raw, "{deep} {turned}");
+        // A WebP result is assembled whole.
+        let webp = memory_needed(&info(ImageFormat::Jpeg, 3, upright), true, 512, 25, Output::Webp);
+        assert!(webp > 2 * raw, "{webp}");
     }
 
     #[test]

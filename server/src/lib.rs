@@ -111,7 +111,7 @@ impl Server {
             leptos_options,
             allowed_hosts: Arc::new(origin::AllowedHosts::new(&machine, &config.allowed_hosts)),
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-            admission: Arc::default(),
+            admission: Arc::new(admission::Admission::new(config.memory_budget)),
             config: Arc::new(config),
             store,
             events,

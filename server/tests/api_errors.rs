@@ -21,7 +21,7 @@ async fn bad_uploads_and_ids_get_json_errors() {
     assert!(small.message.contains("800x1200"), "{}", small.message);
     // The browser checks with the same limits, in the same words.
     let limits: app::api::Limits = reqwest::get(server.url("/api/limits")).await.unwrap().json().await.unwrap();
-    assert_eq!((limits.min_dimension, limits.max_pixels), (1024, 300_000_000));
+    assert_eq!((limits.min_dimension, limits.max_pixels), (1024, 4_000_000_000));
     assert_eq!(limits.refusal(800, 1200).as_deref(), Some(small.message.as_str()));
     assert_eq!(limits.refusal(1024, 1024), None);
     expect_error(server.upload("notes.png", b"not an image at all".to_vec()).await, 415, "unsupported_format").await;
@@ -163,5 +163,45 @@ async fn limits_refuse_bombs_floods_and_oversized_uploads() {
     assert!(page.contains(&format!(r#"nonce="{nonce}""#)), "the hydration script lacks the nonce");
     let again = reqwest::get(server.url("/")).await.unwrap().text().await.unwrap();
     assert!(!again.contains(&nonce), "a nonce was used twice");
+    server.stop().await;
+}
+
+/// Each job reserves the memory it is estimated to need from the master's
+/// budget when it is admitted, atomically with its creation, and gives it
+/// back when it stops: the excess gets 503 (never an OOM), an image the
+/// budget could never hold gets 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_admits_jobs_until_it_is_spent() {
+    let broker = Broker::start();
+    // No worker: admitted jobs stay running, holding their share.
+    let server = TestServer::start_with(&broker, &unique_prefix("budget"), |c| c.memory_budget = 150 << 20).await;
+    // 4096x2048 RGB decoded whole: about 56 MiB each with its result band.
+    let image = png(&test_image(4096, 2048));
+    let first: app::api::Job = {
+        let response = server.upload("one.png", image.clone()).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    };
+    assert_eq!(server.upload("two.png", image.clone()).await.status(), 201);
+    let busy = server.upload("three.png", image.clone()).await;
+    assert_eq!(busy.headers()["retry-after"], "10");
+    let body = expect_error(busy, 503, "busy").await;
+    assert!(body.message.contains("memory"), "{}", body.message);
+    // Several at once: never more admitted than the budget holds.
+    let names: Vec<String> = (0..4).map(|i| format!("burst-{i}.png")).collect();
+    let burst = futures::future::join_all(names.iter().map(|name| server.upload(name, image.clone()))).await;
+    assert!(burst.iter().all(|r| r.status() == 503), "{:?}", burst.iter().map(|r| r.status()).collect::<Vec<_>>());
+
+    // An image the whole budget could not hold is refused for good.
+    let huge = expect_error(server.upload("huge.png", png_header_only(8000, 8000)).await, 413, "image_too_large").await;
+    assert!(huge.message.contains("TILEPIPE_MEMORY_BUDGET"), "{}", huge.message);
+
+    // A stopped job gives its share back.
+    let cancelled = reqwest::Client::new().post(server.url(&format!("/api/jobs/{}/cancel", first.id))).send().await;
+    assert!(cancelled.unwrap().status().is_success());
+    eventually("the cancelled job's memory to come back", std::time::Duration::from_secs(10), || async {
+        (server.upload("three.png", image.clone()).await.status() == 201).then_some(())
+    })
+    .await;
     server.stop().await;
 }

@@ -21,6 +21,8 @@ use app::api::{Event, Job, JobStatus, Output, Stages};
 use futures::StreamExt;
 use pipeline::codec::Encoding;
 use pipeline::jpeg::JpegError;
+
+use crate::admission::Reservation;
 use pipeline::wire::{Control, TaskHeader, Topics};
 use pipeline::{Frame, Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -94,6 +96,8 @@ struct Active {
     /// they arrive (PNG, JPEG).
     progress: Arc<crate::assemble::Progress>,
     encoder: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Its share of the master's memory budget, given back with the job.
+    _memory: Option<Reservation>,
 }
 
 impl Drop for Active {
@@ -135,6 +139,8 @@ pub struct Submission {
     pub output: Output,
     /// See [`crate::cache::key`].
     pub cache_key: String,
+    /// Its share of the memory budget, held while it runs.
+    pub memory: Option<Reservation>,
 }
 
 pub struct Jobs {
@@ -204,7 +210,7 @@ impl Jobs {
         request: Submission,
         decoded: (Source, Duration),
     ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), JpegError>>>)> {
-        let Submission { file, filename, info, ops, output, cache_key } = request;
+        let Submission { file, filename, info, ops, output, cache_key, memory } = request;
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
@@ -250,7 +256,7 @@ impl Jobs {
             Source::Pixels(_) => (None, None),
         };
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, Some(decoded), verdict).await });
+        tokio::spawn(async move { this.run(&id, Some(decoded), verdict, memory).await });
         Ok((job, scan))
     }
 
@@ -263,7 +269,7 @@ impl Jobs {
         };
         for id in ids {
             info!(job = %id, "resuming job");
-            self.run(&id, None, None).await;
+            self.run(&id, None, None, None).await;
         }
     }
 
@@ -321,8 +327,14 @@ impl Jobs {
     }
 
     /// Starts (or resumes) a job; a job that cannot start fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, upload: Option<(Source, Duration)>, verdict: Option<input::ScanVerdict>) {
-        if let Err(e) = self.start(id, upload, verdict).await {
+    async fn run(
+        self: &Arc<Self>,
+        id: &str,
+        upload: Option<(Source, Duration)>,
+        verdict: Option<input::ScanVerdict>,
+        memory: Option<Reservation>,
+    ) {
+        if let Err(e) = self.start(id, upload, verdict, memory).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
@@ -333,6 +345,7 @@ impl Jobs {
         id: &str,
         upload: Option<(Source, Duration)>,
         verdict: Option<input::ScanVerdict>,
+        memory: Option<Reservation>,
     ) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
@@ -404,6 +417,7 @@ impl Jobs {
             output: job.output,
             progress: Arc::clone(&progress),
             encoder: None,
+            _memory: memory,
         };
         let active = Arc::new(Mutex::new(active));
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::clone(&active));
