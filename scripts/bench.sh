@@ -3,6 +3,7 @@
 # broker, the server and N workers against a single-process baseline.
 #   scripts/bench.sh                                  # 8192x8192, 2 workers, 512 px tiles
 #   scripts/bench.sh --workers 1,2 --tile-sizes 256,512,1024
+#   scripts/bench.sh --size 32768 --no-baselines          # the gigapixel case
 # Needs nisshi on PATH (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."

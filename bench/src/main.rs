@@ -31,6 +31,10 @@ struct Args {
     /// to see the workers scale (the OpenCV baseline runs only for 1).
     #[arg(long, default_value_t = 1)]
     blurs: usize,
+    /// Skip the single-process and OpenCV baselines (for gigapixel images,
+    /// which they would hold whole in memory several times over).
+    #[arg(long)]
+    no_baselines: bool,
 }
 
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -52,21 +56,27 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let single = baseline(&jpeg, &ops, 512)?;
-    println!(
-        "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
-        single.total, single.decode, single.process, single.encode
-    );
     let split = master_split(&jpeg, ops::chain_halo(&ops), 512)?;
     println!("The master's pass over the JPEG, cutting every tile's crop (one thread): {split:.2} s");
-    let opencv = if ops.len() == 1 { opencv(&jpeg)? } else { None };
-    match opencv {
-        Some(seconds) => {
-            println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
+    let (single, opencv) = if args.no_baselines {
+        println!("Baselines skipped (--no-baselines)\n");
+        (None, None)
+    } else {
+        let single = baseline(&jpeg, &ops, 512)?;
+        println!(
+            "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
+            single.total, single.decode, single.process, single.encode
+        );
+        let opencv = if ops.len() == 1 { opencv(&jpeg)? } else { None };
+        match opencv {
+            Some(seconds) => {
+                println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
+            }
+            None if ops.len() > 1 => println!("OpenCV: compared on the one-blur chain only\n"),
+            None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
         }
-        None if ops.len() > 1 => println!("OpenCV: compared on the one-blur chain only\n"),
-        None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
-    }
+        (Some(single.total), opencv)
+    };
 
     println!(
         "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
@@ -78,7 +88,7 @@ fn main() -> anyhow::Result<()> {
             let run = runtime.block_on(distributed(&jpeg, &ops, workers, tile))?;
             let s = run.stages;
             println!(
-                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2}x | {} |",
+                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} |",
                 run.total,
                 run.upload,
                 s.decode_ms / 1e3,
@@ -94,13 +104,18 @@ fn main() -> anyhow::Result<()> {
                 run.cpu[0],
                 run.cpu[1],
                 run.cpu[2],
-                run.total / single.total,
-                opencv.map_or("-".to_owned(), |o| format!("{:.2}x", run.total / o)),
+                ratio(run.total, single),
+                ratio(run.total, opencv),
             );
         }
     }
     println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
     Ok(())
+}
+
+/// `total` over a baseline's time, or a dash without one.
+fn ratio(total: f64, baseline: Option<f64>) -> String {
+    baseline.map_or("-".to_owned(), |b| format!("{:.2}x", total / b))
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -60,6 +60,28 @@ impl Progress {
     }
 }
 
+/// A done tile's samples. It is stored as it came from the worker: its PNG
+/// beside `raw` (`<t>.png`, a fifth of the bytes to write and read back), or
+/// raw samples at `raw` (`<t>.rgb`).
+pub fn read_tile(raw: &Path, rect: pipeline::Rect, channels: Channels) -> anyhow::Result<Vec<u8>> {
+    let png = raw.with_extension("png");
+    match std::fs::read(&png) {
+        Ok(bytes) => {
+            let shape = (rect.width, rect.height, channels);
+            let frame = pipeline::codec::decode(&bytes, pipeline::codec::Encoding::Png, shape)
+                .with_context(|| format!("decoding {}", png.display()))?;
+            Ok(frame.pixels)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pixels = std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?;
+            let whole = pixels.len() == Frame::len_of(rect.width, rect.height, channels);
+            anyhow::ensure!(whole, "{} is not a whole tile", raw.display());
+            Ok(pixels)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", png.display())),
+    }
+}
+
 /// Whether `output` can be encoded while the results arrive.
 pub fn streams(output: Output) -> bool {
     !matches!(output, Output::Webp)
@@ -77,11 +99,7 @@ impl<F: Fn(u32) -> PathBuf> Tiles<F> {
         if let Some(progress) = &self.progress {
             progress.wait(tile)?;
         }
-        let path = (self.path)(tile);
-        let pixels = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let whole = pixels.len() == Frame::len_of(rect.width, rect.height, self.channels);
-        anyhow::ensure!(whole, "{} is not a whole tile", path.display());
-        Ok(pixels)
+        read_tile(&(self.path)(tile), rect, self.channels)
     }
 
     /// The band of rows holding row `y`, from its row of tiles.
@@ -238,8 +256,15 @@ mod tests {
             .collect();
         let image = Frame::with_channels(w, h, channels, pixels);
         let grid = TileGrid::new(w, h, 16);
+        // Stored as results come: every other tile as its PNG, the rest raw.
         for (t, rect) in grid.tiles() {
-            std::fs::write(dir.join(format!("{t}.rgb")), image.crop(rect).pixels).unwrap();
+            let tile = image.crop(rect);
+            if t % 2 == 0 {
+                let png = pipeline::codec::encode(&tile, pipeline::codec::Encoding::Png);
+                std::fs::write(dir.join(format!("{t}.png")), png).unwrap();
+            } else {
+                std::fs::write(dir.join(format!("{t}.rgb")), tile.pixels).unwrap();
+            }
         }
         let dir = dir.to_owned();
         (image, Tiles { grid, channels, path: move |t| dir.join(format!("{t}.rgb")), progress: None })
@@ -324,10 +349,17 @@ mod tests {
     fn a_damaged_tile_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (_, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
-        std::fs::write((tiles.path)(4), [1, 2, 3]).unwrap();
+        // A raw tile cut short, then a stored PNG that is not one.
+        std::fs::write((tiles.path)(5), [1, 2, 3]).unwrap();
         for output in [Output::Png, Output::Webp, Output::Jpeg { quality: 90 }] {
-            let error = write(output, &tiles, &dir.path().join("out")).unwrap_err().to_string();
+            let error = format!("{:#}", write(output, &tiles, &dir.path().join("out")).unwrap_err());
             assert!(error.contains("not a whole tile"), "{error}");
+        }
+        let (_, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
+        std::fs::write((tiles.path)(4).with_extension("png"), b"\x89PNG garbage").unwrap();
+        for output in [Output::Png, Output::Webp, Output::Jpeg { quality: 90 }] {
+            let error = format!("{:#}", write(output, &tiles, &dir.path().join("out")).unwrap_err());
+            assert!(error.contains("decoding") && error.contains("4.png"), "{error}");
         }
     }
 }

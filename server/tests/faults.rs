@@ -177,9 +177,12 @@ async fn a_result_that_cannot_be_stored_is_parked_and_other_jobs_carry_on() {
     let api = server.api();
     let image = test_image(1024, 1024);
     let stuck = api.submit(&image, &[Operation::Invert]).await;
-    // A directory where tile 0's file goes: storing its result fails every time.
+    // A directory where tile 0's file goes (PNG as it came, or raw): storing
+    // its result fails every time.
     let tiles = server.data.path().join("jobs").join(&stuck.id).join("tiles");
-    std::fs::create_dir_all(tiles.join("0.rgb").join("in-the-way")).unwrap();
+    for name in ["0.png", "0.rgb"] {
+        std::fs::create_dir_all(tiles.join(name).join("in-the-way")).unwrap();
+    }
     let other = api.submit(&image, &[Operation::Grayscale]).await;
 
     let worker = TestWorker::start(&broker, &prefix, "w");

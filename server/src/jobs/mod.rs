@@ -24,7 +24,7 @@ use pipeline::jpeg::JpegError;
 
 use crate::admission::Reservation;
 use pipeline::wire::{Control, TaskHeader, Topics};
-use pipeline::{Frame, Operation, TileGrid, ops};
+use pipeline::{Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -383,11 +383,10 @@ impl Jobs {
         for t in tiles_not_in(&pending, grid.len()) {
             // Done before a restart: its pixels are on disk (or it is redone).
             let rect = grid.tile(t).expect("in the grid");
-            match tokio::fs::metadata(self.tile_path(id, t)).await {
-                Ok(file) if file.len() == Frame::len_of(rect.width, rect.height, input.channels()) as u64 => {
-                    tiles[t as usize].done = true;
-                }
-                _ => {
+            let (path, channels) = (self.tile_path(id, t), input.channels());
+            match tokio::task::spawn_blocking(move || crate::assemble::read_tile(&path, rect, channels)).await? {
+                Ok(_) => tiles[t as usize].done = true,
+                Err(_) => {
                     warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");
                     self.store.reopen_tile(id, t).await?;
                 }

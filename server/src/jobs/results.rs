@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use app::api::{Event, TileDone};
 use pipeline::TileGrid;
+use pipeline::codec::Encoding;
 use pipeline::wire::{RawReply, ResultHeader, TileFailure};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -85,10 +86,13 @@ impl Jobs {
             warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid or channels; ignored");
             return Ok(());
         }
-        // Off the async threads: a PNG result takes about a millisecond to decode.
-        let (header, pixels) = (h.clone(), pixels.to_vec());
-        let output = match tokio::task::spawn_blocking(move || header.decode_pixels(&pixels)).await? {
-            Ok(output) => output,
+        // Decoded to check it, off the async threads (a PNG result takes
+        // about a millisecond), then stored as it came: a PNG is a fifth of
+        // the raw bytes to write now and read back for the result.
+        let (header, payload) = (h.clone(), pixels.to_vec());
+        let checked = tokio::task::spawn_blocking(move || header.decode_pixels(&payload).map(|o| (o, payload)));
+        let (output, payload) = match checked.await? {
+            Ok(checked) => checked,
             Err(e) => {
                 warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
                 return Ok(());
@@ -98,7 +102,10 @@ impl Jobs {
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        write_atomically(&path, &output.pixels).await?;
+        match h.encoding {
+            Encoding::Png => write_atomically(&path.with_extension("png"), &payload).await?,
+            _ => write_atomically(&path, &output.pixels).await?,
+        }
         let job = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await?;
 
         let complete = active.is_some_and(|a| {
