@@ -194,15 +194,23 @@ impl<F: Fn(u32) -> PathBuf> jpeg_encoder::ImageBuffer for &Rows<'_, F> {
         };
         let n = self.tiles.channels.count();
         let row = &band.pixels[(y - band.top) as usize * width * n..][..width * n];
-        let mut push = |r, g, b| {
-            let (l, cb, cr) = jpeg_encoder::rgb_to_ycbcr(r, g, b);
-            buffers[0].push(l);
-            buffers[1].push(cb);
-            buffers[2].push(cr);
+        let flattened;
+        let rgb = match self.tiles.channels {
+            Channels::Rgb => row,
+            Channels::Rgba => {
+                flattened = on_white(row);
+                &flattened
+            }
         };
-        match self.tiles.channels {
-            Channels::Rgb => row.chunks_exact(3).for_each(|p| push(p[0], p[1], p[2])),
-            Channels::Rgba => on_white(row).chunks_exact(3).for_each(|p| push(p[0], p[1], p[2])),
+        // Into slices, not pushes: the loop then compiles to straight-line code.
+        let [luma, blue, red, _] = buffers;
+        let start = luma.len();
+        for buffer in [&mut *luma, &mut *blue, &mut *red] {
+            buffer.resize(start + width, 0);
+        }
+        let (luma, blue, red) = (&mut luma[start..], &mut blue[start..], &mut red[start..]);
+        for (i, p) in rgb.chunks_exact(3).enumerate() {
+            (luma[i], blue[i], red[i]) = jpeg_encoder::rgb_to_ycbcr(p[0], p[1], p[2]);
         }
     }
 }
