@@ -20,12 +20,56 @@ pub struct BitReader<R> {
     at_marker: bool,
     /// Zero bits fed past a marker.
     padding: u32,
+    /// Bits fed into the accumulator so far.
+    fed: u64,
+    /// When recording: the bits fed, unstuffed, from bit `tape_start` on.
+    tape: Option<Vec<u8>>,
+    tape_start: u64,
 }
 
 impl<R: std::io::Read> BitReader<R> {
     pub fn new(source: R) -> Self {
         let buffer = vec![0; BUFFER].into_boxed_slice();
-        Self { source, buffer, pos: 0, len: 0, acc: 0, count: 0, at_marker: false, padding: 0 }
+        Self {
+            source,
+            buffer,
+            pos: 0,
+            len: 0,
+            acc: 0,
+            count: 0,
+            at_marker: false,
+            padding: 0,
+            fed: 0,
+            tape: None,
+            tape_start: 0,
+        }
+    }
+
+    /// Keeps the bits read from now on, for [`BitWriter::copy`].
+    pub fn record(&mut self) {
+        debug_assert_eq!(self.fed, 0, "recording starts with the scan");
+        self.tape = Some(Vec::new());
+    }
+
+    /// Bits consumed so far.
+    pub fn position(&self) -> u64 {
+        self.fed - u64::from(self.count)
+    }
+
+    /// The recorded bits and the position of their first.
+    pub fn tape(&self) -> (&[u8], u64) {
+        (self.tape.as_deref().unwrap_or_default(), self.tape_start)
+    }
+
+    /// Lets the recording drop what comes before bit `position`.
+    pub fn forget_before(&mut self, position: u64) {
+        let Some(tape) = &mut self.tape else { return };
+        let bytes = ((position.saturating_sub(self.tape_start)) / 8) as usize;
+        // In large steps: each drop moves what is left.
+        if bytes > 64 * 1024 && bytes * 2 > tape.len() {
+            tape.drain(..bytes);
+            self.tape_start += 8 * bytes as u64;
+        }
     }
 
     /// The byte `ahead` (0 or 1) bytes on, reading more when needed; `None`
@@ -54,7 +98,11 @@ impl<R: std::io::Read> BitReader<R> {
                 let fresh = if take == 8 { word } else { word >> (64 - 8 * take) };
                 self.acc |= fresh << (64 - self.count - 8 * take);
                 self.count += 8 * take;
+                if let Some(tape) = &mut self.tape {
+                    tape.extend_from_slice(&self.buffer[self.pos..self.pos + take as usize]);
+                }
                 self.pos += take as usize;
+                self.fed += u64::from(8 * take);
                 return;
             }
         }
@@ -78,6 +126,10 @@ impl<R: std::io::Read> BitReader<R> {
             }
             self.acc |= u64::from(byte) << (56 - self.count);
             self.count += 8;
+            self.fed += 8;
+            if let Some(tape) = &mut self.tape {
+                tape.push(byte);
+            }
         }
     }
 
@@ -174,6 +226,22 @@ impl BitWriter {
             } else {
                 self.out.extend_from_slice(&word.to_be_bytes());
             }
+        }
+    }
+
+    /// Appends the bits `from..to` of a [`BitReader`]'s recording (`tape`,
+    /// whose first bit is at `start`): entropy-coded data copied as it is.
+    pub fn copy(&mut self, (tape, start): (&[u8], u64), from: u64, to: u64) {
+        let (mut at, end) = (from - start, to - start);
+        while at < end {
+            let n = (end - at).min(32) as u32;
+            let byte = (at / 8) as usize;
+            let mut word = [0u8; 8];
+            let available = tape.len().saturating_sub(byte).min(8);
+            word[..available].copy_from_slice(&tape[byte..byte + available]);
+            let bits = u64::from_be_bytes(word) << (at % 8);
+            self.put((bits >> (64 - n)) as u32, n as u8);
+            at += u64::from(n);
         }
     }
 

@@ -14,6 +14,7 @@ pub struct Decoder {
     /// values start in `values`, less the smallest code.
     max_code: [i32; 17],
     offset: [i32; 17],
+    counts: [u8; 16],
     values: Vec<u8>,
 }
 
@@ -43,7 +44,12 @@ impl Decoder {
             }
             code <<= 1;
         }
-        Ok(Self { fast, max_code, offset, values: values.to_vec() })
+        Ok(Self { fast, max_code, offset, counts: *counts, values: values.to_vec() })
+    }
+
+    /// Whether this table assigns the same codes as `encoder`'s.
+    pub fn codes_as(&self, encoder: &Encoder) -> bool {
+        self.counts == encoder.counts && self.values == encoder.values
     }
 
     pub fn decode(&self, bits: &mut BitReader<impl std::io::Read>) -> Result<u8, JpegError> {

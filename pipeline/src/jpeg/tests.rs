@@ -259,3 +259,47 @@ fn a_crop_of_another_size_than_declared_is_refused() {
     assert!(decode(&bytes, 64, 47).is_err(), "larger than declared: refused before decoding");
     assert!(decode(b"not a jpeg", 64, 48).is_err());
 }
+
+#[test]
+fn copied_bits_give_the_same_crops_as_coding_the_coefficients_again() {
+    use SamplingFactor::*;
+    let mut image_crates = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut image_crates, 90)
+        .encode(&photo(300, 170), 300, 170, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let uploads = [
+        encode(331, 203, R_4_2_0, 0, true),
+        encode(331, 203, R_4_4_4, 0, true),
+        encode(250, 190, R_4_4_4, 0, false),
+        image_crates,
+    ];
+    for bytes in uploads {
+        let (jpeg, scan) = Jpeg::parse(&bytes).unwrap();
+        assert!(jpeg.bits_copy(), "standard tables, no restarts");
+        let mut rects: Vec<McuRect> = regions(jpeg.width, jpeg.height).into_iter().map(|r| jpeg.covering(r)).collect();
+        rects.sort_by_key(|r| r.y1);
+        let crops = |copy| {
+            let mut crops = Vec::new();
+            jpeg.split_as(scan, &rects, copy, |_, crop| {
+                crops.push(crop);
+                true
+            })
+            .unwrap();
+            crops
+        };
+        assert_eq!(crops(true), crops(false));
+    }
+}
+
+#[test]
+fn other_tables_and_restarts_are_coded_again() {
+    let (mut jpeg, _) = Jpeg::parse(&encode(331, 203, SamplingFactor::R_4_2_0, 0, true)).unwrap();
+    assert!(jpeg.bits_copy());
+    // Coded with other tables (as libjpeg's -optimize writes): its crops
+    // cannot carry the standard tables over copied bits.
+    let [luma, chroma, ..] = &mut jpeg.ac;
+    std::mem::swap(luma, chroma);
+    assert!(!jpeg.bits_copy());
+    let restarts = encode(331, 203, SamplingFactor::R_4_2_0, 4, true);
+    assert!(!Jpeg::parse(&restarts).unwrap().0.bits_copy());
+}
