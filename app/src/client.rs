@@ -32,6 +32,9 @@ pub fn connect(live: Live) {
     }
     let on_open = Closure::<dyn FnMut()>::new(move || {
         live.connected.set(true);
+        if live.watching_since.get_untracked().is_none() {
+            live.watching_since.set(Some(js_sys_now() / 1000));
+        }
         spawn_local(load_snapshot(live));
     });
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));

@@ -22,6 +22,9 @@ pub struct Live {
     pub throughput: RwSignal<Counts>,
     /// The same per worker, over the last [`RATE_WINDOW_SECS`].
     pub worker_throughput: RwSignal<HashMap<String, Counts>>,
+    /// The second the event stream first opened: rates average over no
+    /// more than the time the page has been watching.
+    pub watching_since: RwSignal<Option<i64>>,
 }
 
 /// Events per second since the epoch, oldest first.
@@ -45,6 +48,7 @@ impl Live {
             tiles: RwSignal::new(HashMap::new()),
             throughput: RwSignal::new(Default::default()),
             worker_throughput: RwSignal::new(HashMap::new()),
+            watching_since: RwSignal::new(None),
         };
         provide_context(live);
         live
@@ -120,10 +124,13 @@ fn count(counts: &mut Counts, second: i64, window: i64) {
     }
 }
 
-/// Events per second over the last [`RATE_WINDOW_SECS`] before `now_secs`.
-pub fn rate(counts: &Counts, now_secs: i64) -> f64 {
-    let recent: u32 = counts.iter().filter(|(s, _)| now_secs - s < RATE_WINDOW_SECS).map(|(_, n)| n).sum();
-    f64::from(recent) / RATE_WINDOW_SECS as f64
+/// Events per second over the last [`RATE_WINDOW_SECS`] before `now_secs`,
+/// or over the seconds since `watching_since` when that is shorter (the
+/// current second counts as a whole one).
+pub fn rate(counts: &Counts, now_secs: i64, watching_since: Option<i64>) -> f64 {
+    let window = watching_since.map_or(RATE_WINDOW_SECS, |since| (now_secs - since + 1).clamp(1, RATE_WINDOW_SECS));
+    let recent: u32 = counts.iter().filter(|(s, _)| now_secs - s < window).map(|(_, n)| n).sum();
+    f64::from(recent) / window as f64
 }
 
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -134,4 +141,22 @@ fn rank(job: &Job) -> (bool, u32, u8) {
         crate::api::JobStatus::Done | crate::api::JobStatus::Failed | crate::api::JobStatus::Cancelled => 2,
     };
     (job.finished_at.is_some(), job.tiles_done, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_averages_over_the_time_watched_at_most_the_window() {
+        // 25 tiles a second, watched from second 100 up to `now`.
+        let seen = |now: i64| -> Counts { (100..=now).map(|s| (s, 25)).collect() };
+        assert_eq!(rate(&seen(100), 100, Some(100)), 25.0);
+        assert_eq!(rate(&seen(102), 102, Some(100)), 25.0);
+        assert_eq!(rate(&seen(120), 120, Some(100)), 25.0);
+        // Averaged over the whole window, as before: 3 seconds of 10.
+        assert_eq!(rate(&seen(102), 102, None), 7.5);
+        // A quiet spell shows as one.
+        assert_eq!(rate(&seen(120), 135, Some(100)), 0.0);
+    }
 }

@@ -49,7 +49,8 @@ pub fn Dashboard() -> impl IntoView {
                             let id = w.id.clone();
                             let per_second = move || {
                                 let now = live.now.get() / 1000;
-                                live.worker_throughput.with(|t| t.get(&id).map_or(0.0, |c| crate::live::rate(c, now)))
+                                let since = live.watching_since.get();
+                                live.worker_throughput.with(|t| t.get(&id).map_or(0.0, |c| crate::live::rate(c, now, since)))
                             };
                             view! {
                                 <tr class="worker" data-status=status>
@@ -163,7 +164,8 @@ fn SystemPanel() -> impl IntoView {
         });
         rates
     };
-    let current = move || live.throughput.with(|t| crate::live::rate(t, live.now.get() / 1000));
+    let current =
+        move || live.throughput.with(|t| crate::live::rate(t, live.now.get() / 1000, live.watching_since.get()));
     let chart = move || {
         let rates = buckets();
         let peak = rates.iter().copied().fold(1.0, f64::max);
