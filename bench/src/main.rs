@@ -265,7 +265,7 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     let started = Instant::now();
     let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
     // The default result: the input's own format, JPEG q90, as the baselines write.
-    let form = reqwest::multipart::Form::new().part("image", part);
+    let form = reqwest::multipart::Form::new().part("image", part).text("ops", serde_json::to_string(chain)?);
     let response = client.post(api.url("/api/jobs")).multipart(form).send().await?;
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
     let upload = started.elapsed().as_secs_f64();
