@@ -35,6 +35,10 @@ struct Args {
     /// which they would hold whole in memory several times over).
     #[arg(long)]
     no_baselines: bool,
+    /// Also upload this many copies of the image at once (to a system with
+    /// the first worker count and tile size), to see the memory budget hold.
+    #[arg(long, default_value_t = 0)]
+    concurrent: usize,
 }
 
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -110,6 +114,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
+    if args.concurrent > 0 {
+        runtime.block_on(concurrent(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.concurrent))?;
+    }
     Ok(())
 }
 
@@ -238,7 +245,17 @@ struct Run {
     cpu: [f64; 3],
 }
 
-async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<Run> {
+/// A broker, the release server and `workers` release workers, warmed up.
+/// (Fields drop in order: the workers and the server stop before the broker.)
+struct System {
+    pool: Vec<Process>,
+    server: Process,
+    broker: Broker,
+    api: testkit::Api,
+    _data: tempfile::TempDir,
+}
+
+async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<System> {
     let broker = Broker::start();
     let prefix = unique_prefix("bench");
     let data = tempfile::tempdir()?;
@@ -254,8 +271,49 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     // A small job first: the group has settled and every worker holds partitions.
     let warm = api.submit(&testkit::test_image(1024, 1024), chain).await;
     api.finished(&warm.id, DEADLINE).await;
+    Ok(System { pool, server, broker, api, _data: data })
+}
 
-    let bytes_before = broker_bytes(&api).await?;
+/// `n` uploads of `jpeg` at once: how many were admitted and how many got
+/// 503, the seconds until all admitted ones were done, the server's peak.
+async fn concurrent(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32, n: usize) -> anyhow::Result<()> {
+    let System { server, api, .. } = &system(chain, workers, tile).await?;
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let ops = serde_json::to_string(chain)?;
+    let uploads: Vec<_> = (0..n)
+        .map(|i| {
+            let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name(format!("bench-{i}.jpg"));
+            let form = reqwest::multipart::Form::new().part("image", part).text("ops", ops.clone());
+            tokio::spawn(client.post(api.url("/api/jobs")).multipart(form).send())
+        })
+        .collect();
+    let (mut admitted, mut busy) = (Vec::new(), 0);
+    for upload in uploads {
+        let answer = upload.await??;
+        match answer.status().as_u16() {
+            201 => admitted.push(answer.json::<Job>().await?.id),
+            503 => busy += 1,
+            other => anyhow::bail!("upload answered {other}: {}", answer.text().await?),
+        }
+    }
+    for id in &admitted {
+        let job = api.finished(id, DEADLINE).await;
+        anyhow::ensure!(job.error.is_none(), "a job failed: {:?}", job.error);
+    }
+    println!(
+        "\n{n} uploads at once: {} admitted and done in {:.2} s, {busy} refused with 503 busy; server peak {:.0} MB (memory budget 1 GiB)",
+        admitted.len(),
+        started.elapsed().as_secs_f64(),
+        mb(server.peak_memory_bytes().unwrap_or(0)),
+    );
+    Ok(())
+}
+
+async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<Run> {
+    let System { broker, server, pool, api, .. } = &system(chain, workers, tile).await?;
+
+    let bytes_before = broker_bytes(api).await?;
     let cpu = || -> [f64; 3] {
         let of = |p: Option<f64>| p.unwrap_or(0.0);
         [of(broker.cpu_seconds()), of(server.cpu_seconds()), pool.iter().map(|w| of(w.cpu_seconds())).sum()]
@@ -282,7 +340,7 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     let cpu_after = cpu();
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
 
-    let broker_bytes = broker_bytes(&api).await? - bytes_before;
+    let broker_bytes = broker_bytes(api).await? - bytes_before;
     let stages = job.stages.context("a finished job has stage times")?;
     Ok(Run {
         total,
