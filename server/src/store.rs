@@ -172,48 +172,37 @@ impl Store {
     }
 
     pub async fn insert_job(&self, job: &NewJob<'_>) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, \
-             input_bytes, created_at, output, cache_key) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job.id)
-        .bind(job.filename)
-        .bind(job.width)
-        .bind(job.height)
-        .bind(job.tile_size)
-        .bind(serde_json::to_string(job.ops).expect("operations serialise"))
-        .bind(job.tiles_total)
-        .bind(job.input_bytes as i64)
-        .bind(job.created_at)
-        .bind(serde_json::to_string(&job.output).expect("an output serialises"))
-        .bind(job.cache_key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.insert(job, None).await
     }
 
     /// Records a job answered from the cache: done at once, every tile
     /// counted, sharing `source`'s result.
     pub async fn insert_cached_job(&self, job: &NewJob<'_>, source: &str) -> sqlx::Result<()> {
+        self.insert(job, Some(source)).await
+    }
+
+    async fn insert(&self, job: &NewJob<'_>, cached_from: Option<&str>) -> sqlx::Result<()> {
+        let done = cached_from.is_some();
         sqlx::query(
             "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, tiles_done, \
              input_bytes, created_at, finished_at, output, cache_key, cached_from) \
-             VALUES (?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id)
         .bind(job.filename)
+        .bind(if done { "done" } else { "queued" })
         .bind(job.width)
         .bind(job.height)
         .bind(job.tile_size)
         .bind(serde_json::to_string(job.ops).expect("operations serialise"))
         .bind(job.tiles_total)
-        .bind(job.tiles_total)
+        .bind(if done { job.tiles_total } else { 0 })
         .bind(job.input_bytes as i64)
         .bind(job.created_at)
-        .bind(job.created_at)
+        .bind(done.then_some(job.created_at))
         .bind(serde_json::to_string(&job.output).expect("an output serialises"))
         .bind(job.cache_key)
-        .bind(source)
+        .bind(cached_from)
         .execute(&self.pool)
         .await?;
         Ok(())

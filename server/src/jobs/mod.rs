@@ -129,6 +129,16 @@ impl Active {
 /// A running job as the engine's tasks share it.
 type Shared = Arc<Mutex<Active>>;
 
+/// What a new upload hands its job as it starts: the prepared input and how
+/// long that took, where to report whether a JPEG's scan reads through, and
+/// its share of the memory budget. (A resumed job has none of these.)
+struct Fresh {
+    source: Source,
+    read_time: Duration,
+    verdict: Option<input::ScanVerdict>,
+    memory: Option<Reservation>,
+}
+
 /// A checked upload and what to do with it.
 pub struct Submission {
     pub file: crate::upload::Upload,
@@ -255,8 +265,10 @@ impl Jobs {
             }
             Source::Pixels(_) => (None, None),
         };
+        let (source, read_time) = decoded;
+        let fresh = Fresh { source, read_time, verdict, memory };
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, Some(decoded), verdict, memory).await });
+        tokio::spawn(async move { this.run(&id, Some(fresh)).await });
         Ok((job, scan))
     }
 
@@ -269,7 +281,7 @@ impl Jobs {
         };
         for id in ids {
             info!(job = %id, "resuming job");
-            self.run(&id, None, None, None).await;
+            self.run(&id, None).await;
         }
     }
 
@@ -326,41 +338,32 @@ impl Jobs {
         Ok(Ok(job))
     }
 
-    /// Starts (or resumes) a job; a job that cannot start fails with the reason.
-    async fn run(
-        self: &Arc<Self>,
-        id: &str,
-        upload: Option<(Source, Duration)>,
-        verdict: Option<input::ScanVerdict>,
-        memory: Option<Reservation>,
-    ) {
-        if let Err(e) = self.start(id, upload, verdict, memory).await {
+    /// Starts a new job (`fresh`) or resumes one; a job that cannot start
+    /// fails with the reason.
+    async fn run(self: &Arc<Self>, id: &str, fresh: Option<Fresh>) {
+        if let Err(e) = self.start(id, fresh).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
     }
 
-    async fn start(
-        self: &Arc<Self>,
-        id: &str,
-        upload: Option<(Source, Duration)>,
-        verdict: Option<input::ScanVerdict>,
-        memory: Option<Reservation>,
-    ) -> anyhow::Result<()> {
+    async fn start(self: &Arc<Self>, id: &str, fresh: Option<Fresh>) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (source, decode_time) = match upload {
-            Some(decoded) => decoded,
+        let (source, decode_time, verdict, memory) = match fresh {
+            Some(Fresh { source, read_time, verdict, memory }) => (source, read_time, verdict, memory),
             None => {
                 // Resuming: read the stored upload again.
                 let path = input_path.clone();
-                tokio::task::spawn_blocking(move || {
+                let resumed = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
                     let info = intake::inspect_file(&path, any_size)?;
                     intake::prepare_file(&path, info).map(|s| (s, started.elapsed()))
                 })
-                .await??
+                .await??;
+                let (source, read_time) = resumed;
+                (source, read_time, None, None)
             }
         };
         let clock =
