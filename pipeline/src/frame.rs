@@ -171,6 +171,17 @@ impl Frame {
     }
 }
 
+/// RGBA composited over white, rounded: `c * a / 255 + 255 - a`.
+pub fn on_white(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4)
+        .flat_map(|p| {
+            let a = u32::from(p[3]);
+            let over = |c: u8| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
+            [over(p[0]), over(p[1]), over(p[2])]
+        })
+        .collect()
+}
+
 /// Mirrors coordinate `i` into `0..n` the way OpenCV's BORDER_REFLECT_101 does,
 /// repeating the reflection when `i` lies more than one image away.
 pub fn reflect101(i: i64, n: u32) -> u32 {

@@ -215,17 +215,6 @@ impl<F: Fn(u32) -> PathBuf> jpeg_encoder::ImageBuffer for &Rows<'_, F> {
     }
 }
 
-/// RGBA composited over white, rounded: `c * a / 255 + 255 - a`.
-fn on_white(rgba: &[u8]) -> Vec<u8> {
-    rgba.chunks_exact(4)
-        .flat_map(|p| {
-            let a = u32::from(p[3]);
-            let over = |c: u8| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
-            [over(p[0]), over(p[1]), over(p[2])]
-        })
-        .collect()
-}
-
 /// Fast deflate with adaptive filters: ~10x faster than the default level for
 /// a slightly larger file.
 fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, file: impl Write + 'static) -> anyhow::Result<()> {

@@ -253,6 +253,11 @@ impl BitWriter {
         }
     }
 
+    /// The whole bytes written so far (the bits of a partial byte stay).
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// Pads the last byte with ones and returns the bytes.
     pub fn finish(mut self) -> Vec<u8> {
         let pad = (8 - self.count % 8) % 8;

@@ -20,6 +20,9 @@
 
 mod bits;
 mod huffman;
+mod splice;
+
+pub use splice::{Splice, check_tile, encode_tile};
 
 use std::collections::VecDeque;
 
@@ -243,6 +246,41 @@ impl Jpeg {
         Layout { width: self.width, height: self.height, mcu_width: 8 * u32::from(h), mcu_height: 8 * u32::from(v) }
     }
 
+    /// Each component's quantisation table, in zigzag order.
+    fn quantisation(&self) -> Result<Vec<[u16; 64]>, JpegError> {
+        let mut tables = [None; 4];
+        for segment in self.kept.iter().filter(|s| s[1] == 0xDB) {
+            let mut body = &segment[4..];
+            while let [pq_tq, rest @ ..] = body {
+                let (wide, id) = (pq_tq >> 4 != 0, usize::from(pq_tq & 15));
+                let size = if wide { 128 } else { 64 };
+                let (Some(values), Some(table)) = (rest.get(..size), tables.get_mut(id)) else {
+                    return Err(JpegError::Malformed("a short quantisation table"));
+                };
+                let mut q = [0u16; 64];
+                for (k, v) in q.iter_mut().enumerate() {
+                    *v = if wide {
+                        u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
+                    } else {
+                        u16::from(values[k])
+                    };
+                }
+                *table = Some(q);
+                body = &rest[size..];
+            }
+        }
+        self.components
+            .iter()
+            .map(|c| {
+                tables
+                    .get(usize::from(c.tq))
+                    .copied()
+                    .flatten()
+                    .ok_or(JpegError::Malformed("a missing quantisation table"))
+            })
+            .collect()
+    }
+
     /// See [`Layout::covering`].
     pub fn covering(&self, region: (i64, i64, i64, i64)) -> McuRect {
         self.layout().covering(region)
@@ -404,24 +442,42 @@ impl Jpeg {
                     }
                 }
                 Row::Bits { mcus, end } => {
-                    // The first MCU's first block of each component has a new
-                    // predictor; everything else is as the original coded it.
-                    let first = &mcus[x0];
-                    let row_end = mcus.get(x1).map_or(*end, |m| m.start);
-                    for (ci, predictor) in predictors.iter_mut().enumerate().take(n) {
-                        let bits = &first.components[ci];
-                        let (size, extra) = magnitude(i32::from(bits.first_dc) - i32::from(*predictor));
-                        tables_of(ci).0.put_with(&mut writer, size, extra);
-                        let until = if ci + 1 < n { first.components[ci + 1].dc_at } else { row_end };
-                        writer.copy(tape, bits.ac_at, until);
-                        *predictor = mcus[x1 - 1].components[ci].last_dc;
-                    }
+                    copy_mcus(
+                        &mut writer,
+                        (&mcus[x0..x1], mcus.get(x1).map_or(*end, |m| m.start)),
+                        &mut predictors[..n],
+                        encoders,
+                        tape,
+                    );
                 }
             }
         }
         let mut bytes = writer.finish();
         bytes.extend_from_slice(&[0xFF, 0xD9]);
         Crop { x, y, width, height, bytes }
+    }
+}
+
+/// Appends the bits of a run of `mcus` (which ends at bit `end`) as they
+/// were coded, but for the first DC difference of each component: its
+/// predictor is now `predictors`' (one per component), which are left as
+/// the run's last DC values.
+fn copy_mcus(
+    writer: &mut BitWriter,
+    (mcus, end): (&[McuBits], u64),
+    predictors: &mut [i16],
+    encoders: &[HuffmanEncoder; 4],
+    tape: (&[u8], u64),
+) {
+    let (Some(first), Some(last)) = (mcus.first(), mcus.last()) else { return };
+    let n = predictors.len();
+    for (ci, predictor) in predictors.iter_mut().enumerate() {
+        let bits = &first.components[ci];
+        let (size, extra) = magnitude(i32::from(bits.first_dc) - i32::from(*predictor));
+        encoders[if ci == 0 { 0 } else { 2 }].put_with(writer, size, extra);
+        let until = if ci + 1 < n { first.components[ci + 1].dc_at } else { end };
+        writer.copy(tape, bits.ac_at, until);
+        *predictor = last.components[ci].last_dc;
     }
 }
 

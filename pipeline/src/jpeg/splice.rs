@@ -1,0 +1,283 @@
+//! A JPEG result joined from JPEG tiles without decoding them.
+//!
+//! Workers code each result tile with [`encode_tile`]. A JPEG codes its 8x8
+//! blocks independently of each other, but for the DC predictor that runs
+//! along each MCU row, and an encoder pads the image's last MCUs by
+//! repeating its edge pixels. So when tiles are cut on MCU boundaries (a
+//! tile size divisible by 16), a tile's blocks are the whole image's blocks
+//! there, and joining the tiles' bits row by row, coding again only each
+//! tile's first DC difference in each MCU row, gives byte for byte the file
+//! that coding the whole image gives (tested). The master never holds more
+//! than a row of tiles' JPEGs, and never runs a DCT.
+
+use super::bits::BitWriter;
+use super::huffman::Encoder as HuffmanEncoder;
+use super::{Component, Jpeg, JpegError, Row, ScanReader, copy_mcus};
+use crate::frame::{Channels, Frame, on_white};
+use crate::geometry::{Rect, TileGrid};
+
+/// A tile's pixels as a baseline JPEG at `quality`, coded as every tile of
+/// a JPEG result is (jpeg-encoder's defaults: standard Huffman tables, no
+/// restart markers, 4:2:0 below quality 90 and 4:4:4 from it on). Alpha is
+/// flattened onto white, as JPEG has none.
+pub fn encode_tile(tile: &Frame, quality: u8) -> Result<Vec<u8>, JpegError> {
+    let flattened;
+    let rgb = match tile.channels {
+        Channels::Rgb => &tile.pixels,
+        Channels::Rgba => {
+            flattened = on_white(&tile.pixels);
+            &flattened
+        }
+    };
+    let (Ok(width), Ok(height)) = (u16::try_from(tile.width), u16::try_from(tile.height)) else {
+        return Err(JpegError::Unsupported("a JPEG is at most 65535 pixels a side"));
+    };
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+        .encode(rgb, width, height, jpeg_encoder::ColorType::Rgb)
+        .map_err(|_| JpegError::Unsupported("the tile cannot be coded as a JPEG"))?;
+    Ok(out)
+}
+
+/// What every tile of a result at one quality must look like: the header of
+/// a one-MCU image coded by [`encode_tile`].
+struct Reference {
+    jpeg: Jpeg,
+    /// Its bytes up to the scan's data: the result's header, but for its size.
+    header: Vec<u8>,
+    /// Where its frame header (SOF) starts in `header`.
+    frame_at: usize,
+    /// The quantisation table of each component.
+    quant: Vec<[u16; 64]>,
+}
+
+impl Reference {
+    fn new(quality: u8) -> Result<Self, JpegError> {
+        let bytes = encode_tile(&Frame::black(16, 16), quality)?;
+        let (jpeg, scan) = Jpeg::parse(&bytes)?;
+        let header = bytes[..bytes.len() - scan.len()].to_vec();
+        let frame_at = frame_header_at(&header).ok_or(JpegError::Malformed("no frame header"))?;
+        let quant = jpeg.quantisation()?;
+        Ok(Self { jpeg, header, frame_at, quant })
+    }
+
+    /// Reads the markers of `bytes`, a tile that must be `width` x `height`
+    /// and coded as this reference is; returns it and its scan.
+    fn parse<'b>(&self, bytes: &'b [u8], width: u32, height: u32) -> Result<(Jpeg, &'b [u8]), JpegError> {
+        let (jpeg, scan) = Jpeg::parse(bytes)?;
+        if (jpeg.width, jpeg.height) != (width, height) {
+            return Err(JpegError::Malformed("the tile's size is not its rectangle's"));
+        }
+        let sampling = |c: &[Component]| c.iter().map(|c| (c.h, c.v)).collect::<Vec<_>>();
+        if sampling(&jpeg.components) != sampling(&self.jpeg.components) || jpeg.quantisation()? != self.quant {
+            return Err(JpegError::Unsupported("the tile's sampling or quantisation is not the result's"));
+        }
+        if !jpeg.bits_copy() {
+            return Err(JpegError::Unsupported("the tile has other Huffman tables or restart markers"));
+        }
+        Ok((jpeg, scan))
+    }
+}
+
+/// Checks a worker's JPEG tile for a result at `quality`: its size is
+/// `width` x `height`, it is coded as [`encode_tile`] codes, and its scan
+/// reads through. A tile that passes can be spliced.
+pub fn check_tile(bytes: &[u8], (width, height): (u32, u32), quality: u8) -> Result<(), JpegError> {
+    let (jpeg, scan) = Reference::new(quality)?.parse(bytes, width, height)?;
+    jpeg.check_scan(scan)
+}
+
+/// Writes a JPEG result a row of tiles at a time: [`Splice::header`], then
+/// [`Splice::band`] for each row of the grid from the top, then
+/// [`Splice::finish`]. Each returns the bytes to append to the file.
+pub struct Splice {
+    reference: Reference,
+    grid: TileGrid,
+    writer: BitWriter,
+    predictors: Vec<i16>,
+    encoders: [HuffmanEncoder; 4],
+    /// The grid row the next band is.
+    row: u32,
+}
+
+impl Splice {
+    /// A result of `grid`'s size at `quality`. Its tiles must lie on MCU
+    /// boundaries, and a JPEG is at most 65535 pixels a side.
+    pub fn new(grid: TileGrid, quality: u8) -> Result<Self, JpegError> {
+        let reference = Reference::new(quality)?;
+        let layout = reference.jpeg.layout();
+        if !grid.tile_size.is_multiple_of(layout.mcu_width) || !grid.tile_size.is_multiple_of(layout.mcu_height) {
+            return Err(JpegError::Unsupported("tiles that do not lie on MCU boundaries"));
+        }
+        if grid.width > 65535 || grid.height > 65535 || grid.is_empty() {
+            return Err(JpegError::Unsupported("a JPEG is 1 to 65535 pixels a side"));
+        }
+        let predictors = vec![0; reference.jpeg.components.len()];
+        Ok(Self {
+            reference,
+            grid,
+            writer: BitWriter::new(Vec::new()),
+            predictors,
+            encoders: HuffmanEncoder::standard(),
+            row: 0,
+        })
+    }
+
+    /// The file's markers, up to its scan's data.
+    pub fn header(&self) -> Vec<u8> {
+        let mut header = self.reference.header.clone();
+        // SOF: marker, length, precision, then height and width.
+        let size = &mut header[self.reference.frame_at + 5..][..4];
+        size[..2].copy_from_slice(&(self.grid.height as u16).to_be_bytes());
+        size[2..].copy_from_slice(&(self.grid.width as u16).to_be_bytes());
+        header
+    }
+
+    /// The next row of tiles, from their JPEGs (left to right): the bytes it
+    /// adds. A tile that is not as [`check_tile`] wants is an error.
+    pub fn band(&mut self, tiles: &[impl AsRef<[u8]>]) -> Result<Vec<u8>, JpegError> {
+        let columns = self.grid.columns();
+        let first = self.row * columns;
+        let rects: Vec<Rect> = (first..first + columns).filter_map(|t| self.grid.tile(t)).collect();
+        if rects.len() != columns as usize || tiles.len() != rects.len() {
+            return Err(JpegError::Malformed("not a row of the result's tiles"));
+        }
+        let parsed = tiles
+            .iter()
+            .zip(&rects)
+            .map(|(bytes, rect)| self.reference.parse(bytes.as_ref(), rect.width, rect.height))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut readers: Vec<_> = parsed.iter().map(|(jpeg, scan)| ScanReader::new(jpeg, *scan, true)).collect();
+        let layout = self.reference.jpeg.layout();
+        for _ in 0..rects[0].height.div_ceil(layout.mcu_height) {
+            for (reader, rect) in readers.iter_mut().zip(&rects) {
+                let Row::Bits { mcus, end } = reader.row(rect.width.div_ceil(layout.mcu_width))? else {
+                    unreachable!("a reader that copies reads bits");
+                };
+                copy_mcus(&mut self.writer, (&mcus, end), &mut self.predictors, &self.encoders, reader.bits.tape());
+                reader.bits.forget_before(reader.bits.position());
+            }
+        }
+        self.row += 1;
+        Ok(self.writer.take())
+    }
+
+    /// The end of the file, once every row is in.
+    pub fn finish(self) -> Result<Vec<u8>, JpegError> {
+        if self.row != self.grid.rows() {
+            return Err(JpegError::Malformed("the result is missing rows of tiles"));
+        }
+        let mut end = self.writer.finish();
+        end.extend_from_slice(&[0xFF, 0xD9]);
+        Ok(end)
+    }
+}
+
+/// Where the frame header (SOF0 or SOF1) starts among a JPEG's markers.
+fn frame_header_at(header: &[u8]) -> Option<usize> {
+    let mut at = 2;
+    loop {
+        let &[0xFF, marker, high, low] = header.get(at..at + 4)? else { return None };
+        if matches!(marker, 0xC0 | 0xC1) {
+            return Some(at);
+        }
+        at += 2 + usize::from(u16::from_be_bytes([high, low]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Smooth colour with grain and (when asked) an alpha gradient.
+    fn image(width: u32, height: u32, channels: Channels) -> Frame {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let pixels = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .flat_map(|(x, y)| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let grain = (state >> 59) as u32;
+                let px = [(x * 3 + grain) as u8, (y * 2 + grain) as u8, ((x + y) + grain) as u8, (x * 5) as u8];
+                px.into_iter().take(channels.count()).collect::<Vec<_>>()
+            })
+            .collect();
+        Frame::with_channels(width, height, channels, pixels)
+    }
+
+    fn spliced(image: &Frame, tile_size: u32, quality: u8) -> Vec<u8> {
+        let grid = TileGrid::new(image.width, image.height, tile_size);
+        let mut splice = Splice::new(grid, quality).unwrap();
+        let mut out = splice.header();
+        for row in 0..grid.rows() {
+            let tiles: Vec<Vec<u8>> = (row * grid.columns()..(row + 1) * grid.columns())
+                .map(|t| encode_tile(&image.crop(grid.tile(t).unwrap()), quality).unwrap())
+                .collect();
+            for (t, tile) in tiles.iter().enumerate() {
+                let rect = grid.tile(row * grid.columns() + t as u32).unwrap();
+                check_tile(tile, (rect.width, rect.height), quality).unwrap();
+            }
+            out.extend(splice.band(&tiles).unwrap());
+        }
+        out.extend(splice.finish().unwrap());
+        out
+    }
+
+    #[test]
+    fn spliced_tiles_are_the_whole_images_jpeg_byte_for_byte() {
+        // 4:2:0 (quality < 90) and 4:4:4, edge tiles of odd sizes, one tile
+        // and many, with and without alpha.
+        for (width, height, tile, quality) in
+            [(100, 75, 32, 75), (100, 75, 16, 90), (64, 48, 64, 95), (45, 130, 48, 50)]
+        {
+            for channels in [Channels::Rgb, Channels::Rgba] {
+                let image = image(width, height, channels);
+                let whole = encode_tile(&image, quality).unwrap();
+                assert!(spliced(&image, tile, quality) == whole, "{width}x{height}, {tile} px tiles, q{quality}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tile_not_coded_as_the_result_is_refused() {
+        let tile = image(32, 32, Channels::Rgb);
+        let good = encode_tile(&tile, 80).unwrap();
+        check_tile(&good, (32, 32), 80).unwrap();
+        let refused = |bytes: &[u8], size, quality| check_tile(bytes, size, quality).unwrap_err().to_string();
+        assert!(refused(&good, (32, 16), 80).contains("size"));
+        assert!(refused(&good, (32, 32), 81).contains("quantisation"));
+        // 4:4:4 at the same tables is still not the result's 4:2:0.
+        let mut other = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut other, 80);
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+        encoder.encode(&tile.pixels, 32, 32, jpeg_encoder::ColorType::Rgb).unwrap();
+        assert!(refused(&other, (32, 32), 80).contains("sampling"));
+        let mut other = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut other, 80);
+        encoder.set_restart_interval(2);
+        encoder.encode(&tile.pixels, 32, 32, jpeg_encoder::ColorType::Rgb).unwrap();
+        assert!(refused(&other, (32, 32), 80).contains("restart markers"));
+        // Cut short, or garbled in its scan.
+        assert!(refused(&good[..good.len() - 40], (32, 32), 80).contains("ends early"));
+        let mut garbled = good.clone();
+        let at = garbled.len() - 60;
+        garbled[at..at + 20].fill(0xFE);
+        assert!(check_tile(&garbled, (32, 32), 80).is_err());
+    }
+
+    #[test]
+    fn a_splice_wants_whole_rows_of_aligned_tiles() {
+        assert!(Splice::new(TileGrid::new(100, 100, 24), 75).is_err(), "24 px tiles cut 16 px MCUs");
+        assert!(Splice::new(TileGrid::new(70_000, 100, 512), 90).is_err(), "wider than a JPEG can be");
+        let image = image(64, 64, Channels::Rgb);
+        let grid = TileGrid::new(64, 64, 32);
+        let tile = |t| encode_tile(&image.crop(grid.tile(t).unwrap()), 90).unwrap();
+        let mut splice = Splice::new(grid, 90).unwrap();
+        assert!(splice.band(&[tile(0)]).is_err(), "half a row");
+        splice.band(&[tile(0), tile(1)]).unwrap();
+        let mut short = Splice::new(grid, 90).unwrap();
+        short.band(&[tile(0), tile(1)]).unwrap();
+        assert!(short.finish().is_err(), "a row missing");
+    }
+}
