@@ -14,8 +14,11 @@ pub enum Encoding {
     Raw,
     /// A whole 8-bit RGB or RGBA PNG file of exactly the tile.
     Png,
-    /// Tasks only: a baseline JPEG file of a region of the upload, cut from
+    /// In a task: a baseline JPEG file of a region of the upload, cut from
     /// it losslessly (see `pipeline::jpeg`); the task's `source` says where.
+    /// In a result: the tile as a JPEG of the task's `jpeg_quality`, coded
+    /// by [`crate::jpeg::encode_tile`]; the master checks it with
+    /// [`crate::jpeg::check_tile`], it is never decoded here.
     Jpeg,
 }
 
@@ -40,7 +43,7 @@ pub fn encode(frame: &Frame, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Raw => frame.pixels.clone(),
         Encoding::Png => png_bytes(frame),
-        Encoding::Jpeg => panic!("tiles are never encoded as JPEG"),
+        Encoding::Jpeg => panic!("JPEG tiles are coded by jpeg::encode_tile"),
     }
 }
 

@@ -49,6 +49,12 @@ pub struct TaskHeader {
     /// For `jpeg`: where the JPEG's region lies in the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// The job's result is a JPEG of this quality (1..=100): the worker may
+    /// answer with its tile coded as [`crate::jpeg::encode_tile`] codes it,
+    /// which the master joins into the result without decoding. A PNG or
+    /// raw answer is still taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg_quality: Option<u8>,
 }
 
 /// The region of the image a `jpeg` task carries (a window around the tile
@@ -313,7 +319,7 @@ impl TileResult {
     /// If the header's channels are not the output's.
     pub fn encode(&self) -> Vec<u8> {
         assert_eq!(self.header.channels, self.output.channels, "result header channels");
-        encode(RESULT_MAGIC, &self.header, &codec::encode(&self.output, self.header.encoding))
+        self.header.encode(&codec::encode(&self.output, self.header.encoding))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
@@ -334,6 +340,9 @@ impl TaskHeader {
         check_rect(self.rect)?;
         if self.halo > ops::MAX_HALO {
             return Err(WireError::Invalid(format!("halo must be at most {}, got {}", ops::MAX_HALO, self.halo)));
+        }
+        if self.jpeg_quality.is_some_and(|q| !(1..=100).contains(&q)) {
+            return Err(WireError::Invalid("jpeg_quality must be 1..=100".into()));
         }
         // Both below 2048 + 2 * 512: no overflow.
         Ok((self.rect.width + 2 * self.halo, self.rect.height + 2 * self.halo))
@@ -381,6 +390,12 @@ pub struct TaskIds {
 }
 
 impl ResultHeader {
+    /// A result message: this header and its pixels, already encoded as
+    /// its `encoding` says.
+    pub fn encode(&self, pixels: &[u8]) -> Vec<u8> {
+        encode(RESULT_MAGIC, self, pixels)
+    }
+
     /// Checks the ids and the rect: a result's pixels are never decoded into
     /// more than a [`MAX_TILE_SIDE`] tile.
     pub fn check(&self) -> Result<(), WireError> {
@@ -519,6 +534,7 @@ mod tests {
             attempt: 2,
             encoding: Encoding::Raw,
             source: None,
+            jpeg_quality: None,
         };
         let input = Frame::new(5, 4, (0..60).collect());
         Task { header, input }
@@ -549,6 +565,21 @@ mod tests {
         let bytes = t.encode();
         assert_eq!(&bytes[..4], b"TPT1");
         assert_eq!(Task::decode(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn a_task_may_ask_for_a_jpeg_result_of_a_valid_quality() {
+        let mut t = task();
+        assert!(!String::from_utf8_lossy(&t.encode()).contains("jpeg_quality"), "absent when not asked");
+        t.header.jpeg_quality = Some(90);
+        let bytes = t.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""jpeg_quality":90"#));
+        assert_eq!(Task::decode(&bytes).unwrap(), t);
+        for bad in [0, 101] {
+            t.header.jpeg_quality = Some(bad);
+            let error = Task::decode(&t.encode()).unwrap_err().to_string();
+            assert!(error.contains("jpeg_quality must be 1..=100"), "{error}");
+        }
     }
 
     fn result(encoding: Encoding) -> TileResult {

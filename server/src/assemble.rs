@@ -1,16 +1,17 @@
 //! A job's result, encoded from its tile files. PNG and JPEG are streamed
 //! one band (a row of tiles) at a time: a band of memory, not the image, and
 //! they can be encoded while the results still arrive, each band as soon as
-//! its tiles are done ([`Progress`]). WebP's encoder wants the whole image
+//! its tiles are done ([`Progress`]). A JPEG is joined from the workers'
+//! JPEG tiles without decoding them. WebP's encoder wants the whole image
 //! (at most 16383 px a side), so that result is assembled at the end.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::Context;
 use app::api::Output;
+use pipeline::jpeg::{Splice, check_tile, encode_tile};
 use pipeline::{Channels, Frame, TileGrid};
 
 /// The tiles of one image on disk: raw samples of `channels`, one file each.
@@ -82,6 +83,19 @@ pub fn read_tile(raw: &Path, rect: pipeline::Rect, channels: Channels) -> anyhow
     }
 }
 
+/// Checks a done tile's stored file, whatever form it came in: what resuming
+/// a job relies on.
+pub fn check_stored(raw: &Path, rect: pipeline::Rect, channels: Channels, output: Output) -> anyhow::Result<()> {
+    if let Output::Jpeg { quality } = output {
+        match std::fs::read(raw.with_extension("jpg")) {
+            Ok(bytes) => return Ok(check_tile(&bytes, (rect.width, rect.height), quality)?),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    read_tile(raw, rect, channels).map(drop)
+}
+
 /// Whether `output` can be encoded while the results arrive.
 pub fn streams(output: Output) -> bool {
     !matches!(output, Output::Webp)
@@ -100,6 +114,25 @@ impl<F: Fn(u32) -> PathBuf> Tiles<F> {
             progress.wait(tile)?;
         }
         read_tile(&(self.path)(tile), rect, self.channels)
+    }
+
+    /// Tile `tile` as a JPEG of `quality`: the worker's, or coded from its
+    /// PNG or raw samples.
+    fn jpeg(&self, tile: u32, quality: u8) -> anyhow::Result<Vec<u8>> {
+        let rect = self.grid.tile(tile).context("a tile of the grid")?;
+        if let Some(progress) = &self.progress {
+            progress.wait(tile)?;
+        }
+        let raw = (self.path)(tile);
+        let path = raw.with_extension("jpg");
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let pixels = read_tile(&raw, rect, self.channels)?;
+                Ok(encode_tile(&Frame::with_channels(rect.width, rect.height, self.channels, pixels), quality)?)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     /// The band of rows holding row `y`, from its row of tiles.
@@ -127,12 +160,7 @@ pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path)
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     match output {
         Output::Png => write_png(tiles, file),
-        // jpeg-encoder: about 2.3x faster than image's encoder here (AVX2).
-        Output::Jpeg { quality } => {
-            let rows = Rows { tiles, band: RefCell::new(None), failed: RefCell::new(None) };
-            jpeg_encoder::Encoder::new(file, quality).encode_image(&rows)?;
-            rows.failed.into_inner().map_or(Ok(()), Err)
-        }
+        Output::Jpeg { quality } => write_jpeg(tiles, quality, file),
         Output::Webp => {
             let (grid, channels) = (tiles.grid, tiles.channels);
             let mut image = Frame::blank(grid.width, grid.height, channels);
@@ -155,64 +183,23 @@ pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path)
     }
 }
 
-/// The image's rows for jpeg-encoder, which asks for them in order: read a
-/// band at a time. Its callback cannot fail, so the first error is kept (and
-/// the rest of the image left black) for [`write`] to return.
-struct Rows<'t, F: Fn(u32) -> PathBuf> {
-    tiles: &'t Tiles<F>,
-    band: RefCell<Option<Band>>,
-    failed: RefCell<Option<anyhow::Error>>,
-}
-
-impl<F: Fn(u32) -> PathBuf> jpeg_encoder::ImageBuffer for &Rows<'_, F> {
-    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
-        jpeg_encoder::JpegColorType::Ycbcr
+/// Joins the tiles' JPEGs (see [`pipeline::jpeg::Splice`]): a row of
+/// compressed tiles in memory, no DCT. A tile that came as PNG or raw is
+/// coded first, as a worker would have.
+fn write_jpeg(tiles: &Tiles<impl Fn(u32) -> PathBuf>, quality: u8, mut file: impl Write) -> anyhow::Result<()> {
+    let grid = tiles.grid;
+    let mut splice = Splice::new(grid, quality)?;
+    file.write_all(&splice.header())?;
+    for row in 0..grid.rows() {
+        let band = (row * grid.columns()..(row + 1) * grid.columns())
+            .map(|t| tiles.jpeg(t, quality))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bytes = splice.band(&band).with_context(|| format!("joining row {row} of tiles"))?;
+        file.write_all(&bytes)?;
     }
-
-    fn width(&self) -> u16 {
-        self.tiles.grid.width as u16
-    }
-
-    fn height(&self) -> u16 {
-        self.tiles.grid.height as u16
-    }
-
-    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let (y, width) = (u32::from(y), self.tiles.grid.width as usize);
-        let mut band = self.band.borrow_mut();
-        if !band.as_ref().is_some_and(|b| (b.top..b.top + b.height).contains(&y)) && self.failed.borrow().is_none() {
-            match self.tiles.band(y) {
-                Ok(read) => *band = Some(read),
-                Err(e) => *self.failed.borrow_mut() = Some(e),
-            }
-        }
-        let Some(band) = band.as_ref().filter(|_| self.failed.borrow().is_none()) else {
-            for buffer in &mut buffers[..3] {
-                buffer.extend(std::iter::repeat_n(0, width));
-            }
-            return;
-        };
-        let n = self.tiles.channels.count();
-        let row = &band.pixels[(y - band.top) as usize * width * n..][..width * n];
-        let flattened;
-        let rgb = match self.tiles.channels {
-            Channels::Rgb => row,
-            Channels::Rgba => {
-                flattened = on_white(row);
-                &flattened
-            }
-        };
-        // Into slices, not pushes: the loop then compiles to straight-line code.
-        let [luma, blue, red, _] = buffers;
-        let start = luma.len();
-        for buffer in [&mut *luma, &mut *blue, &mut *red] {
-            buffer.resize(start + width, 0);
-        }
-        let (luma, blue, red) = (&mut luma[start..], &mut blue[start..], &mut red[start..]);
-        for (i, p) in rgb.chunks_exact(3).enumerate() {
-            (luma[i], blue[i], red[i]) = jpeg_encoder::rgb_to_ycbcr(p[0], p[1], p[2]);
-        }
-    }
+    file.write_all(&splice.finish()?)?;
+    file.flush()?;
+    Ok(())
 }
 
 /// Fast deflate with adaptive filters: ~10x faster than the default level for
@@ -301,9 +288,9 @@ mod tests {
             let decoded = write_and_read(output, &tiles, dir.path());
             assert!(decoded.into_rgba8().as_raw() == &image.pixels, "{output:?}");
         }
-        let flat = on_white(&image.pixels);
+        let flat = pipeline::frame::on_white(&image.pixels);
         assert_eq!(
-            on_white(&[10, 20, 30, 255, 10, 20, 30, 0, 0, 0, 0, 128]),
+            pipeline::frame::on_white(&[10, 20, 30, 255, 10, 20, 30, 0, 0, 0, 0, 128]),
             [10, 20, 30, 255, 255, 255, 127, 127, 127]
         );
         let decoded = write_and_read(Output::Jpeg { quality: 95 }, &tiles, dir.path());

@@ -34,9 +34,10 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_TASKS_PER_WORKER", default_value_t = crate::jobs::window::DEFAULT_PER_WORKER)]
     pub tasks_per_worker: usize,
 
-    /// Edge length of a tile in pixels.
-    #[arg(long, env = "TILEPIPE_TILE_SIZE", default_value_t = 512,
-          value_parser = clap::value_parser!(u32).range(16..=2048))]
+    /// Edge length of a tile in pixels: a multiple of 16 from 16 to 2048,
+    /// so that tiles lie on JPEG MCU boundaries (a JPEG result is joined
+    /// from the workers' JPEG tiles).
+    #[arg(long, env = "TILEPIPE_TILE_SIZE", default_value_t = 512, value_parser = tile_size)]
     pub tile_size: u32,
 
     /// Smallest accepted image width and height in pixels.
@@ -145,6 +146,15 @@ pub struct Config {
     pub worker_retention_secs: u64,
 }
 
+/// A tile size: a multiple of 16 from 16 to 2048.
+fn tile_size(text: &str) -> Result<u32, String> {
+    let size: u32 = text.parse().map_err(|_| format!("{text:?} is not a number of pixels"))?;
+    if !(16..=2048).contains(&size) || !size.is_multiple_of(16) {
+        return Err(format!("a tile size is a multiple of 16 from 16 to 2048, not {size}"));
+    }
+    Ok(size)
+}
+
 impl Config {
     /// The defaults, as if no flag or variable were given (for tests and tools).
     pub fn defaults() -> Self {
@@ -179,5 +189,19 @@ impl Config {
 
     pub fn jobs_dir(&self) -> PathBuf {
         self.data_dir.join("jobs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_lie_on_jpeg_mcu_boundaries() {
+        assert_eq!(Config::try_parse_from(["server", "--tile-size", "256"]).unwrap().tile_size, 256);
+        for bad in ["8", "100", "4096", "big"] {
+            let error = Config::try_parse_from(["server", "--tile-size", bad]).unwrap_err().to_string();
+            assert!(error.contains("tile size") || error.contains("number of pixels"), "{bad}: {error}");
+        }
     }
 }

@@ -219,7 +219,10 @@ pub fn memory_needed(info: &ImageInfo, cut_from_jpeg: bool, tile_size: u32, halo
         // The tiles read into one frame, and the encoder's output.
         Output::Webp => pixels * channels * 2,
         // A band of tiles, and the encoder's copy of it.
-        Output::Png | Output::Jpeg { .. } => width * u64::from(tile_size) * channels * 2,
+        Output::Png => width * u64::from(tile_size) * channels * 2,
+        // A row of JPEG tiles (at most about the raw size at quality 100),
+        // and a tile that came as PNG or raw being coded.
+        Output::Jpeg { .. } => (width + 2 * u64::from(tile_size)) * u64::from(tile_size) * channels,
     };
     // Tasks being encoded and results being decoded.
     const IN_FLIGHT: u64 = 16 << 20;

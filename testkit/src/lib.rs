@@ -500,8 +500,8 @@ pub async fn record_events(
 }
 
 /// A member of the workers' group that is not a tilepipe worker: `reply`
-/// decides what, if anything, goes back for each task (a faulty worker, a
-/// black hole). Like a real worker it commits a task after its reply is sent.
+/// decides what message, if any, goes back for each task (a faulty worker,
+/// a black hole). Like a real worker it commits a task after its reply is sent.
 pub struct FakeWorker {
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
@@ -513,7 +513,7 @@ impl FakeWorker {
     pub fn start(
         broker: &Broker,
         prefix: &str,
-        reply: impl Fn(pipeline::wire::Task) -> Option<pipeline::wire::Reply> + Send + 'static,
+        reply: impl Fn(pipeline::wire::Task) -> Option<Vec<u8>> + Send + 'static,
     ) -> Self {
         use rdkafka::Message;
         use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -543,12 +543,7 @@ impl FakeWorker {
                 };
                 count.fetch_add(1, Ordering::SeqCst);
                 let task = pipeline::wire::Task::decode(message.payload().unwrap()).unwrap();
-                let payload = match reply(task) {
-                    Some(pipeline::wire::Reply::Done(r)) => Some(r.encode()),
-                    Some(pipeline::wire::Reply::Failed(f)) => Some(f.encode()),
-                    None => None,
-                };
-                if let Some(payload) = payload {
+                if let Some(payload) = reply(task) {
                     send(&producer, &topics.results, &payload).await;
                 }
                 consumer.store_offset_from_message(&message).unwrap();
@@ -565,15 +560,15 @@ impl FakeWorker {
     }
 }
 
-/// What a real worker would answer to `task`, or a failure saying `error`:
-/// for [`FakeWorker`]s that fail some tasks and process the rest. Results
-/// go raw, as a worker in another language may send them.
-pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) -> pipeline::wire::Reply {
-    use pipeline::wire::{Reply, ResultHeader, TileFailure, TileResult};
+/// The message a real worker would answer `task` with, or a failure saying
+/// `error`: for [`FakeWorker`]s that fail some tasks and process the rest.
+/// Results go raw, as a worker in another language may send them.
+pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) -> Vec<u8> {
+    use pipeline::wire::{ResultHeader, TileFailure, TileResult};
     let h = task.header;
     if let Some(error) = error {
         let (job_id, tile, attempt) = (h.job_id, h.tile, h.attempt);
-        return Reply::Failed(TileFailure { job_id, tile, worker_id: worker_id.into(), error: error.into(), attempt });
+        return TileFailure { job_id, tile, worker_id: worker_id.into(), error: error.into(), attempt }.encode();
     }
     let output = pipeline::ops::process_tile(&h.ops, task.input, h.halo);
     let header = ResultHeader {
@@ -585,7 +580,7 @@ pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) 
         channels: output.channels,
         encoding: pipeline::codec::Encoding::Raw,
     };
-    Reply::Done(TileResult { header, output })
+    TileResult { header, output }.encode()
 }
 
 pub fn producer(broker: &Broker) -> rdkafka::producer::FutureProducer {

@@ -70,9 +70,10 @@ impl Payload {
     }
 }
 
-/// Where tile `tile`'s crop is kept while its job runs.
+/// Where tile `tile`'s crop is kept while its job runs (beside its result,
+/// which may be `<tile>.jpg`).
 fn crop_path(tiles_dir: &Path, tile: u32) -> PathBuf {
-    tiles_dir.join(format!("{tile}.jpg"))
+    tiles_dir.join(format!("{tile}.crop.jpg"))
 }
 
 /// The MCUs a tile's task carries: the tile and its halo, clamped to the

@@ -120,6 +120,10 @@ impl Active {
             attempt: self.tiles.get(tile as usize)?.attempts + 1,
             encoding: Encoding::Raw,
             source: None,
+            jpeg_quality: match self.output {
+                Output::Jpeg { quality } => Some(quality),
+                Output::Png | Output::Webp => None,
+            },
         };
         let payload = self.input.payload(&mut header);
         Some((header, payload))
@@ -386,8 +390,10 @@ impl Jobs {
         for t in tiles_not_in(&pending, grid.len()) {
             // Done before a restart: its pixels are on disk (or it is redone).
             let rect = grid.tile(t).expect("in the grid");
-            let (path, channels) = (self.tile_path(id, t), input.channels());
-            match tokio::task::spawn_blocking(move || crate::assemble::read_tile(&path, rect, channels)).await? {
+            let (path, channels, output) = (self.tile_path(id, t), input.channels(), job.output);
+            match tokio::task::spawn_blocking(move || crate::assemble::check_stored(&path, rect, channels, output))
+                .await?
+            {
                 Ok(_) => tiles[t as usize].done = true,
                 Err(_) => {
                     warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::api::{Event, TileDone};
+use app::api::{Event, Output, TileDone};
 use pipeline::TileGrid;
 use pipeline::codec::Encoding;
 use pipeline::wire::{RawReply, ResultHeader, TileFailure};
@@ -64,20 +64,20 @@ impl Jobs {
     /// not fit their job change nothing; an error means the store failed.
     async fn accept(self: &Arc<Self>, h: &ResultHeader, pixels: &[u8]) -> anyhow::Result<()> {
         let active = self.get(&h.job_id);
-        let (grid, channels) = match &active {
+        let (grid, channels, output) = match &active {
             Some(a) => {
                 let a = a.lock().expect("lock");
                 if a.tiles.get(h.tile as usize).is_some_and(|t| t.done) {
                     return Ok(()); // a duplicate
                 }
-                (a.grid, a.input.channels())
+                (a.grid, a.input.channels(), a.output)
             }
             // Not registered (yet): keep it if the job is running, e.g.
             // still being resumed after a restart (which checks each tile
             // file's size against the input's channels).
             None => match self.store.job(&h.job_id).await? {
                 Some(job) if !job.status.is_finished() => {
-                    (TileGrid::new(job.width, job.height, job.tile_size), h.channels)
+                    (TileGrid::new(job.width, job.height, job.tile_size), h.channels, job.output)
                 }
                 _ => return Ok(()),
             },
@@ -86,13 +86,14 @@ impl Jobs {
             warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid or channels; ignored");
             return Ok(());
         }
-        // Decoded to check it, off the async threads (a PNG result takes
-        // about a millisecond), then stored as it came: a PNG is a fifth of
-        // the raw bytes to write now and read back for the result.
+        // Checked off the async threads (a PNG result takes about a
+        // millisecond to decode, a JPEG one a fraction of that to read
+        // through), then stored as it came: a PNG is a fifth of the raw bytes
+        // to write now and read back, a JPEG is joined into the result as it is.
         let (header, payload) = (h.clone(), pixels.to_vec());
-        let checked = tokio::task::spawn_blocking(move || header.decode_pixels(&payload).map(|o| (o, payload)));
-        let (output, payload) = match checked.await? {
-            Ok(checked) => checked,
+        let checked = tokio::task::spawn_blocking(move || check(&header, payload, output));
+        let stored = match checked.await? {
+            Ok(stored) => stored,
             Err(e) => {
                 warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
                 return Ok(());
@@ -102,10 +103,7 @@ impl Jobs {
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        match h.encoding {
-            Encoding::Png => write_atomically(&path.with_extension("png"), &payload).await?,
-            _ => write_atomically(&path, &output.pixels).await?,
-        }
+        write_atomically(&path.with_extension(stored.extension), &stored.bytes).await?;
         let job = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await?;
 
         let complete = active.is_some_and(|a| {
@@ -175,6 +173,34 @@ impl Jobs {
             warn!(error = %e, "parking a result failed; it is dropped and its tile will be sent again");
         }
     }
+}
+
+/// A result's pixels as they are stored: the file's extension and bytes.
+struct Stored {
+    extension: &'static str,
+    bytes: Vec<u8>,
+}
+
+/// Checks a result's pixels against its header and its job's `output`: a
+/// PNG or raw tile is decoded, a JPEG one (taken only for a JPEG result of
+/// the same quality) is read through without decoding.
+fn check(h: &ResultHeader, pixels: Vec<u8>, output: Output) -> anyhow::Result<Stored> {
+    let (extension, bytes) = match h.encoding {
+        Encoding::Jpeg => {
+            let Output::Jpeg { quality } = output else {
+                anyhow::bail!("a JPEG tile for a {} result", output.extension());
+            };
+            h.check()?;
+            pipeline::jpeg::check_tile(&pixels, (h.rect.width, h.rect.height), quality)?;
+            ("jpg", pixels)
+        }
+        Encoding::Png => {
+            h.decode_pixels(&pixels)?;
+            ("png", pixels)
+        }
+        Encoding::Raw => ("rgb", h.decode_pixels(&pixels)?.pixels),
+    };
+    Ok(Stored { extension, bytes })
 }
 
 /// Writes a file under a temporary name and renames it into place, so that
