@@ -39,6 +39,10 @@ struct Args {
     /// the first worker count and tile size), to see the memory budget hold.
     #[arg(long, default_value_t = 0)]
     concurrent: usize,
+    /// Rounds of every measurement, interleaved: each figure is the run
+    /// with the median total (times on a shared machine drift by a third).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -62,62 +66,87 @@ fn main() -> anyhow::Result<()> {
 
     let split = master_split(&jpeg, ops::chain_halo(&ops), 512)?;
     println!("The master's pass over the JPEG, cutting every tile's crop (one thread): {split:.2} s");
-    let (single, opencv) = if args.no_baselines {
-        println!("Baselines skipped (--no-baselines)\n");
-        (None, None)
-    } else {
-        let single = baseline(&jpeg, &ops, 512)?;
-        println!(
+    // Every measurement once per round, interleaved, so that a slow spell
+    // of the machine falls on all of them alike.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let configs: Vec<(u32, usize)> =
+        args.tile_sizes.iter().flat_map(|&tile| args.workers.iter().map(move |&workers| (tile, workers))).collect();
+    let (mut singles, mut opencvs, mut runs) =
+        (Vec::new(), Vec::new(), (0..configs.len()).map(|_| Vec::new()).collect::<Vec<Vec<Run>>>());
+    for round in 1..=args.rounds.max(1) {
+        eprintln!("round {round} of {}…", args.rounds.max(1));
+        if !args.no_baselines {
+            singles.push(baseline(&jpeg, &ops, 512)?);
+            if ops.len() == 1 {
+                opencvs.extend(opencv(&jpeg)?);
+            }
+        }
+        for (i, &(tile, workers)) in configs.iter().enumerate() {
+            runs[i].push(runtime.block_on(distributed(&jpeg, &ops, workers, tile))?);
+        }
+    }
+
+    let single = median_by(singles, |b| b.total);
+    let opencv = median_by(opencvs, |&s| s);
+    match &single {
+        Some(single) => println!(
             "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
             single.total, single.decode, single.process, single.encode
-        );
-        let opencv = if ops.len() == 1 { opencv(&jpeg)? } else { None };
-        match opencv {
-            Some(seconds) => {
-                println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
-            }
-            None if ops.len() > 1 => println!("OpenCV: compared on the one-blur chain only\n"),
-            None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
+        ),
+        None => println!("Baselines skipped (--no-baselines)\n"),
+    }
+    match opencv {
+        Some(seconds) => {
+            println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
         }
-        (Some(single.total), opencv)
-    };
+        None if args.no_baselines => {}
+        None if ops.len() > 1 => println!("OpenCV: compared on the one-blur chain only\n"),
+        None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
+    }
+    let single = single.map(|b| b.total);
 
     println!(
         "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let runtime = tokio::runtime::Runtime::new()?;
-    for &tile in &args.tile_sizes {
-        for &workers in &args.workers {
-            let run = runtime.block_on(distributed(&jpeg, &ops, workers, tile))?;
-            let s = run.stages;
-            println!(
-                "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} |",
-                run.total,
-                run.upload,
-                s.decode_ms / 1e3,
-                s.dispatch_ms / 1e3,
-                s.process_ms / 1e3,
-                s.collect_ms / 1e3,
-                s.encode_ms / 1e3,
-                f64::from(run.tiles) / (s.process_ms / 1e3),
-                mb(run.broker_bytes),
-                run.broker_bytes as f64 / jpeg.len() as f64,
-                mb(run.server_peak),
-                mb(run.worker_peak),
-                run.cpu[0],
-                run.cpu[1],
-                run.cpu[2],
-                ratio(run.total, single),
-                ratio(run.total, opencv),
-            );
-        }
+    for (&(tile, workers), rounds) in configs.iter().zip(runs) {
+        let totals: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.total)).collect();
+        let run = median_by(rounds, |r| r.total).context("at least one round")?;
+        let s = &run.stages;
+        println!(
+            "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} |",
+            run.total,
+            run.upload,
+            s.decode_ms / 1e3,
+            s.dispatch_ms / 1e3,
+            s.process_ms / 1e3,
+            s.collect_ms / 1e3,
+            s.encode_ms / 1e3,
+            f64::from(run.tiles) / (s.process_ms / 1e3),
+            mb(run.broker_bytes),
+            run.broker_bytes as f64 / jpeg.len() as f64,
+            mb(run.server_peak),
+            mb(run.worker_peak),
+            run.cpu[0],
+            run.cpu[1],
+            run.cpu[2],
+            ratio(run.total, single),
+            ratio(run.total, opencv),
+        );
+        eprintln!("{workers} workers, {tile} px tiles: totals {}", totals.join(", "));
     }
     println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
     if args.concurrent > 0 {
         runtime.block_on(concurrent(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.concurrent))?;
     }
     Ok(())
+}
+
+/// The item with the median `key` (the upper one of an even count).
+fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = items.len() / 2;
+    items.into_iter().nth(middle)
 }
 
 /// `total` over a baseline's time, or a dash without one.

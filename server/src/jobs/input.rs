@@ -1,12 +1,13 @@
 //! What a running job's tasks are made from: its decoded image, or lossless
 //! crops of its JPEG. A splitter thread cuts every crop in one pass over the
-//! scan, holding only the MCU rows the next crops need, writes each next to
-//! the tile files (dispatch and any retry read it from there) and hands its
+//! scan, holding only the MCU rows the next crops need, appends each to the
+//! job's crop file (dispatch and any retry read it from there) and hands its
 //! index to dispatch. It runs ahead of dispatch at its own speed: that pass
 //! is also what checks the scan, and an upload is answered when it ends.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use pipeline::codec::Encoding;
@@ -22,13 +23,57 @@ pub type ScanVerdict = tokio::sync::oneshot::Sender<Result<(), JpegError>>;
 
 pub enum Input {
     Pixels(Arc<Frame>),
-    Jpeg { layout: Layout, tiles_dir: PathBuf },
+    Jpeg { layout: Layout, crops: Arc<Crops> },
 }
 
 /// What one task's payload is made from, taken out of the job's lock.
 pub enum Payload {
     Pixels(Arc<Frame>),
-    Crop(PathBuf),
+    Crop(Arc<Crops>, u32),
+}
+
+/// A job's crops, appended to one file as the splitter cuts them, and where
+/// each lies. One file rather than one per tile: creating (and at the end
+/// deleting) thousands of small files cost the master more CPU than writing
+/// their bytes.
+pub struct Crops {
+    file: std::fs::File,
+    index: Mutex<CropIndex>,
+}
+
+struct CropIndex {
+    end: u64,
+    /// Each tile's crop: its offset and length, once cut.
+    at: Vec<Option<(u64, usize)>>,
+}
+
+impl Crops {
+    /// An empty crop file at `path` (emptied if it exists) for `tiles` tiles.
+    pub fn create(path: &Path, tiles: u32) -> std::io::Result<Self> {
+        let file = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(path)?;
+        Ok(Self { file, index: Mutex::new(CropIndex { end: 0, at: vec![None; tiles as usize] }) })
+    }
+
+    /// Appends `tile`'s crop (the splitter is the only writer).
+    fn append(&self, tile: u32, crop: &[u8]) -> std::io::Result<()> {
+        let offset = self.index.lock().expect("lock").end;
+        self.file.write_all_at(crop, offset)?;
+        let mut index = self.index.lock().expect("lock");
+        index.end = offset + crop.len() as u64;
+        if let Some(at) = index.at.get_mut(tile as usize) {
+            *at = Some((offset, crop.len()));
+        }
+        Ok(())
+    }
+
+    /// `tile`'s crop (blocking).
+    fn read(&self, tile: u32) -> anyhow::Result<Vec<u8>> {
+        let at = self.index.lock().expect("lock").at.get(tile as usize).copied().flatten();
+        let (offset, len) = at.with_context(|| format!("tile {tile} has not been cut"))?;
+        let mut crop = vec![0; len];
+        self.file.read_exact_at(&mut crop, offset).context("reading a crop")?;
+        Ok(crop)
+    }
 }
 
 impl Input {
@@ -43,12 +88,12 @@ impl Input {
     pub fn payload(&self, header: &mut TaskHeader) -> Payload {
         match self {
             Input::Pixels(frame) => Payload::Pixels(Arc::clone(frame)),
-            Input::Jpeg { layout, tiles_dir } => {
+            Input::Jpeg { layout, crops } => {
                 let (x, y, width, height) = layout.bounds(covering(layout, header.rect, header.halo));
                 let (image_width, image_height) = (layout.width, layout.height);
                 header.encoding = Encoding::Jpeg;
                 header.source = Some(Source { x, y, width, height, image_width, image_height });
-                Payload::Crop(crop_path(tiles_dir, header.tile))
+                Payload::Crop(Arc::clone(crops), header.tile)
             }
         }
     }
@@ -62,18 +107,9 @@ impl Payload {
                 let input = frame.crop_with_halo(header.rect, header.halo);
                 Ok(Task { header, input }.encode())
             }
-            Payload::Crop(path) => {
-                let crop = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                Ok(Task::encode_jpeg(&header, &crop))
-            }
+            Payload::Crop(crops, tile) => Ok(Task::encode_jpeg(&header, &crops.read(tile)?)),
         }
     }
-}
-
-/// Where tile `tile`'s crop is kept while its job runs (beside its result,
-/// which may be `<tile>.jpg`).
-fn crop_path(tiles_dir: &Path, tile: u32) -> PathBuf {
-    tiles_dir.join(format!("{tile}.crop.jpg"))
 }
 
 /// The MCUs a tile's task carries: the tile and its halo, clamped to the
@@ -84,8 +120,8 @@ fn covering(layout: &Layout, rect: Rect, halo: u32) -> McuRect {
     layout.covering((x - halo, y - halo, x + i64::from(rect.width) + halo, y + i64::from(rect.height) + halo))
 }
 
-/// Blocking: cuts `tiles` (in grid order) out of the JPEG at `path`, writes
-/// each crop to its file and then sends its index. Stops early when the
+/// Blocking: cuts `tiles` (in grid order) out of the JPEG at `path`, appends
+/// each crop to `crops` and then sends its index. Stops early when the
 /// receiver is gone (the job stopped); sends the error if the file cannot be
 /// read or split, and tells `verdict` either way.
 pub fn split(
@@ -93,7 +129,7 @@ pub fn split(
     grid: TileGrid,
     halo: u32,
     tiles: &[u32],
-    tiles_dir: &Path,
+    crops: &Crops,
     tx: &mpsc::UnboundedSender<anyhow::Result<u32>>,
     verdict: Option<ScanVerdict>,
 ) {
@@ -106,9 +142,8 @@ pub fn split(
             tiles.iter().map(|&t| covering(&layout, grid.tile(t).expect("a tile of the grid"), halo)).collect();
         let mut failed = None;
         jpeg.split(file, &wanted, |i, crop| {
-            let path = crop_path(tiles_dir, tiles[i]);
-            if let Err(e) = write_atomically(&path, &crop.bytes) {
-                failed = Some(anyhow::anyhow!("writing {}: {e}", path.display()));
+            if let Err(e) = crops.append(tiles[i], &crop.bytes) {
+                failed = Some(anyhow::anyhow!("writing a crop: {e}"));
                 return false;
             }
             tx.send(Ok(tiles[i])).is_ok()
@@ -125,8 +160,23 @@ pub fn split(
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("jpg.tmp");
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_are_read_back_from_one_file_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let crops = Crops::create(&dir.path().join("crops"), 4).unwrap();
+        crops.append(2, b"second tile").unwrap();
+        crops.append(0, b"first").unwrap();
+        assert_eq!(crops.read(0).unwrap(), b"first");
+        assert_eq!(crops.read(2).unwrap(), b"second tile");
+        assert!(crops.read(1).unwrap_err().to_string().contains("not been cut"));
+        assert!(crops.read(9).is_err(), "outside the grid");
+        // A resumed job cuts again into an emptied file.
+        let again = Crops::create(&dir.path().join("crops"), 4).unwrap();
+        assert!(again.read(0).is_err());
+        assert_eq!(std::fs::metadata(dir.path().join("crops")).unwrap().len(), 0);
+    }
 }

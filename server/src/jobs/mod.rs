@@ -373,17 +373,18 @@ impl Jobs {
         let clock =
             Clock { decode_ms: ms(decode_time), decoded_at: Instant::now(), dispatched_at: None, last_result_at: None };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
+        tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
         let (size, input) = match source {
             Source::Pixels(frame) => ((frame.width, frame.height), Input::Pixels(Arc::new(frame))),
             Source::Jpeg(layout) => {
-                ((layout.width, layout.height), Input::Jpeg { layout, tiles_dir: self.tiles_dir(id) })
+                let crops = input::Crops::create(&self.tiles_dir(id).join("crops"), grid.len())?;
+                ((layout.width, layout.height), Input::Jpeg { layout, crops: Arc::new(crops) })
             }
         };
         anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
         if !self.store.start_job(id, grid.tiles()).await? {
             return Ok(()); // cancelled while decoding
         }
-        tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
 
         let mut tiles: Vec<TileState> = (0..grid.len()).map(|_| TileState::default()).collect();
         let pending = self.store.pending_tiles(id).await?;
@@ -411,7 +412,10 @@ impl Jobs {
         let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].done).collect();
         let placed: Vec<(u32, i32)> = not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placed?.0))).collect();
         let halo = ops::chain_halo(&job.ops);
-        let cut_from_jpeg = matches!(input, Input::Jpeg { .. });
+        let crops = match &input {
+            Input::Jpeg { crops, .. } => Some(Arc::clone(crops)),
+            Input::Pixels(_) => None,
+        };
         let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(|t| t.done).collect()));
         let channels = input.channels();
         let active = Active {
@@ -472,10 +476,9 @@ impl Jobs {
         // or as the splitter cuts them from the JPEG (every tile not done,
         // so that those already on the broker have their crop for a retry).
         let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-        if cut_from_jpeg {
-            let tiles_dir = self.tiles_dir(id);
+        if let Some(crops) = crops {
             tokio::task::spawn_blocking(move || {
-                input::split(&input_path, grid, halo, &not_done, &tiles_dir, &tx, verdict);
+                input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
             });
         } else {
             for tile in not_done {
