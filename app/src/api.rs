@@ -171,6 +171,14 @@ pub struct Worker {
     pub last_seen: i64,
     pub current_tile: Option<String>,
     pub tiles_done: u64,
+    /// From the latest heartbeat, when the worker reports them: CPU use in
+    /// percent of one core, resident memory in bytes, and what it runs on.
+    #[serde(default)]
+    pub cpu_percent: Option<f32>,
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// What the server accepts (`GET /api/limits`), so the browser can check a

@@ -25,7 +25,13 @@ pub struct Live {
     /// The second the event stream first opened: rates average over no
     /// more than the time the page has been watching.
     pub watching_since: RwSignal<Option<i64>>,
+    /// Each worker's CPU percent and resident bytes from its recent
+    /// heartbeats, oldest first, for the dashboard's sparklines.
+    pub worker_usage: RwSignal<HashMap<String, VecDeque<(f32, u64)>>>,
 }
+
+/// Heartbeats a worker's sparklines show.
+pub const USAGE_SAMPLES: usize = 60;
 
 /// Events per second since the epoch, oldest first.
 pub type Counts = VecDeque<(i64, u32)>;
@@ -49,6 +55,7 @@ impl Live {
             throughput: RwSignal::new(Default::default()),
             worker_throughput: RwSignal::new(HashMap::new()),
             watching_since: RwSignal::new(None),
+            worker_usage: RwSignal::new(HashMap::new()),
         };
         provide_context(live);
         live
@@ -79,6 +86,9 @@ impl Live {
                 self.worker_throughput.update(|rates| {
                     rates.remove(&id);
                 });
+                self.worker_usage.update(|usage| {
+                    usage.remove(&id);
+                });
             }
         }
     }
@@ -103,6 +113,17 @@ impl Live {
     }
 
     pub fn upsert_worker(self, worker: Worker) {
+        let fresh =
+            self.workers.with_untracked(|w| w.get(&worker.id).is_none_or(|old| old.last_seen < worker.last_seen));
+        if let (true, Some(cpu), Some(rss)) = (fresh, worker.cpu_percent, worker.rss_bytes) {
+            self.worker_usage.update(|usage| {
+                let samples = usage.entry(worker.id.clone()).or_default();
+                samples.push_back((cpu, rss));
+                while samples.len() > USAGE_SAMPLES {
+                    samples.pop_front();
+                }
+            });
+        }
         self.workers.update(|workers| match workers.get(&worker.id) {
             Some(old) if old.last_seen > worker.last_seen => {}
             _ => {

@@ -9,6 +9,19 @@ test("the dashboard lists the workers as alive", async ({ page }) => {
   }
 });
 
+test("each worker shows its CPU, memory and runtime, with sparklines that grow live", async ({ page }) => {
+  await page.goto("/dashboard");
+  await waitForLive(page);
+  const row = page.locator("#workers tr.worker", { hasText: "e2e-worker-1" });
+  await expect(row.locator(".runtime")).toHaveText(/^tilepipe-worker \d+\.\d+\.\d+ \(Rust\)$/);
+  // Heartbeats come every second: CPU in percent, resident memory in MB.
+  await expect(row.locator("td.cpu")).toHaveText(/^\s*\d+%\s*$/, { timeout: 15_000 });
+  await expect(row.locator("td.rss")).toHaveText(/^\s*\d+(\.\d+)? MB\s*$/);
+  // Each heartbeat adds a point to the sparklines; the page never reloads.
+  const points = () => row.locator("td.rss polyline").getAttribute("points").then((p) => (p ?? "").split(" ").filter(Boolean).length);
+  await expect.poll(points, { timeout: 15_000 }).toBeGreaterThanOrEqual(3);
+});
+
 test("a stopped worker turns lost on the dashboard, live", async ({ page }) => {
   const pid = Number(process.env.E2E_LEAVING_WORKER_PID);
   test.skip(!pid, "needs the extra worker scripts/test.sh starts");

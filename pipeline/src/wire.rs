@@ -149,6 +149,18 @@ pub struct Heartbeat {
     pub tiles_done: u64,
     /// Milliseconds since the Unix epoch, by the worker's clock.
     pub sent_at_ms: i64,
+    /// The worker process's CPU use since its previous heartbeat, in percent
+    /// of one core (above 100 on several). Optional, as are the next two:
+    /// older and foreign workers leave them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    /// Its resident memory, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// What it runs on, in words: `"tilepipe-worker 0.1.0 (Rust)"`,
+    /// `"python 3.12, confluent-kafka 2.5"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// Topic and consumer-group names, all under one prefix so that several
@@ -476,12 +488,24 @@ impl Heartbeat {
         if beat.current_tile.as_ref().is_some_and(|t| t.len() > MAX_ID_BYTES + 11) {
             return Err(WireError::Invalid("current_tile must be a job id and a tile number".into()));
         }
+        if beat.cpu_percent.is_some_and(|c| !(0.0..=MAX_CPU_PERCENT).contains(&c)) {
+            return Err(WireError::Invalid(format!("cpu_percent must be 0..={MAX_CPU_PERCENT}")));
+        }
+        if beat.runtime.as_ref().is_some_and(|r| r.len() > MAX_RUNTIME_BYTES) {
+            return Err(WireError::Invalid(format!("runtime must be at most {MAX_RUNTIME_BYTES} bytes")));
+        }
         Ok(beat)
     }
 }
 
 /// Longest host name a heartbeat may carry (DNS's limit).
 pub const MAX_HOST_BYTES: usize = 255;
+
+/// Longest `runtime` a heartbeat may carry.
+pub const MAX_RUNTIME_BYTES: usize = 64;
+
+/// Highest `cpu_percent` a heartbeat may report: 1024 cores, busy.
+pub const MAX_CPU_PERCENT: f32 = 102_400.0;
 
 fn encode<H: Serialize>(magic: &[u8; 4], header: &H, pixels: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(header).expect("headers serialise");
@@ -737,12 +761,22 @@ mod tests {
             current_tile: Some("j/1".into()),
             tiles_done: 0,
             sent_at_ms: 0,
+            cpu_percent: Some(87.5),
+            rss_bytes: Some(48 << 20),
+            runtime: Some("tilepipe-worker 0.1.0 (Rust)".into()),
         };
         assert_eq!(Heartbeat::decode(&beat.encode()).unwrap(), beat);
+        // The resources are optional: an older worker's heartbeat still reads.
+        let old = br#"{"worker_id":"w","host":"h","pid":1,"current_tile":null,"tiles_done":3,"sent_at_ms":5}"#;
+        let read = Heartbeat::decode(old).unwrap();
+        assert_eq!((read.cpu_percent, read.rss_bytes, read.runtime), (None, None, None));
         for bad in [
             Heartbeat { worker_id: String::new(), ..beat.clone() },
             Heartbeat { host: "h".repeat(MAX_HOST_BYTES + 1), ..beat.clone() },
             Heartbeat { current_tile: Some("t".repeat(1000)), ..beat.clone() },
+            Heartbeat { cpu_percent: Some(MAX_CPU_PERCENT * 2.0), ..beat.clone() },
+            Heartbeat { cpu_percent: Some(-1.0), ..beat.clone() },
+            Heartbeat { runtime: Some("r".repeat(MAX_RUNTIME_BYTES + 1)), ..beat.clone() },
         ] {
             assert!(matches!(Heartbeat::decode(&bad.encode()), Err(WireError::Invalid(_))), "{bad:?}");
         }

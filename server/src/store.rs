@@ -124,6 +124,9 @@ struct WorkerRow {
     last_seen: i64,
     current_tile: Option<String>,
     tiles_done: i64,
+    cpu_percent: Option<f32>,
+    rss_bytes: Option<i64>,
+    runtime: Option<String>,
 }
 
 impl WorkerRow {
@@ -137,9 +140,14 @@ impl WorkerRow {
             last_seen: self.last_seen,
             current_tile: self.current_tile,
             tiles_done: self.tiles_done as u64,
+            cpu_percent: self.cpu_percent,
+            rss_bytes: self.rss_bytes.and_then(|b| u64::try_from(b).ok()),
+            runtime: self.runtime,
         }
     }
 }
+
+const WORKER_COLUMNS: &str = "id, host, pid, last_seen, current_tile, tiles_done, cpu_percent, rss_bytes, runtime";
 
 const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
                            tiles_done, input_bytes, error, created_at, finished_at, stages, output, \
@@ -424,14 +432,16 @@ impl Store {
     /// Records a heartbeat; `now` is the server's clock, so liveness never
     /// depends on the worker's clock being right.
     pub async fn record_heartbeat(&self, hb: &Heartbeat, now: i64, timeout: Duration) -> sqlx::Result<Worker> {
-        let row: WorkerRow = sqlx::query_as(
-            "INSERT INTO workers (id, host, pid, first_seen, last_seen, current_tile, tiles_done) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
+        let row: WorkerRow = sqlx::query_as(&format!(
+            "INSERT INTO workers (id, host, pid, first_seen, last_seen, current_tile, tiles_done, \
+             cpu_percent, rss_bytes, runtime) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
              last_seen = excluded.last_seen, current_tile = excluded.current_tile, \
-             tiles_done = excluded.tiles_done \
-             RETURNING id, host, pid, last_seen, current_tile, tiles_done",
-        )
+             tiles_done = excluded.tiles_done, cpu_percent = excluded.cpu_percent, \
+             rss_bytes = excluded.rss_bytes, runtime = excluded.runtime \
+             RETURNING {WORKER_COLUMNS}"
+        ))
         .bind(&hb.worker_id)
         .bind(&hb.host)
         .bind(hb.pid)
@@ -439,6 +449,9 @@ impl Store {
         .bind(now)
         .bind(&hb.current_tile)
         .bind(i64::try_from(hb.tiles_done).unwrap_or(i64::MAX))
+        .bind(hb.cpu_percent)
+        .bind(hb.rss_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+        .bind(&hb.runtime)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.into_worker(now, timeout))
@@ -465,9 +478,7 @@ impl Store {
 
     pub async fn workers(&self, now: i64, timeout: Duration) -> sqlx::Result<Vec<Worker>> {
         let rows: Vec<WorkerRow> =
-            sqlx::query_as("SELECT id, host, pid, last_seen, current_tile, tiles_done FROM workers ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+            sqlx::query_as(&format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY id")).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|r| r.into_worker(now, timeout)).collect())
     }
 

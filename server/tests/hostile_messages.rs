@@ -21,6 +21,9 @@ fn heartbeat(worker_id: &str) -> Vec<u8> {
         current_tile: None,
         tiles_done: 0,
         sent_at_ms: 0,
+        cpu_percent: None,
+        rss_bytes: None,
+        runtime: None,
     };
     beat.encode()
 }

@@ -81,6 +81,9 @@ async fn workers_turn_lost_after_the_timeout() {
         current_tile: Some("j/3".into()),
         tiles_done: 12,
         sent_at_ms: 0,
+        cpu_percent: None,
+        rss_bytes: None,
+        runtime: None,
     };
     let timeout = Duration::from_secs(15);
     let worker = store.record_heartbeat(&beat, 100_000, timeout).await.unwrap();
@@ -93,8 +96,18 @@ async fn workers_turn_lost_after_the_timeout() {
     assert_eq!(at(115_000).await.unwrap()[0].status, WorkerStatus::Alive);
     assert_eq!(at(115_001).await.unwrap()[0].status, WorkerStatus::Lost);
 
-    // It comes back.
+    // It comes back, now reporting its resources.
+    let resources =
+        Heartbeat { cpu_percent: Some(93.5), rss_bytes: Some(50 << 20), runtime: Some("rust".into()), ..beat.clone() };
+    let worker = store.record_heartbeat(&resources, 200_000, timeout).await.unwrap();
+    assert_eq!(
+        (worker.cpu_percent, worker.rss_bytes, worker.runtime.as_deref()),
+        (Some(93.5), Some(50 << 20), Some("rust"))
+    );
+    assert_eq!(at(200_000).await.unwrap()[0].rss_bytes, Some(50 << 20));
+    // A heartbeat without them (an older worker) leaves no stale figures.
     store.record_heartbeat(&beat, 200_000, timeout).await.unwrap();
+    assert_eq!(at(200_000).await.unwrap()[0].cpu_percent, None);
     let workers = at(200_500).await.unwrap();
     assert_eq!((workers.len(), workers[0].status), (1, WorkerStatus::Alive));
 }

@@ -74,14 +74,9 @@ impl Broker {
     }
 }
 
-/// User plus system CPU time of a process from `/proc/<pid>/stat`, whose
-/// clock ticks are `USER_HZ`, 100 on every Linux architecture's ABI.
+/// User plus system CPU time of a process, from `/proc`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let (user, system) = (fields.next()?.parse::<u64>().ok()?, fields.next()?.parse::<u64>().ok()?);
-    Some((user + system) as f64 / 100.0)
+    worker::usage::cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 fn spawn_broker(dir: &tempfile::TempDir, port: u16) -> Child {

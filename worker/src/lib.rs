@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod stopped;
+pub mod usage;
 
 use anyhow::Context;
 use clap::Parser;
@@ -363,12 +364,15 @@ async fn heartbeats(
     shutdown: CancellationToken,
 ) {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let runtime = format!("tilepipe-worker {} (Rust)", env!("CARGO_PKG_VERSION"));
+    let mut usage = usage::Usage::default();
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let (cpu_percent, rss_bytes) = usage.sample();
         let beat = Heartbeat {
             worker_id: id.clone(),
             host: host.clone(),
@@ -378,6 +382,9 @@ async fn heartbeats(
             sent_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
+            cpu_percent,
+            rss_bytes,
+            runtime: Some(runtime.clone()),
         };
         let payload = beat.encode();
         let record = FutureRecord::to(&topic).key(&id).payload(&payload);

@@ -35,18 +35,22 @@ pub fn Dashboard() -> impl IntoView {
                         <th scope="col">"Worker"</th><th scope="col">"Host"</th><th scope="col">"Status"</th>
                         <th scope="col">"Last heartbeat"</th><th scope="col">"Current tile"</th>
                         <th scope="col">"Tiles done"</th><th scope="col">"Tiles/s"</th>
+                        <th scope="col">"CPU"</th><th scope="col">"Memory"</th>
                     </tr>
                 </thead>
                 <tbody>
                     {move || {
                         let list = workers();
                         if list.is_empty() {
-                            return view! { <tr><td colspan="7" class="empty">"No worker has reported yet."</td></tr> }.into_any();
+                            return view! { <tr><td colspan="9" class="empty">"No worker has reported yet."</td></tr> }.into_any();
                         }
                         list.into_iter().map(|w| {
                             let status = match w.status { WorkerStatus::Alive => "alive", WorkerStatus::Lost => "lost" };
                             let age = (live.now.get() - w.last_seen).max(0);
                             let id = w.id.clone();
+                            let (cpu, rss) = (w.cpu_percent, w.rss_bytes);
+                            let cpu_line = usage_line(live, w.id.clone(), |(c, _)| f64::from(c), 100.0);
+                            let rss_line = usage_line(live, w.id.clone(), |(_, r)| r as f64, 1.0);
                             let per_second = move || {
                                 let now = live.now.get() / 1000;
                                 let since = live.watching_since.get();
@@ -58,12 +62,27 @@ pub fn Dashboard() -> impl IntoView {
                                         <span class="swatch" style:background-color=format!("hsl({} 65% 52%)", crate::pages::tiles::worker_hue(&w.id))></span>
                                         {w.id}
                                     </td>
-                                    <td>{w.host}</td>
+                                    <td>
+                                        {w.host}
+                                        {w.runtime.map(|r| view! { <span class="muted small runtime">{r}</span> })}
+                                    </td>
                                     <td><span class=format!("pill {status}")>{status}</span></td>
                                     <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
                                     <td class="mono">{w.current_tile.unwrap_or_else(|| "idle".into())}</td>
                                     <td>{w.tiles_done}</td>
                                     <td class="rate">{move || format!("{:.1}", per_second())}</td>
+                                    <td class="usage cpu">
+                                        {cpu.map_or("—".to_owned(), |c| format!("{c:.0}%"))}
+                                        <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
+                                            <polyline points=cpu_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                                        </svg>
+                                    </td>
+                                    <td class="usage rss">
+                                        {rss.map_or("—".to_owned(), human_bytes)}
+                                        <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
+                                            <polyline points=rss_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                                        </svg>
+                                    </td>
                                 </tr>
                             }
                         }).collect_view().into_any()
@@ -146,6 +165,29 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 /// Throughput over the last minutes, the backlog and the totals.
+/// A worker's recent CPU or memory as sparkline points (see [`sparkline`]).
+fn usage_line(live: Live, id: String, pick: fn((f32, u64)) -> f64, floor: f64) -> impl Fn() -> String {
+    move || {
+        let values: Vec<f64> =
+            live.worker_usage.with(|u| u.get(&id).map(|s| s.iter().map(|&v| pick(v)).collect()).unwrap_or_default());
+        sparkline(&values, floor)
+    }
+}
+
+/// SVG polyline points for `values` across a 60x16 box, scaled to their
+/// peak (at least `floor`), newest on the right.
+fn sparkline(values: &[f64], floor: f64) -> String {
+    let peak = values.iter().copied().fold(floor, f64::max);
+    let step = 60.0 / (crate::live::USAGE_SAMPLES - 1) as f64;
+    let start = crate::live::USAGE_SAMPLES.saturating_sub(values.len());
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", (start + i) as f64 * step, 15.0 - 14.0 * v / peak))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[component]
 fn SystemPanel() -> impl IntoView {
     let live = Live::get();
