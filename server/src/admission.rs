@@ -115,6 +115,22 @@ impl Admission {
         Ok(Ticket { pending: Arc::clone(&self.pending), tiles, memory: Some(reservation) })
     }
 
+    /// Reserves `memory` bytes of the budget (at most all of it) for a job
+    /// resumed after a restart, waiting until other jobs give enough back:
+    /// resumed jobs start in turn rather than all at once.
+    pub async fn reserve(&self, memory: u64) -> Reservation {
+        Arc::clone(&self.memory).acquire_many_owned(self.clamped(memory)).await.expect("the budget is never closed")
+    }
+
+    /// The same, only if it is free now.
+    pub fn try_reserve(&self, memory: u64) -> Option<Reservation> {
+        Arc::clone(&self.memory).try_acquire_many_owned(self.clamped(memory)).ok()
+    }
+
+    fn clamped(&self, memory: u64) -> u32 {
+        mib(memory).min(u64::from(self.budget_mib)) as u32
+    }
+
     /// MiB of the budget not reserved.
     pub fn memory_free_mib(&self) -> usize {
         self.memory.available_permits()

@@ -78,7 +78,11 @@ impl Server {
         background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
         disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), &store).await;
         // Jobs a previous run left unfinished carry on from their files.
-        background.spawn(Arc::clone(&jobs).resume_unfinished());
+        let admission = Arc::new(admission::Admission::new(config.memory_budget));
+        let unfinished = jobs.unfinished(&admission).await;
+        // Not a background task: like a new upload's job, a resumed one does
+        // not hold up shutdown (its state is in the store and on disk).
+        tokio::spawn(Arc::clone(&jobs).resume(unfinished, Arc::clone(&admission)));
         if let Some(retention) = config.retention {
             background.spawn(disk::keep_for(Arc::clone(&jobs), store.clone(), retention, shutdown.clone()));
         }
@@ -111,7 +115,7 @@ impl Server {
             leptos_options,
             allowed_hosts: Arc::new(origin::AllowedHosts::new(&machine, &config.allowed_hosts)),
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-            admission: Arc::new(admission::Admission::new(config.memory_budget)),
+            admission,
             config: Arc::new(config),
             store,
             events,

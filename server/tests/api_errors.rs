@@ -203,5 +203,11 @@ async fn the_memory_budget_admits_jobs_until_it_is_spent() {
         (server.upload("three.png", image.clone()).await.status() == 201).then_some(())
     })
     .await;
+
+    // Restarted, the two running jobs resume holding their shares before
+    // the server takes an upload: a new one still finds the memory taken.
+    let server = server.restart_with(&broker, |c| c.memory_budget = 150 << 20).await;
+    let body = expect_error(server.upload("four.png", image.clone()).await, 503, "busy").await;
+    assert!(body.message.contains("memory"), "{}", body.message);
     server.stop().await;
 }

@@ -134,7 +134,14 @@ pub fn UploadPage() -> impl IntoView {
                                 <div class="fill" style:width=format!("{percent:.1}%")></div>
                             </div>
                             <p class="status" id="status">
-                                {if sent < total { "Uploading " } else { "Checking and decoding " }} {name} " · "
+                                {if sent < total {
+                                    "Uploading "
+                                } else if is_jpeg(&name) {
+                                    // The master never decodes a JPEG: it cuts the tiles from its scan.
+                                    "Checking and cutting into tiles "
+                                } else {
+                                    "Checking and decoding "
+                                }} {name} " · "
                                 <span id="upload-bytes">{format!("{} of {}", human_bytes(sent as u64), human_bytes(total as u64))}</span>
                             </p>
                         </div>
@@ -229,4 +236,10 @@ fn start(
             Err(message) => phase.set(Phase::Refused(message)),
         }
     });
+}
+
+/// Whether a file name says JPEG.
+fn is_jpeg(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.ends_with(".jpg") || name.ends_with(".jpeg")
 }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use pipeline::codec::Encoding;
 use pipeline::jpeg::JpegError;
 
-use crate::admission::Reservation;
+use crate::admission::{Admission, Reservation};
 use pipeline::wire::{Control, TaskHeader, Topics};
 use pipeline::{Operation, TileGrid, ops};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -133,14 +133,22 @@ impl Active {
 /// A running job as the engine's tasks share it.
 type Shared = Arc<Mutex<Active>>;
 
-/// What a new upload hands its job as it starts: the prepared input and how
-/// long that took, where to report whether a JPEG's scan reads through, and
-/// its share of the memory budget. (A resumed job has none of these.)
-struct Fresh {
-    source: Source,
-    read_time: Duration,
-    verdict: Option<input::ScanVerdict>,
-    memory: Option<Reservation>,
+/// A resumed job's share of the memory budget.
+pub enum Share {
+    Held(Reservation),
+    /// Not free yet: this many bytes, to wait for.
+    Wait(u64),
+    /// Its input could not be read: the job will fail as it starts.
+    Unknown,
+}
+
+/// How a job starts: a new upload hands it the prepared input and how long
+/// that took, where to report whether a JPEG's scan reads through, and its
+/// share of the memory budget; a job resumed after a restart reads its input
+/// again, with the share reserved for it.
+enum Start {
+    Fresh { source: Source, read_time: Duration, verdict: Option<input::ScanVerdict>, memory: Option<Reservation> },
+    Resumed { memory: Option<Reservation> },
 }
 
 /// A checked upload and what to do with it.
@@ -270,23 +278,66 @@ impl Jobs {
             Source::Pixels(_) => (None, None),
         };
         let (source, read_time) = decoded;
-        let fresh = Fresh { source, read_time, verdict, memory };
+        let fresh = Start::Fresh { source, read_time, verdict, memory };
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, Some(fresh)).await });
+        tokio::spawn(async move { this.run(&id, fresh).await });
         Ok((job, scan))
     }
 
     /// Resumes the jobs a previous run of the server left unfinished, one at
     /// a time (each decodes its whole input).
-    pub async fn resume_unfinished(self: Arc<Self>) {
+    /// The jobs a previous run left unfinished, each holding its share of
+    /// the memory budget if that is free: reserved before the server takes
+    /// uploads, so that none takes it first.
+    pub async fn unfinished(&self, admission: &Admission) -> Vec<(String, Share)> {
         let ids = match self.store.unfinished_jobs().await {
             Ok(ids) => ids,
-            Err(e) => return warn!(error = %e, "listing unfinished jobs"),
+            Err(e) => {
+                warn!(error = %e, "listing unfinished jobs");
+                return Vec::new();
+            }
         };
+        let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            info!(job = %id, "resuming job");
-            self.run(&id, None).await;
+            let share = match self.resume_estimate(&id).await {
+                Ok(memory) => admission.try_reserve(memory).map_or(Share::Wait(memory), Share::Held),
+                Err(e) => {
+                    warn!(job = %id, error = %e, "cannot estimate a resumed job's memory");
+                    Share::Unknown
+                }
+            };
+            jobs.push((id, share));
         }
+        jobs
+    }
+
+    /// Carries on `unfinished` jobs side by side, as new uploads' jobs run,
+    /// those still waiting for their share of the memory budget once it is
+    /// free (in turn).
+    pub async fn resume(self: Arc<Self>, unfinished: Vec<(String, Share)>, admission: Arc<Admission>) {
+        for (id, share) in unfinished {
+            info!(job = %id, "resuming job");
+            let memory = match share {
+                Share::Held(reservation) => Some(reservation),
+                Share::Wait(memory) => Some(admission.reserve(memory).await),
+                Share::Unknown => None,
+            };
+            let this = Arc::clone(&self);
+            tokio::spawn(async move { this.run(&id, Start::Resumed { memory }).await });
+        }
+    }
+
+    /// What a stored job needs of the memory budget, from its input's header.
+    async fn resume_estimate(&self, id: &str) -> anyhow::Result<u64> {
+        let job = self.store.job(id).await?.context("the job was deleted")?;
+        let path = self.input_path(id).await.context("the job's input file is gone")?;
+        let (info, cut_from_jpeg) = tokio::task::spawn_blocking(move || {
+            let info = intake::inspect_file(&path, RESUMED)?;
+            intake::cuttable_jpeg(&path, info).map(|layout| (info, layout.is_some()))
+        })
+        .await??;
+        let halo = ops::chain_halo(&job.ops);
+        Ok(intake::memory_needed(&info, cut_from_jpeg, job.tile_size, halo, job.output))
     }
 
     /// Records a job whose result `source` already has (see [`crate::cache`]):
@@ -344,30 +395,29 @@ impl Jobs {
 
     /// Starts a new job (`fresh`) or resumes one; a job that cannot start
     /// fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, fresh: Option<Fresh>) {
-        if let Err(e) = self.start(id, fresh).await {
+    async fn run(self: &Arc<Self>, id: &str, how: Start) {
+        if let Err(e) = self.start(id, how).await {
             warn!(job = %id, error = %e, "job failed before its tiles were sent");
             self.fail(id, &format!("{e:#}")).await;
         }
     }
 
-    async fn start(self: &Arc<Self>, id: &str, fresh: Option<Fresh>) -> anyhow::Result<()> {
+    async fn start(self: &Arc<Self>, id: &str, how: Start) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (source, decode_time, verdict, memory) = match fresh {
-            Some(Fresh { source, read_time, verdict, memory }) => (source, read_time, verdict, memory),
-            None => {
+        let (source, decode_time, verdict, memory) = match how {
+            Start::Fresh { source, read_time, verdict, memory } => (source, read_time, verdict, memory),
+            Start::Resumed { memory } => {
                 // Resuming: read the stored upload again.
                 let path = input_path.clone();
                 let resumed = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
-                    let any_size = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
-                    let info = intake::inspect_file(&path, any_size)?;
+                    let info = intake::inspect_file(&path, RESUMED)?;
                     intake::prepare_file(&path, info).map(|s| (s, started.elapsed()))
                 })
                 .await??;
                 let (source, read_time) = resumed;
-                (source, read_time, None, None)
+                (source, read_time, None, memory)
             }
         };
         let clock =
@@ -731,6 +781,10 @@ fn streamed_result(tiles_dir: &std::path::Path) -> PathBuf {
 }
 
 /// Where a finished tile's raw RGB pixels are kept until the result is written.
+/// A stored job's input was checked against the limits when it was
+/// uploaded; read again, it is held to none.
+const RESUMED: Limits = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
+
 fn tile_file(tiles_dir: &std::path::Path, tile: u32) -> PathBuf {
     tiles_dir.join(format!("{tile}.rgb"))
 }
