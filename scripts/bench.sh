@@ -3,8 +3,8 @@
 # broker, the server and N workers against a single-process baseline.
 #   scripts/bench.sh                                  # 8192x8192, 2 workers, 512 px tiles
 #   scripts/bench.sh --workers 1,2 --tile-sizes 256,512,1024
-#   scripts/bench.sh --size 32768 --no-baselines          # the gigapixel case
-#   scripts/bench.sh --no-baselines --concurrent 8        # eight uploads at once, under the memory budget
+#   scripts/bench.sh --size 32768 --no-baselines --rounds 1   # the gigapixel case
+#   scripts/bench.sh --no-baselines --concurrent 8 --rounds 1   # eight uploads at once, under the memory budget
 # Needs nisshi on PATH (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
