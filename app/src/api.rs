@@ -131,6 +131,10 @@ impl Output {
 /// while later ones are still being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stages {
+    /// When decoding ended, in milliseconds since the Unix epoch: the other
+    /// stages count from here (decoding ran just before).
+    #[serde(default)]
+    pub decoded_at: Option<i64>,
     /// Decoding the upload.
     pub decode_ms: f64,
     /// Cutting and sending every tile, from the end of decoding.
@@ -243,6 +247,9 @@ pub struct Tile {
     pub done_at: Option<i64>,
     /// Times the tile was sent to workers (more than 1: it was retried).
     pub attempts: u32,
+    /// The size of its result as it came over the broker.
+    #[serde(default)]
+    pub result_bytes: Option<u64>,
 }
 
 /// A tile finished by a worker.
@@ -251,16 +258,43 @@ pub struct TileDone {
     pub job_id: String,
     pub tile: u32,
     pub worker_id: String,
+    /// How long the worker took over it, by its own clock.
     pub elapsed_ms: f64,
+    /// When its result reached the master: milliseconds since the Unix
+    /// epoch, by the master's clock. The worker worked on it for about
+    /// `elapsed_ms` before that.
+    #[serde(default)]
+    pub done_at: i64,
+    /// Times the tile was sent to workers (more than 1: it was retried).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The size of its result as it came over the broker.
+    #[serde(default)]
+    pub result_bytes: u64,
+}
+
+/// A worker could not process a tile; it is sent again (or the job fails
+/// once it has used its attempts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileFailed {
+    pub job_id: String,
+    pub tile: u32,
+    pub worker_id: String,
+    /// The worker's reason, in its words.
+    pub error: String,
+    /// When the master heard of it, in milliseconds since the Unix epoch.
+    pub at: i64,
 }
 
 /// What `GET /api/events` streams. The SSE event name is the variant's name
-/// in snake case (`job`, `tile`, `worker`, `job_deleted`); the data is the payload as JSON.
+/// in snake case (`job`, `tile`, `tile_failed`, `worker`, `job_deleted`,
+/// `worker_gone`); the data is the payload as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
     Job(Job),
     Tile(TileDone),
+    TileFailed(TileFailed),
     Worker(Worker),
     /// A job was deleted; the payload is its id.
     JobDeleted(String),
@@ -273,6 +307,7 @@ impl Event {
         match self {
             Event::Job(_) => "job",
             Event::Tile(_) => "tile",
+            Event::TileFailed(_) => "tile_failed",
             Event::Worker(_) => "worker",
             Event::JobDeleted(_) => "job_deleted",
             Event::WorkerGone(_) => "worker_gone",

@@ -21,7 +21,7 @@ pub fn connect(live: Live) {
     let Ok(source) = web_sys::EventSource::new(&url) else {
         return;
     };
-    for name in ["job", "worker", "tile", "job_deleted"] {
+    for name in ["job", "worker", "tile", "tile_failed", "job_deleted", "worker_gone"] {
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
             if let Some(event) = e.data().as_string().and_then(|s| serde_json::from_str::<Event>(&s).ok()) {
                 live.apply(event);

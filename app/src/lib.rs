@@ -5,6 +5,7 @@ pub mod api;
 mod client;
 mod live;
 mod pages;
+mod timeline;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use leptos::prelude::*;
 
-use crate::api::{Event, Job, TileDone, Worker};
+use crate::api::{Event, Job, TileDone, TileFailed, Worker};
 
 #[derive(Clone, Copy)]
 pub struct Live {
@@ -17,6 +17,8 @@ pub struct Live {
     /// Tiles finished while the page was open, per job, in arrival order
     /// (readers keep a cursor and take only what is new).
     pub tiles: RwSignal<HashMap<String, Vec<TileDone>>>,
+    /// Workers' reports of tiles they could not do, per job, in arrival order.
+    pub failures: RwSignal<HashMap<String, Vec<TileFailed>>>,
     /// Tiles finished per second over the last [`THROUGHPUT_WINDOW_SECS`]:
     /// (second since the epoch, count), oldest first.
     pub throughput: RwSignal<Counts>,
@@ -28,6 +30,11 @@ pub struct Live {
     /// Each worker's CPU percent and resident bytes from its recent
     /// heartbeats, oldest first, for the dashboard's sparklines.
     pub worker_usage: RwSignal<HashMap<String, VecDeque<(f32, u64)>>>,
+    /// This browser's clock less the master's, as far as tile events tell
+    /// (the smallest difference seen between a result's arrival at the
+    /// master and its event here): drawing "now" by the master's clock keeps
+    /// the task stream right when the two clocks differ.
+    pub clock_offset: RwSignal<Option<i64>>,
 }
 
 /// Heartbeats a worker's sparklines show.
@@ -52,10 +59,12 @@ impl Live {
             connected: RwSignal::new(false),
             now: RwSignal::new(0),
             tiles: RwSignal::new(HashMap::new()),
+            failures: RwSignal::new(HashMap::new()),
             throughput: RwSignal::new(Default::default()),
             worker_throughput: RwSignal::new(HashMap::new()),
             watching_since: RwSignal::new(None),
             worker_usage: RwSignal::new(HashMap::new()),
+            clock_offset: RwSignal::new(None),
         };
         provide_context(live);
         live
@@ -75,10 +84,21 @@ impl Live {
         match event {
             Event::Job(job) => self.upsert_job(job),
             Event::Worker(worker) => self.upsert_worker(worker),
-            Event::JobDeleted(id) => self.jobs.update(|jobs| {
-                jobs.remove(&id);
-            }),
+            Event::JobDeleted(id) => {
+                self.jobs.update(|jobs| {
+                    jobs.remove(&id);
+                });
+                self.tiles.update(|tiles| {
+                    tiles.remove(&id);
+                });
+                self.failures.update(|failures| {
+                    failures.remove(&id);
+                });
+            }
             Event::Tile(tile) => self.record_tile(tile),
+            Event::TileFailed(failure) => {
+                self.failures.update(|f| f.entry(failure.job_id.clone()).or_default().push(failure))
+            }
             Event::WorkerGone(id) => {
                 self.workers.update(|workers| {
                     workers.remove(&id);
@@ -93,7 +113,19 @@ impl Live {
         }
     }
 
+    /// The master's clock now, as best known, in milliseconds since the epoch.
+    pub fn master_now(self) -> i64 {
+        self.now.get() - self.clock_offset.get().unwrap_or(0)
+    }
+
     fn record_tile(self, tile: TileDone) {
+        #[cfg(feature = "hydrate")]
+        {
+            let offset = web_sys::js_sys::Date::now() as i64 - tile.done_at;
+            if self.clock_offset.get_untracked().is_none_or(|known| offset < known) {
+                self.clock_offset.set(Some(offset));
+            }
+        }
         let second = self.now.get_untracked() / 1000;
         self.throughput.update(|t| count(t, second, THROUGHPUT_WINDOW_SECS));
         self.worker_throughput

@@ -1,6 +1,6 @@
 import { test, expect, Page } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { generatedImageTransfer, waitForLive } from "./helpers";
+import { generatedImageTransfer, laneTiles, submitSlowJob, waitForLive } from "./helpers";
 
 /** axe-core's WCAG 2 A/AA rules; any serious or critical violation fails, named. */
 async function expectAccessible(page: Page) {
@@ -23,13 +23,33 @@ for (const scheme of ["light", "dark"] as const) {
   });
 }
 
-test("a finished job's page passes axe", async ({ page }) => {
+test("a finished job's page, with its timeline, passes axe in both schemes", async ({ page }) => {
   await page.goto("/");
   await waitForLive(page);
   const transfer = await generatedImageTransfer(page, 1024, 1024, "a11y.png");
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer: transfer });
   await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done", { timeout: 90_000 });
-  await expectAccessible(page);
+  await expect(page.locator('#task-stream .stage-row[data-stage="encode"]')).toHaveCount(1);
+  for (const scheme of ["light", "dark"] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await expectAccessible(page);
+  }
+});
+
+test("a running job's page, with its live numbers and task stream, passes axe in both schemes", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const job = await submitSlowJob(page, "a11y-running.png", 6144, 9);
+  await page.goto(`/jobs/${job.id}`);
+  await waitForLive(page);
+  await expect.poll(() => laneTiles(page, "#task-stream", "e2e-worker-1"), { timeout: 60_000 }).toBeGreaterThan(0);
+  await expect(page.locator(".job-card")).toHaveAttribute("data-status", "running");
+  for (const scheme of ["light", "dark"] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await expectAccessible(page);
+  }
+  await expect(page.locator(".job-card"), "checked while it ran").toHaveAttribute("data-status", "running");
+  expect((await page.request.post(`/api/jobs/${job.id}/cancel`)).status()).toBe(200);
 });
 
 test("every control of the upload page is reachable with the keyboard", async ({ page }) => {

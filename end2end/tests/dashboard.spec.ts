@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { generatedImageTransfer, waitForLive } from "./helpers";
+import { generatedImageTransfer, laneTiles, submitSlowJob, waitForLive } from "./helpers";
 
 test("the dashboard lists the workers as alive", async ({ page }) => {
   await page.goto("/dashboard");
@@ -22,16 +22,50 @@ test("each worker shows its CPU, memory and runtime, with sparklines that grow l
   await expect.poll(points, { timeout: 15_000 }).toBeGreaterThanOrEqual(3);
 });
 
-test("a stopped worker turns lost on the dashboard, live", async ({ page }) => {
+test("a worker stopped mid-job stops getting bars in the task stream while the others go on, and turns lost", async ({
+  page,
+  context,
+}) => {
   const pid = Number(process.env.E2E_LEAVING_WORKER_PID);
   test.skip(!pid, "needs the extra worker scripts/test.sh starts");
-  await page.goto("/dashboard");
-  await waitForLive(page);
-  const row = page.locator("#workers tr.worker", { hasText: "e2e-worker-leaving" });
+  test.setTimeout(240_000);
+  const dashboard = await context.newPage();
+  await dashboard.goto("/dashboard");
+  await waitForLive(dashboard);
+  const row = dashboard.locator("#workers tr.worker", { hasText: "e2e-worker-leaving" });
   await expect(row).toHaveAttribute("data-status", "alive");
+
+  await page.goto("/");
+  await waitForLive(page);
+  const job = await submitSlowJob(page, "stream.png", 6144, 10);
+  await page.goto(`/jobs/${job.id}`);
+  await waitForLive(page);
+  // A lane per worker, each getting bars.
+  const others = async () => (await laneTiles(page, "#task-stream", "e2e-worker-1")) + (await laneTiles(page, "#task-stream", "e2e-worker-2"));
+  await expect.poll(() => laneTiles(page, "#task-stream", "e2e-worker-leaving"), { timeout: 60_000 }).toBeGreaterThanOrEqual(2);
+  await expect.poll(others).toBeGreaterThanOrEqual(2);
+
   process.kill(pid, "SIGTERM");
+  const stopped = await laneTiles(page, "#task-stream", "e2e-worker-leaving");
+  const before = await others();
+  // The others go on; the stopped one adds at most the tile in its hands
+  // and a result already on its way.
+  await expect.poll(others, { timeout: 120_000 }).toBeGreaterThanOrEqual(before + 20);
+  expect(await laneTiles(page, "#task-stream", "e2e-worker-leaving")).toBeLessThanOrEqual(stopped + 2);
   // The server's worker timeout is 3 s in scripts/test.sh; no reload.
   await expect(row).toHaveAttribute("data-status", "lost", { timeout: 30_000 });
+
+  // Every tile is a bar, once.
+  await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done", { timeout: 180_000 });
+  const lanes = await page.locator("#task-stream tr.lane").evaluateAll((rows) => rows.map((r) => Number(r.getAttribute("data-tiles"))));
+  expect(lanes.reduce((a, b) => a + b, 0)).toBe(job.tiles_total);
+  // The dashboard's stream shows the same tiles, from events; a reload
+  // fills it again from the stored tiles.
+  await expect.poll(() => laneTiles(dashboard, "#dashboard-stream", "e2e-worker-1")).toBeGreaterThan(0);
+  await dashboard.reload();
+  await waitForLive(dashboard);
+  await expect.poll(() => laneTiles(dashboard, "#dashboard-stream", "e2e-worker-1")).toBeGreaterThan(0);
+  await dashboard.close();
 });
 
 test("a job's operations and each worker's tiles/s show live on the dashboard", async ({ page, context }) => {

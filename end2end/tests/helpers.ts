@@ -34,6 +34,37 @@ export async function generatedImageTransfer(
   );
 }
 
+/** A generated PNG of the given size, made in the page, as bytes. */
+export async function generatedPng(page: Page, width: number, height: number): Promise<Buffer> {
+  const transfer = await generatedImageTransfer(page, width, height);
+  const base64 = await transfer.evaluate(async (t) => {
+    const bytes = new Uint8Array(await t.files[0].arrayBuffer());
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary);
+  });
+  return Buffer.from(base64, "base64");
+}
+
+/** Submits a job through the API: a generated PNG and a chain of `blurs` 51x51 blurs (slow on purpose). */
+export async function submitSlowJob(page: Page, name: string, size: number, blurs: number): Promise<{ id: string; tiles_total: number }> {
+  const png = await generatedPng(page, size, size);
+  const response = await page.request.post("/api/jobs", {
+    multipart: {
+      image: { name, mimeType: "image/png", buffer: png },
+      ops: JSON.stringify(Array(blurs).fill({ op: "gaussian_blur", kernel: 51 })),
+    },
+  });
+  if (response.status() !== 201) throw new Error(`upload: ${response.status()} ${await response.text()}`);
+  return response.json();
+}
+
+/** Tiles a worker's lane of a task stream shows (0 without a lane). */
+export async function laneTiles(page: Page, stream: string, worker: string): Promise<number> {
+  const lane = page.locator(`${stream} tr.lane[data-worker="${worker}"]`);
+  return (await lane.count()) === 0 ? 0 : Number(await lane.getAttribute("data-tiles"));
+}
+
 /** Width and height from a PNG's IHDR chunk. */
 export function pngSize(bytes: Buffer): { width: number; height: number } {
   const signature = "89504e470d0a1a0a";

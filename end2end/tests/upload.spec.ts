@@ -40,7 +40,10 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   // Before and after, with the elapsed time, throughput and stages.
   await expect(page.locator(".compare img.after")).toBeVisible();
   await expect(page.locator("#status")).toContainText("MP/s");
-  await expect(page.locator("#stages")).toContainText("decode");
+  await expect(page.locator('#task-stream .stage-row[data-stage="decode"]')).toHaveCount(1);
+  // The task stream has a bar per tile, over the workers' lanes.
+  const bars = () => page.locator("#task-stream tr.lane").evaluateAll((rows) => rows.reduce((n, r) => n + Number(r.getAttribute("data-tiles")), 0));
+  await expect.poll(bars).toBe(16);
   await page.screenshot({ path: "screenshots/job-desktop.png", fullPage: true });
 
   // The job has its own URL: a reload shows the same state.
@@ -50,6 +53,7 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   await expect(page.locator("#percent")).toHaveText("100 %");
   await expect(page.locator(".job-card")).toHaveAttribute("data-status", "done");
   await expect(page.locator('#tile-map .tile[data-state="done"]')).toHaveCount(16);
+  await expect.poll(bars).toBe(16);
 
   const downloading = page.waitForEvent("download");
   await page.locator("#download").click();

@@ -42,6 +42,7 @@ struct TileRow {
     pub elapsed_ms: Option<f64>,
     pub done_at: Option<i64>,
     pub attempts: u32,
+    pub result_bytes: Option<i64>,
 }
 
 /// A tile not done yet, and where its latest task was published.
@@ -112,6 +113,7 @@ impl From<TileRow> for Tile {
             elapsed_ms: r.elapsed_ms,
             done_at: r.done_at,
             attempts: r.attempts,
+            result_bytes: r.result_bytes.and_then(|b| u64::try_from(b).ok()),
         }
     }
 }
@@ -362,15 +364,17 @@ impl Store {
         idx: u32,
         worker_id: &str,
         elapsed_ms: f64,
+        result_bytes: usize,
         at: i64,
     ) -> sqlx::Result<Option<Job>> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE tiles SET status = 'done', worker_id = ?, elapsed_ms = ?, done_at = ? \
+            "UPDATE tiles SET status = 'done', worker_id = ?, elapsed_ms = ?, result_bytes = ?, done_at = ? \
              WHERE job_id = ? AND idx = ? AND status <> 'done'",
         )
         .bind(worker_id)
         .bind(elapsed_ms)
+        .bind(i64::try_from(result_bytes).unwrap_or(i64::MAX))
         .bind(at)
         .bind(job_id)
         .bind(idx)
@@ -420,7 +424,7 @@ impl Store {
 
     pub async fn tiles(&self, job_id: &str) -> sqlx::Result<Vec<Tile>> {
         let rows: Vec<TileRow> = sqlx::query_as(
-            "SELECT idx, x, y, width, height, status, worker_id, elapsed_ms, done_at, attempts \
+            "SELECT idx, x, y, width, height, status, worker_id, elapsed_ms, done_at, attempts, result_bytes \
              FROM tiles WHERE job_id = ? ORDER BY idx",
         )
         .bind(job_id)

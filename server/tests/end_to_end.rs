@@ -83,6 +83,21 @@ async fn two_workers_process_an_image_seamlessly() {
         })
         .collect();
     assert_eq!(tiles, (0..9).collect());
+    // Each tile event says when its result reached the master (within the
+    // job's life), its size and how often it was sent; the stored tiles say
+    // the same (the task stream draws from both), and the stages are placed
+    // on the same clock.
+    let finished = job.finished_at.unwrap();
+    let decoded = stages.decoded_at.expect("stages have a start");
+    assert!((job.created_at..=finished).contains(&decoded), "{stages:?}");
+    let stored = server.api().tiles(&job.id).await;
+    for event in &events {
+        let Event::Tile(t) = event else { continue };
+        assert!((decoded..=finished).contains(&t.done_at), "tile {} done at {}", t.tile, t.done_at);
+        assert!(t.result_bytes > 0 && t.attempts == 1, "{t:?}");
+        let s = &stored[t.tile as usize];
+        assert_eq!((s.done_at, s.result_bytes, s.attempts), (Some(t.done_at), Some(t.result_bytes), t.attempts));
+    }
     let progress: Vec<u32> = events
         .iter()
         .filter_map(|e| match e {

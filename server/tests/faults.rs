@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use app::api::JobStatus;
+use app::api::{Event, JobStatus};
 use pipeline::Operation;
 use pipeline::wire::Topics;
 use rdkafka::Message;
@@ -79,6 +79,7 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
         Some(answer(task, "faulty", poisoned.then_some("no ink")))
     });
 
+    let events = record_events(&server, |e| matches!(e, Event::Job(j) if j.status == JobStatus::Failed)).await;
     let image = test_image(1024, 1024);
     let poisoned = api.submit(&image, &[Operation::Invert]).await;
     let healthy = api.submit(&image, &[Operation::Grayscale]).await;
@@ -87,6 +88,23 @@ async fn a_tile_that_always_fails_is_dead_lettered_and_fails_only_its_job() {
     assert_eq!(failed.status, JobStatus::Failed);
     let reason = failed.error.unwrap();
     assert!(reason.contains("failed 2 times") && reason.contains("no ink"), "{reason}");
+    // Each failure was told live, with the worker's words, for the task stream.
+    let events = tokio::time::timeout(DEADLINE, events).await.unwrap().unwrap();
+    let failures: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TileFailed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert!(!failures.is_empty());
+    for f in failures {
+        assert_eq!(
+            (f.job_id.as_str(), f.worker_id.as_str(), f.error.as_str()),
+            (poisoned.id.as_str(), "faulty", "no ink")
+        );
+        assert!(f.at >= poisoned.created_at, "{f:?}");
+    }
     let done = api.finished(&healthy.id, DEADLINE).await;
     api.assert_exact(&done, &image, &[Operation::Grayscale]).await;
 

@@ -39,9 +39,9 @@ async fn a_duplicate_result_changes_nothing() {
     assert_eq!((job.status, job.tiles_total, job.tiles_done), (JobStatus::Running, 6, 0));
     assert_eq!(job.output, Output::Jpeg { quality: 80 });
 
-    let first = store.complete_tile("job-1", 2, "w-a", 4.5, 2_000).await.unwrap().unwrap();
+    let first = store.complete_tile("job-1", 2, "w-a", 4.5, 300, 2_000).await.unwrap().unwrap();
     assert_eq!(first.tiles_done, 1);
-    assert!(store.complete_tile("job-1", 2, "w-b", 9.0, 3_000).await.unwrap().is_none());
+    assert!(store.complete_tile("job-1", 2, "w-b", 9.0, 300, 3_000).await.unwrap().is_none());
 
     let tiles = store.tiles("job-1").await.unwrap();
     assert_eq!(tiles.len(), 6);
@@ -51,8 +51,8 @@ async fn a_duplicate_result_changes_nothing() {
     assert_eq!(store.job("job-1").await.unwrap().unwrap().tiles_done, 1);
 
     // Unknown tiles and jobs are not counted either.
-    assert!(store.complete_tile("job-1", 99, "w-a", 1.0, 1).await.unwrap().is_none());
-    assert!(store.complete_tile("nope", 0, "w-a", 1.0, 1).await.unwrap().is_none());
+    assert!(store.complete_tile("job-1", 99, "w-a", 1.0, 1, 1).await.unwrap().is_none());
+    assert!(store.complete_tile("nope", 0, "w-a", 1.0, 1, 1).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -119,7 +119,7 @@ async fn dispatch_bookkeeping_survives_reopening() {
     assert_eq!(store.record_dispatch("job-3", 1, 2, 40).await.unwrap(), 1);
     assert_eq!(store.record_dispatch("job-3", 1, 3, 41).await.unwrap(), 2);
     assert_eq!(store.record_dispatch("nope", 1, 3, 41).await.unwrap(), 0);
-    store.complete_tile("job-3", 0, "w", 1.0, 1).await.unwrap().unwrap();
+    store.complete_tile("job-3", 0, "w", 1.0, 1, 1).await.unwrap().unwrap();
     drop(store);
 
     let store = Store::open(&dir.path().join("nested/dir/tilepipe.db")).await.unwrap();

@@ -4,7 +4,9 @@ use leptos::prelude::*;
 
 use crate::api::{JobStatus, WorkerStatus};
 use crate::live::Live;
+use crate::pages::stream::{Colour, TaskStream, Ticks};
 use crate::pages::{human_bytes, human_duration};
+use crate::timeline::{self, Axis, Bar, Failure};
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
@@ -27,6 +29,7 @@ pub fn Dashboard() -> impl IntoView {
         <section class="dashboard">
             <h1>"Dashboard"</h1>
             <SystemPanel />
+            <RecentStream />
             <h2>"Workers"</h2>
             <table id="workers">
                 <caption class="sr-only">"Workers, updated live"</caption>
@@ -164,7 +167,75 @@ pub fn Dashboard() -> impl IntoView {
     }
 }
 
-/// Throughput over the last minutes, the backlog and the totals.
+/// How far back the dashboard's task stream looks.
+const STREAM_WINDOW_MS: i64 = 120_000;
+
+/// The task stream of every job over the last minutes, a bar per tile in its
+/// job's colour, a lane per worker (alive ones even when idle).
+#[component]
+fn RecentStream() -> impl IntoView {
+    let live = Live::get();
+    let axis = Memo::new(move |_| {
+        let now = live.master_now();
+        Axis { start: now - STREAM_WINDOW_MS, end: now }
+    });
+    // Tiles done before the page opened, of the jobs that ran lately (each
+    // job's once), so a reload keeps the picture.
+    let stored = RwSignal::new(Vec::<Bar>::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let asked = StoredValue::new(std::collections::HashSet::<String>::new());
+        Effect::new(move || {
+            let since = live.master_now() - STREAM_WINDOW_MS;
+            let recent: Vec<String> = live.jobs.with(|jobs| {
+                jobs.values()
+                    .filter(|j| j.cached_from.is_none() && j.finished_at.is_none_or(|f| f >= since))
+                    .map(|j| j.id.clone())
+                    .collect()
+            });
+            for id in recent {
+                if asked.try_update_value(|asked| asked.insert(id.clone())) != Some(true) {
+                    continue;
+                }
+                leptos::task::spawn_local(async move {
+                    let url = format!("/api/jobs/{id}/tiles");
+                    if let Ok(tiles) = crate::client::get_json::<Vec<crate::api::Tile>>(&url).await {
+                        stored.update(|bars| bars.extend(tiles.iter().filter_map(|t| Bar::from_tile(&id, t))));
+                    }
+                });
+            }
+        });
+    }
+    let bars = Memo::new(move |_| {
+        let since = axis.get().start;
+        let mut bars: Vec<Bar> = live
+            .tiles
+            .with(|tiles| tiles.values().flatten().filter(|t| t.done_at >= since).map(Bar::from_event).collect());
+        let seen: std::collections::HashSet<(&str, u32)> = bars.iter().map(|b| (b.job.as_str(), b.tile)).collect();
+        let earlier: Vec<Bar> = stored.with(|stored| {
+            stored.iter().filter(|b| b.end >= since && !seen.contains(&(b.job.as_str(), b.tile))).cloned().collect()
+        });
+        bars.extend(earlier);
+        bars
+    });
+    let failures = Memo::new(move |_| {
+        let since = axis.get().start;
+        live.failures.with(|f| f.values().flatten().filter(|f| f.at >= since).map(Failure::from).collect::<Vec<_>>())
+    });
+    let lanes = Memo::new(move |_| {
+        let alive: Vec<String> = live
+            .workers
+            .with(|w| w.values().filter(|w| w.status == WorkerStatus::Alive).map(|w| w.id.clone()).collect());
+        bars.with(|b| failures.with(|f| timeline::lanes(b, f, alive.iter().map(String::as_str))))
+    });
+    view! {
+        <h2>"Task stream" <span class="muted small">" · the last two minutes, coloured by job"</span></h2>
+        <div class="timeline compact" id="dashboard-stream">
+            <TaskStream bars failures lanes axis colour=Colour::ByJob ticks=Ticks::Ago lane_height=14.0 />
+        </div>
+    }
+}
+
 /// A worker's recent CPU or memory as sparkline points (see [`sparkline`]).
 fn usage_line(live: Live, id: String, pick: fn((f32, u64)) -> f64, floor: f64) -> impl Fn() -> String {
     move || {
@@ -188,6 +259,7 @@ fn sparkline(values: &[f64], floor: f64) -> String {
         .join(" ")
 }
 
+/// Throughput over the last minutes, the backlog and the totals.
 #[component]
 fn SystemPanel() -> impl IntoView {
     let live = Live::get();

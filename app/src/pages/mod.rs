@@ -2,6 +2,7 @@ pub mod chain;
 pub mod dashboard;
 pub mod job;
 pub mod output;
+pub mod stream;
 pub mod tiles;
 pub mod upload;
 

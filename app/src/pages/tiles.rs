@@ -10,6 +10,9 @@ use crate::live::Live;
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Cell {
     done_by: Option<(String, f64)>,
+    /// When its result reached the master (for measuring how soon the page
+    /// shows it).
+    done_at: Option<i64>,
     attempts: u32,
     processing: Option<String>,
 }
@@ -20,21 +23,23 @@ pub fn worker_hue(id: &str) -> u32 {
 }
 
 #[component]
-pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl IntoView {
+pub fn TileMap(
+    id: String,
+    width: u32,
+    height: u32,
+    tile_size: u32,
+    /// The job's tiles as stored when the page opened (done ones, and how
+    /// often each was sent).
+    seeded: ReadSignal<Option<Vec<Tile>>>,
+) -> impl IntoView {
     let live = Live::get();
     let (cols, rows) = (width.div_ceil(tile_size), height.div_ceil(tile_size));
     let cells: Vec<RwSignal<Cell>> = (0..cols * rows).map(|_| RwSignal::new(Cell::default())).collect();
 
-    // Tiles done before the page opened (and how often each was sent).
-    #[cfg(feature = "hydrate")]
-    {
-        let (id, cells) = (id.clone(), cells.clone());
-        leptos::task::spawn_local(async move {
-            if let Ok(tiles) = crate::client::get_json::<Vec<Tile>>(&format!("/api/jobs/{id}/tiles")).await {
-                seed(&cells, tiles);
-            }
-        });
-    }
+    Effect::new({
+        let cells = cells.clone();
+        move || seeded.with(|tiles| seed(&cells, tiles.as_deref().unwrap_or_default()))
+    });
     // Tiles done since: only the events not yet applied.
     let cursor = StoredValue::new(0usize);
     Effect::new({
@@ -46,6 +51,8 @@ pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl Into
                     if let Some(cell) = cells.get(t.tile as usize) {
                         cell.update(|c| {
                             c.done_by = Some((t.worker_id.clone(), t.elapsed_ms));
+                            c.done_at = Some(t.done_at);
+                            c.attempts = c.attempts.max(t.attempts);
                             c.processing = None;
                         });
                     }
@@ -140,6 +147,7 @@ pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl Into
                     class="tile"
                     data-state=state
                     data-retried=move || cell.with(|c| c.attempts > 1).then_some("true")
+                    data-done-at=move || cell.with(|c| c.done_at)
                     style:background-color=colour
                     title=title
                 ></div>
@@ -161,14 +169,14 @@ pub fn TileMap(id: String, width: u32, height: u32, tile_size: u32) -> impl Into
     }
 }
 
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-fn seed(cells: &[RwSignal<Cell>], tiles: Vec<Tile>) {
+fn seed(cells: &[RwSignal<Cell>], tiles: &[Tile]) {
     for t in tiles {
         if let Some(cell) = cells.get(t.idx as usize) {
             cell.update(|c| {
                 c.attempts = t.attempts;
                 if t.status == TileStatus::Done {
-                    c.done_by = Some((t.worker_id.unwrap_or_default(), t.elapsed_ms.unwrap_or_default()));
+                    c.done_by = Some((t.worker_id.clone().unwrap_or_default(), t.elapsed_ms.unwrap_or_default()));
+                    c.done_at = t.done_at;
                     c.processing = None;
                 }
             });

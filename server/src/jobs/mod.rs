@@ -73,6 +73,8 @@ struct TileState {
 struct Clock {
     decode_ms: f64,
     decoded_at: Instant,
+    /// The same, by the wall clock.
+    decoded_at_ms: i64,
     dispatched_at: Option<Instant>,
     last_result_at: Option<Instant>,
 }
@@ -420,8 +422,13 @@ impl Jobs {
                 (source, read_time, None, memory)
             }
         };
-        let clock =
-            Clock { decode_ms: ms(decode_time), decoded_at: Instant::now(), dispatched_at: None, last_result_at: None };
+        let clock = Clock {
+            decode_ms: ms(decode_time),
+            decoded_at: Instant::now(),
+            decoded_at_ms: now_ms(),
+            dispatched_at: None,
+            last_result_at: None,
+        };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
         let (size, input) = match source {
@@ -688,6 +695,7 @@ impl Jobs {
         let last_result = clock.last_result_at.unwrap_or(encode_started);
         let dispatched = clock.dispatched_at.unwrap_or(last_result).min(last_result);
         let stages = Stages {
+            decoded_at: Some(clock.decoded_at_ms),
             decode_ms: clock.decode_ms,
             dispatch_ms: ms(dispatched - clock.decoded_at),
             process_ms: ms(last_result - clock.decoded_at),

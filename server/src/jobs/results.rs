@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::api::{Event, Output, TileDone};
+use app::api::{Event, Output, TileDone, TileFailed};
 use pipeline::TileGrid;
 use pipeline::codec::Encoding;
 use pipeline::wire::{RawReply, ResultHeader, TileFailure};
@@ -30,11 +30,12 @@ impl Jobs {
     /// than losing it.
     pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
         while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
-            self.metrics.result_bytes.inc_by(message.payload_len() as u64);
+            let arrival = Arrival { at: now_ms(), bytes: message.payload_len() };
+            self.metrics.result_bytes.inc_by(arrival.bytes as u64);
             match RawReply::parse(message.payload().unwrap_or_default()) {
                 Ok(RawReply::Done(header, pixels)) => {
                     let mut tries = 1;
-                    while let Err(e) = self.accept(&header, pixels).await {
+                    while let Err(e) = self.accept(&header, pixels, arrival).await {
                         let h = &header;
                         if tries == STORE_TRIES {
                             warn!(error = %e, job = %h.job_id, tile = h.tile, "a result cannot be stored; parked");
@@ -62,13 +63,16 @@ impl Jobs {
     /// Stores a finished tile on disk and in SQLite, then counts it done.
     /// Duplicates, results for stopped or unknown jobs and results that do
     /// not fit their job change nothing; an error means the store failed.
-    async fn accept(self: &Arc<Self>, h: &ResultHeader, pixels: &[u8]) -> anyhow::Result<()> {
+    async fn accept(self: &Arc<Self>, h: &ResultHeader, pixels: &[u8], arrival: Arrival) -> anyhow::Result<()> {
         let active = self.get(&h.job_id);
+        let mut attempts = 1;
         let (grid, channels, output) = match &active {
             Some(a) => {
                 let a = a.lock().expect("lock");
-                if a.tiles.get(h.tile as usize).is_some_and(|t| t.done) {
-                    return Ok(()); // a duplicate
+                match a.tiles.get(h.tile as usize) {
+                    Some(t) if t.done => return Ok(()), // a duplicate
+                    Some(t) => attempts = t.attempts.max(1),
+                    None => {}
                 }
                 (a.grid, a.input.channels(), a.output)
             }
@@ -104,7 +108,8 @@ impl Jobs {
             tokio::fs::create_dir_all(dir).await?;
         }
         write_atomically(&path.with_extension(stored.extension), &stored.bytes).await?;
-        let job = self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, now_ms()).await?;
+        let job =
+            self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, arrival.bytes, arrival.at).await?;
 
         let complete = active.is_some_and(|a| {
             let mut a = a.lock().expect("lock");
@@ -128,6 +133,9 @@ impl Jobs {
                 tile: h.tile,
                 worker_id: h.worker_id.clone(),
                 elapsed_ms: h.elapsed_ms,
+                done_at: arrival.at,
+                attempts,
+                result_bytes: arrival.bytes as u64,
             }));
             self.events.emit(Event::Job(job));
         }
@@ -155,6 +163,13 @@ impl Jobs {
         }
         warn!(job = %job_id, tile, worker = %worker_id, error = %error, "a worker failed a tile");
         self.metrics.tiles_failed.inc();
+        self.events.emit(Event::TileFailed(TileFailed {
+            job_id: job_id.clone(),
+            tile,
+            worker_id: worker_id.clone(),
+            error: error.clone(),
+            at: now_ms(),
+        }));
         let this = Arc::clone(self);
         tokio::spawn(async move { this.retry(&job_id, tile, &format!("{worker_id}: {error}")).await });
     }
@@ -173,6 +188,13 @@ impl Jobs {
             warn!(error = %e, "parking a result failed; it is dropped and its tile will be sent again");
         }
     }
+}
+
+/// When a reply reached the master, and its size on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: i64,
+    bytes: usize,
 }
 
 /// A result's pixels as they are stored: the file's extension and bytes.
