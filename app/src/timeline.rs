@@ -134,6 +134,21 @@ pub fn bar_at<'a>(
         .map(|(_, b)| b)
 }
 
+/// The bar after (or before) `current` in time order, for moving through
+/// the stream with the keyboard: the first (or last) when none is chosen.
+pub fn step(bars: &[Bar], current: Option<(&str, u32)>, forward: bool) -> Option<usize> {
+    let mut order: Vec<usize> = (0..bars.len()).collect();
+    order.sort_by_key(|&i| (bars[i].start, bars[i].end, &bars[i].worker, &bars[i].job, bars[i].tile));
+    let at = current.and_then(|(job, tile)| order.iter().position(|&i| bars[i].job == job && bars[i].tile == tile));
+    let next = match (at, forward) {
+        (None, true) => 0,
+        (None, false) => order.len().checked_sub(1)?,
+        (Some(at), true) => (at + 1).min(order.len() - 1),
+        (Some(at), false) => at.saturating_sub(1),
+    };
+    order.get(next).copied()
+}
+
 /// What one lane did, in words and numbers (for screen readers and tests).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneSummary {
@@ -261,6 +276,20 @@ mod tests {
         assert_eq!(at(312.0, 5.0), Some(1)); // a thin bar, within the slop
         assert_eq!(at(250.0, 5.0), None); // between bars
         assert_eq!(at(150.0, 25.0), None); // below the last lane
+    }
+
+    #[test]
+    fn the_keyboard_moves_through_bars_in_time_order_and_stops_at_the_ends() {
+        let bars = [bar("b", 0, 300, 400), bar("a", 1, 100, 200), bar("a", 2, 200, 250)];
+        assert_eq!(step(&bars, None, true), Some(1));
+        assert_eq!(step(&bars, None, false), Some(0));
+        assert_eq!(step(&bars, Some(("j", 1)), true), Some(2));
+        assert_eq!(step(&bars, Some(("j", 2)), true), Some(0));
+        assert_eq!(step(&bars, Some(("j", 0)), true), Some(0));
+        assert_eq!(step(&bars, Some(("j", 1)), false), Some(1));
+        // A bar gone from view: start again from the first.
+        assert_eq!(step(&bars, Some(("j", 9)), true), Some(1));
+        assert_eq!(step(&[], None, true), None);
     }
 
     #[test]

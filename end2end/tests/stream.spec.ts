@@ -69,4 +69,20 @@ test("a running job's rate matches its own progress, and each tile shows within 
   expect(inStream).toBe(job.tiles_total);
   expect(latencies.length).toBeGreaterThan(job.tiles_total / 2);
   expect(latencies[0]).toBeGreaterThanOrEqual(0);
+
+  // The keyboard walks the bars in time order, naming each; so does the pointer.
+  const stream = page.locator("#task-stream canvas.stream");
+  await stream.focus();
+  await page.keyboard.press("ArrowRight");
+  await expect(page.locator("#task-stream .tip")).toHaveText(/^tile \d+ · e2e-worker-[12] · \d+ ms/);
+  await expect(page.locator("#task-stream [role=status]")).toHaveText(/^tile \d+/);
+  await page.keyboard.press("Escape");
+  await expect(page.locator("#task-stream .tip")).toHaveCount(0);
+  // Along the first lane until the pointer meets a bar.
+  const box = (await stream.boundingBox())!;
+  for (let x = 2; x < box.width; x += 3) {
+    await page.mouse.move(box.x + x, box.y + 5);
+    if ((await page.locator("#task-stream .tip").count()) > 0) break;
+  }
+  await expect(page.locator("#task-stream .tip")).toHaveText(/^tile \d+ · e2e-worker-/);
 });

@@ -71,7 +71,11 @@ pub fn Dashboard() -> impl IntoView {
                                     </td>
                                     <td><span class=format!("pill {status}")>{status}</span></td>
                                     <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
-                                    <td class="mono">{w.current_tile.unwrap_or_else(|| "idle".into())}</td>
+                                    <td class="mono">{match (w.status, w.current_tile) {
+                                        // What it last said it was doing is stale once it is lost.
+                                        (WorkerStatus::Lost, _) => "—".to_owned(),
+                                        (WorkerStatus::Alive, tile) => tile.unwrap_or_else(|| "idle".into()),
+                                    }}</td>
                                     <td>{w.tiles_done}</td>
                                     <td class="rate">{move || format!("{:.1}", per_second())}</td>
                                     <td class="usage cpu">

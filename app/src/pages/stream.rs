@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::live::Live;
 use crate::pages::tiles::worker_hue;
-use crate::timeline::{Axis, Bar, Failure, LaneSummary, bar_at, summarise};
+use crate::timeline::{Axis, Bar, Failure, LaneSummary, bar_at, step, summarise};
 
 /// What a bar's colour tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,37 @@ pub fn TaskStream(
         hovered.set(text.map(|text| (text, point.0, point.1)));
     };
 
+    // The keyboard moves through the bars in time order, naming each.
+    let chosen = StoredValue::new(None::<(String, u32)>);
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        let forward = match ev.key().as_str() {
+            "ArrowRight" | "ArrowDown" => true,
+            "ArrowLeft" | "ArrowUp" => false,
+            "Escape" => {
+                chosen.set_value(None);
+                hovered.set(None);
+                return;
+            }
+            _ => return,
+        };
+        ev.prevent_default();
+        let Some(element) = canvas.get_untracked() else { return };
+        let width = f64::from(element.client_width());
+        let found = bars.with_untracked(|bars| {
+            let current = chosen.with_value(|c| c.clone());
+            let i = step(bars, current.as_ref().map(|(job, tile)| (job.as_str(), *tile)), forward)?;
+            let bar = &bars[i];
+            let lane = lanes.with_untracked(|l| l.iter().position(|w| *w == bar.worker))?;
+            let axis = axis.get_untracked();
+            let x = axis.x((bar.start + bar.end) / 2, width);
+            Some(((bar.job.clone(), bar.tile), describe(live, bar, colour), x, lane as f64 * lane_height))
+        });
+        if let Some((key, text, x, y)) = found {
+            chosen.set_value(Some(key));
+            hovered.set(Some((text, x, y)));
+        }
+    };
+
     let names = move || {
         summaries
             .get()
@@ -153,7 +184,11 @@ pub fn TaskStream(
                 node_ref=canvas
                 class="stream"
                 role="img"
+                tabindex="0"
                 aria-label=summary
+                aria-describedby="stream-keys"
+                on:keydown=on_key
+                on:blur=move |_| hovered.set(None)
                 style:height=move || format!("{}px", lanes.with(|l| l.len().max(1)) as f64 * lane_height)
                 on:mousemove=on_move
                 on:mouseleave=move |_| hovered.set(None)
@@ -161,6 +196,8 @@ pub fn TaskStream(
             {move || hovered.get().map(|(text, x, y)| view! {
                 <div class="tip" style:left=format!("{x}px") style:top=format!("{}px", y + 14.0)>{text}</div>
             })}
+            <p class="sr-only" id="stream-keys">"Arrow keys move from tile to tile in time order."</p>
+            <p class="sr-only" role="status" aria-live="polite">{move || hovered.get().map(|(text, ..)| text)}</p>
             {move || lanes.with(Vec::is_empty).then(|| view! { <p class="empty-stream muted small">"No tiles yet."</p> })}
         </div>
         <span></span>
