@@ -194,25 +194,6 @@ impl Topics {
     }
 }
 
-/// Prefix of environment variables that set any Kafka client property, for
-/// clusters that need security settings: `TILEPIPE_KAFKA_SASL_MECHANISM=PLAIN`
-/// sets `sasl.mechanism`.
-pub const KAFKA_ENV_PREFIX: &str = "TILEPIPE_KAFKA_";
-
-/// The Kafka client properties named by `TILEPIPE_KAFKA_*` variables among
-/// `vars`: the rest of the name, lower-cased, with `_` for `.`.
-pub fn kafka_properties(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut properties: Vec<_> = vars
-        .into_iter()
-        .filter_map(|(name, value)| {
-            let property = name.strip_prefix(KAFKA_ENV_PREFIX)?.to_ascii_lowercase().replace('_', ".");
-            (!property.is_empty()).then_some((property, value))
-        })
-        .collect();
-    properties.sort();
-    properties
-}
-
 /// Largest message on any topic: a 2048 px tile with a 127 px halo is ~15 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -645,21 +626,6 @@ mod tests {
         assert_eq!(&bytes[..4], b"TPF1");
         assert_eq!(Reply::decode(&bytes).unwrap(), Reply::Failed(failure));
         assert!(matches!(Reply::decode(b"TPX1\0\0\0\0"), Err(WireError::Magic(_))));
-    }
-
-    #[test]
-    fn kafka_properties_come_from_prefixed_variables() {
-        let vars = [
-            ("TILEPIPE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
-            ("TILEPIPE_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem"),
-            ("TILEPIPE_BROKERS", "elsewhere:9092"),
-            ("TILEPIPE_KAFKA_", "ignored"),
-            ("PATH", "/bin"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let expected = [("security.protocol", "SASL_SSL"), ("ssl.ca.location", "/etc/ca.pem")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        assert_eq!(kafka_properties(vars), expected);
     }
 
     #[test]

@@ -16,10 +16,11 @@ use tower::ServiceExt;
 use crate::admission::Backlog;
 use crate::error::{AppError, AppResult};
 use crate::intake::{self, Source};
-use crate::jobs::{Submission, now_ms};
+use crate::jobs::Submission;
 use crate::sse;
 use crate::state::AppState;
 use crate::upload::{self, multipart_error};
+use plumbing::now_ms;
 
 pub fn router(max_upload_bytes: usize) -> Router<AppState> {
     Router::new()

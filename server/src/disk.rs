@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{AppError, AppResult};
-use crate::jobs::{Jobs, ms_ago};
+use crate::jobs::Jobs;
 use crate::store::Store;
+use plumbing::ms_ago;
 
 /// Refuses an upload with `507` while `dir`'s disk has less than `floor` bytes free.
 pub async fn ensure_free(dir: PathBuf, floor: u64) -> AppResult<()> {

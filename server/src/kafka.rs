@@ -6,25 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
-use rdkafka::ClientConfig;
+use plumbing::kafka::{Logged, LoggedConsumer, client_config};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-
-/// A client for `brokers`, with any `TILEPIPE_KAFKA_*` settings (security
-/// protocol, SASL, TLS files) from the environment.
-pub fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (property, value) in pipeline::wire::kafka_properties(std::env::vars()) {
-        config.set(property, value);
-    }
-    config
-}
 
 /// Creates the three topics if they do not exist. The tasks topic gets many
 /// partitions (the most workers that can share a job); every topic accepts
@@ -63,9 +52,16 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 }
 
 /// A consumer whose offsets are stored by the application only after a
-/// message's effects are durable, then committed in the background.
-pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = client_config(brokers)
+/// message's effects are durable, then committed in the background; `name`
+/// tells it apart in the logs.
+pub fn consumer(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    from_earliest: bool,
+    name: &'static str,
+) -> anyhow::Result<LoggedConsumer> {
+    let consumer: LoggedConsumer = client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
@@ -76,7 +72,7 @@ pub fn consumer(brokers: &str, group: &str, topic: &str, from_earliest: bool) ->
         // librdkafka prefetches up to 64 MB by default: results are read as
         // fast as they are stored, so a few MB ahead is plenty.
         .set("queued.max.messages.kbytes", "8192")
-        .create()
+        .create_with_context(Logged::new(name))
         .context("creating Kafka consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     Ok(consumer)
@@ -157,7 +153,7 @@ impl TaskProgress {
 /// Errors (the broker away, a rebalance) are logged and waited out: librdkafka
 /// reconnects by itself.
 pub async fn next_message<'a>(
-    consumer: &'a StreamConsumer,
+    consumer: &'a LoggedConsumer,
     shutdown: &CancellationToken,
     what: &str,
 ) -> Option<BorrowedMessage<'a>> {

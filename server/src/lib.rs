@@ -73,7 +73,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let timeout = Duration::from_secs(config.worker_timeout_secs);
         let mut background = JoinSet::new();
-        let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true)?;
+        let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true, "results")?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
         background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
         disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), &store).await;
@@ -87,7 +87,7 @@ impl Server {
             background.spawn(disk::keep_for(Arc::clone(&jobs), store.clone(), retention, shutdown.clone()));
         }
         let heartbeats_group = format!("{}-heartbeats", topics.master_group);
-        let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false)?;
+        let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false, "heartbeats")?;
         background.spawn(workers::consume_heartbeats(
             heartbeats,
             store.clone(),
@@ -203,26 +203,4 @@ pub fn leptos_options(addr: SocketAddr) -> anyhow::Result<LeptosOptions> {
     };
     options.site_addr = addr;
     Ok(options)
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
 }

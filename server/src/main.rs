@@ -2,19 +2,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use server::{Config, Server};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    plumbing::init_tracing();
     let config = Config::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     let served = runtime.block_on(async {
         let leptos_options = server::leptos_options(config.addr)?;
         let server = Server::start(config, leptos_options).await?;
         tracing::info!("listening on http://{}", server.local_addr());
-        server.serve(server::shutdown_signal()).await
+        server.serve(plumbing::shutdown_signal()).await
     });
     // Consumers leave their groups on the way out, which needs the broker;
     // if it is gone, do not wait for it forever.

@@ -17,9 +17,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::AppResult;
-use crate::jobs::{Window, now_ms};
+use crate::jobs::Window;
 use crate::state::AppState;
 use crate::store::Store;
+use plumbing::now_ms;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Status {

@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use app::api::{Event, WorkerStatus};
 use pipeline::wire::Heartbeat;
+use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::jobs::{Window, ms_ago, now_ms};
+use crate::jobs::Window;
 use crate::sse::Events;
 use crate::store::Store;
+use plumbing::{ms_ago, now_ms};
 
 pub async fn consume_heartbeats(
-    consumer: StreamConsumer,
+    consumer: LoggedConsumer,
     store: Store,
     events: Events,
     timeout: Duration,

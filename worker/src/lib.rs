@@ -18,9 +18,9 @@ use futures::stream::FuturesOrdered;
 use pipeline::codec::{self, Encoding};
 use pipeline::ops;
 use pipeline::wire::{Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, Topics};
-use rdkafka::ClientConfig;
+use plumbing::kafka::{Logged, LoggedConsumer, client_config};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
@@ -78,7 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("acks", "all")
         .create()
         .context("creating Kafka producer")?;
-    let consumer: StreamConsumer = client
+    let consumer: LoggedConsumer = client
         .set("group.id", &topics.workers_group)
         .set("client.id", &id)
         .set("enable.auto.commit", "true")
@@ -94,15 +94,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         // The master keeps only a few tasks queued, so a worker must hear of a
         // new one at once: a broker answers an empty fetch only after this.
         .set("fetch.wait.max.ms", "25")
-        .create()
+        .create_with_context(Logged::new("tasks"))
         .context("creating Kafka consumer")?;
     // librdkafka wants a group even for assigned partitions; this one never
     // joins or commits.
-    let control: StreamConsumer = client_config(&config.brokers)
+    let control: LoggedConsumer = client_config(&config.brokers)
         .set("group.id", format!("{}-control-{id}", topics.workers_group))
         .set("enable.auto.commit", "false")
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()
+        .create_with_context(Logged::new("control"))
         .context("creating Kafka control consumer")?;
     // Learn which jobs are stopped before taking their tasks.
     let stopped = Arc::new(stopped::Stopped::default());
@@ -182,17 +182,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         warn!(worker = %id, "could not leave the group in time (broker unreachable?)");
     }
     Ok(())
-}
-
-/// A client for `brokers`, with any `TILEPIPE_KAFKA_*` settings (security
-/// protocol, SASL, TLS files) from the environment.
-fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (property, value) in pipeline::wire::kafka_properties(std::env::vars()) {
-        config.set(property, value);
-    }
-    config
 }
 
 /// Runs a task's operations and encodes the result message, off the async
@@ -313,7 +302,7 @@ async fn handle(
 
 /// A task's reply is safe with the broker: the task may be committed.
 fn acknowledge(
-    consumer: &StreamConsumer,
+    consumer: &LoggedConsumer,
     status: &Status,
     processed: bool,
     (topic, partition, offset): &(String, i32, i64),

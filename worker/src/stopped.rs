@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use pipeline::wire::Control;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use plumbing::kafka::LoggedConsumer;
+use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -40,7 +41,7 @@ impl Stopped {
     /// wait), and keeps following in the background.
     pub async fn follow(
         self: std::sync::Arc<Self>,
-        consumer: StreamConsumer,
+        consumer: LoggedConsumer,
         topic: String,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {

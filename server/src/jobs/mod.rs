@@ -25,6 +25,7 @@ use pipeline::jpeg::JpegError;
 use crate::admission::{Admission, Reservation};
 use pipeline::wire::{Control, TaskHeader, Topics};
 use pipeline::{Operation, TileGrid, ops};
+use plumbing::now_ms;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -177,15 +178,6 @@ pub struct Jobs {
     metrics: Arc<Metrics>,
     window: Arc<Window>,
     active: Mutex<HashMap<String, Shared>>,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The time `ago` before now, in milliseconds since the epoch (as [`now_ms`]).
-pub fn ms_ago(ago: Duration) -> i64 {
-    now_ms().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// How the engine reaches the workers: the broker's clients and topics, and

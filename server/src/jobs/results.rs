@@ -11,14 +11,17 @@ use app::api::{Event, Output, TileDone, TileFailed};
 use pipeline::TileGrid;
 use pipeline::codec::Encoding;
 use pipeline::wire::{RawReply, ResultHeader, TileFailure};
+use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Jobs, now_ms};
+use plumbing::now_ms;
+
+use super::Jobs;
 
 /// Times a result is offered to the store before it is parked, so that one
 /// result that cannot be stored does not hold up every other job's.
@@ -28,7 +31,7 @@ impl Jobs {
     /// Consumes replies until `shutdown`. A reply's offset is stored only once
     /// its effect is durable (or it is parked), so a crash replays it rather
     /// than losing it.
-    pub async fn collect_results(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) {
+    pub async fn collect_results(self: Arc<Self>, consumer: LoggedConsumer, shutdown: CancellationToken) {
         while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
             let arrival = Arrival { at: now_ms(), bytes: message.payload_len() };
             self.metrics.result_bytes.inc_by(arrival.bytes as u64);
@@ -241,6 +244,6 @@ pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> st
 }
 
 /// Leaves the group (blocking, so off the reactor).
-fn close(consumer: StreamConsumer) {
+fn close(consumer: LoggedConsumer) {
     tokio::task::spawn_blocking(move || drop(consumer));
 }

@@ -1,0 +1,100 @@
+//! Kafka client settings both sides use, and a consumer context that logs
+//! what librdkafka would otherwise keep to itself: rebalances (which
+//! partitions a member got or lost) and failed offset commits.
+
+use rdkafka::TopicPartitionList;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+
+/// Environment variables with this prefix set Kafka client properties:
+/// `TILEPIPE_KAFKA_SASL_USERNAME=u` sets `sasl.username=u`.
+pub const ENV_PREFIX: &str = "TILEPIPE_KAFKA_";
+
+/// A consumer that logs its rebalances and failed commits.
+pub type LoggedConsumer = StreamConsumer<Logged>;
+
+/// A client for `brokers`, with any `TILEPIPE_KAFKA_*` settings (security
+/// protocol, SASL, TLS files) from the environment.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (property, value) in properties(std::env::vars()) {
+        config.set(property, value);
+    }
+    config
+}
+
+/// The Kafka client properties named by `TILEPIPE_KAFKA_*` variables among
+/// `vars`: the rest of the name, lower-cased, with `_` for `.`.
+pub fn properties(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut properties: Vec<_> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase().replace('_', ".");
+            (!property.is_empty()).then_some((property, value))
+        })
+        .collect();
+    properties.sort();
+    properties
+}
+
+/// The context of a consumer named `name` in the logs (`results`, `tasks`, ...).
+pub struct Logged {
+    name: &'static str,
+}
+
+impl Logged {
+    pub fn new(name: &'static str) -> Self {
+        Logged { name }
+    }
+}
+
+impl ClientContext for Logged {}
+
+impl ConsumerContext for Logged {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            list.elements().iter().map(|e| e.partition().to_string()).collect::<Vec<_>>().join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(consumer = self.name, partitions = %partitions(list), "partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(consumer = self.name, partitions = %partitions(list), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(consumer = self.name, error = %e, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Nothing to commit is not a failure.
+            if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                tracing::warn!(consumer = self.name, error = %e, "committing offsets failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_come_from_prefixed_variables() {
+        let vars = [
+            ("TILEPIPE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("TILEPIPE_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem"),
+            ("TILEPIPE_BROKERS", "elsewhere:9092"),
+            ("TILEPIPE_KAFKA_", "ignored"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let expected = [("security.protocol", "SASL_SSL"), ("ssl.ca.location", "/etc/ca.pem")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(properties(vars), expected);
+    }
+}
