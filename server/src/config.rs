@@ -156,9 +156,13 @@ fn tile_size(text: &str) -> Result<u32, String> {
 }
 
 impl Config {
-    /// The defaults, as if no flag or variable were given (for tests and tools).
+    /// The defaults, as if no flag or variable were given (for tests and
+    /// tools): `TILEPIPE_*` variables in the environment are ignored, so a
+    /// developer's exported settings do not change what the tests run.
     pub fn defaults() -> Self {
-        Self::parse_from(["server"])
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Self::command().mut_args(|arg| arg.env(None::<&str>));
+        Self::from_arg_matches(&command.get_matches_from(["server"])).expect("the defaults parse")
     }
 
     pub fn limits(&self) -> crate::intake::Limits {

@@ -623,6 +623,28 @@ pub async fn read_topic(
     messages
 }
 
+/// How many messages `topic` holds, over all its partitions (from their
+/// watermarks): read that many with [`read_topic`] to read it to its end.
+pub async fn topic_length(broker: &Broker, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().unwrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        const TIMEOUT: Duration = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT).unwrap();
+        let partitions = metadata.topics().iter().find(|t| t.name() == topic).unwrap().partitions().len();
+        (0..partitions as i32)
+            .map(|p| {
+                let (low, high) = consumer.fetch_watermarks(&topic, p, TIMEOUT).unwrap();
+                usize::try_from(high - low).unwrap()
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
 /// Starts a multipart upload declaring `declared` bytes and sends its first
 /// `sent` (a file part: `start`, then zeros), reading the answer while still sending, as
 /// a browser does: returns the status and body the server answered with,
