@@ -189,28 +189,56 @@ pub struct Worker {
 /// file before sending it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    pub min_dimension: u32,
-    pub max_dimension: u32,
-    pub max_pixels: u64,
+    #[serde(flatten)]
+    pub size: SizeLimits,
     pub max_upload_bytes: u64,
 }
 
-impl Limits {
-    /// Why an image of this size would be refused, in words; `None` if not.
-    pub fn refusal(&self, width: u32, height: u32) -> Option<String> {
-        let min = self.min_dimension;
-        if width < min || height < min {
-            return Some(format!("the image is {width}x{height}; it must be at least {min}x{min} pixels"));
+/// What sizes of image are accepted. One check, [`SizeLimits::check`], for
+/// the browser (before sending) and the server (reading the header), so both
+/// refuse an image in the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeLimits {
+    pub min_dimension: u32,
+    pub max_dimension: u32,
+    pub max_pixels: u64,
+}
+
+/// Why an image's size is refused, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SizeRefusal {
+    TooLarge(String),
+    TooSmall(String),
+}
+
+impl SizeRefusal {
+    pub fn message(&self) -> &str {
+        match self {
+            SizeRefusal::TooLarge(m) | SizeRefusal::TooSmall(m) => m,
         }
+    }
+}
+
+impl SizeLimits {
+    /// Whether an image of this size is accepted. Too large is checked
+    /// first: it is what guards memory.
+    pub fn check(&self, width: u32, height: u32) -> Result<(), SizeRefusal> {
         let pixels = u64::from(width) * u64::from(height);
         if width > self.max_dimension || height > self.max_dimension || pixels > self.max_pixels {
-            return Some(format!(
-                "the image is {width}x{height}; at most {} pixels a side and {:.0} megapixels are accepted",
+            return Err(SizeRefusal::TooLarge(format!(
+                "the image is {width}x{height} ({:.0} megapixels); at most {} pixels a side and {:.0} megapixels are accepted",
+                pixels as f64 / 1e6,
                 self.max_dimension,
                 self.max_pixels as f64 / 1e6
-            ));
+            )));
         }
-        None
+        let min = self.min_dimension;
+        if width < min || height < min {
+            return Err(SizeRefusal::TooSmall(format!(
+                "the image is {width}x{height}; it must be at least {min}x{min} pixels"
+            )));
+        }
+        Ok(())
     }
 }
 

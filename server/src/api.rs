@@ -286,12 +286,7 @@ async fn job_input(State(state): State<AppState>, Path(id): Path<String>, reques
 /// `GET /api/limits`: what uploads are accepted.
 async fn limits(State(state): State<AppState>) -> Json<app::api::Limits> {
     let c = &state.config;
-    Json(app::api::Limits {
-        min_dimension: c.min_dimension,
-        max_dimension: c.max_dimension,
-        max_pixels: c.max_pixels,
-        max_upload_bytes: c.max_upload_bytes as u64,
-    })
+    Json(app::api::Limits { size: c.limits(), max_upload_bytes: c.max_upload_bytes as u64 })
 }
 
 fn worker_timeout(state: &AppState) -> Duration {

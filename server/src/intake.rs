@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
-use app::api::Output;
+use app::api::{Output, SizeRefusal};
 use axum::http::StatusCode;
 use image::metadata::Orientation;
 use image::{ImageDecoder, ImageFormat, ImageReader};
@@ -25,13 +25,8 @@ pub struct ImageInfo {
     pub decoded_bytes_per_pixel: u8,
 }
 
-/// What sizes of image are accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub min_dimension: u32,
-    pub max_dimension: u32,
-    pub max_pixels: u64,
-}
+/// What sizes of image are accepted (the browser checks the same way).
+pub use app::api::SizeLimits as Limits;
 
 /// Memory a decoder may use to read a header and its metadata (ICC
 /// profiles, EXIF): real ones are at most a few megabytes.
@@ -91,25 +86,14 @@ fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<Imag
     if width == 0 || height == 0 {
         return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "empty_image", "the image has no pixels"));
     }
-    let Limits { min_dimension, max_dimension, max_pixels } = limits;
-    let pixels = u64::from(width) * u64::from(height);
-    if width > max_dimension || height > max_dimension || pixels > max_pixels {
-        return Err(AppError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "image_too_large",
-            format!(
-                "the image is {width}x{height} ({:.0} megapixels); at most {max_dimension} pixels a side and {:.0} megapixels are accepted",
-                pixels as f64 / 1e6,
-                max_pixels as f64 / 1e6
-            ),
-        ));
-    }
-    if width < min_dimension || height < min_dimension {
-        return Err(AppError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "image_too_small",
-            format!("the image is {width}x{height}; it must be at least {min_dimension}x{min_dimension} pixels"),
-        ));
+    match limits.check(width, height) {
+        Ok(()) => {}
+        Err(SizeRefusal::TooLarge(message)) => {
+            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+        }
+        Err(SizeRefusal::TooSmall(message)) => {
+            return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "image_too_small", message));
+        }
     }
     Ok(ImageInfo { format, width, height, orientation, decoded_bytes_per_pixel })
 }

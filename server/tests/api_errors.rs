@@ -21,9 +21,12 @@ async fn bad_uploads_and_ids_get_json_errors() {
     assert!(small.message.contains("800x1200"), "{}", small.message);
     // The browser checks with the same limits, in the same words.
     let limits: app::api::Limits = reqwest::get(server.url("/api/limits")).await.unwrap().json().await.unwrap();
-    assert_eq!((limits.min_dimension, limits.max_pixels), (1024, 4_000_000_000));
-    assert_eq!(limits.refusal(800, 1200).as_deref(), Some(small.message.as_str()));
-    assert_eq!(limits.refusal(1024, 1024), None);
+    assert_eq!((limits.size.min_dimension, limits.size.max_pixels), (1024, 4_000_000_000));
+    assert_eq!(limits.size.check(800, 1200).unwrap_err().message(), small.message);
+    assert_eq!(limits.size.check(1024, 1024), Ok(()));
+    let huge = server.upload("huge.png", png_header_only(65_535, 65_535)).await;
+    let huge = expect_error(huge, 413, "image_too_large").await;
+    assert_eq!(limits.size.check(65_535, 65_535).unwrap_err().message(), huge.message);
     expect_error(server.upload("notes.png", b"not an image at all".to_vec()).await, 415, "unsupported_format").await;
     expect_error(server.upload("empty.png", Vec::new()).await, 400, "empty_file").await;
     let mut truncated = png(&test_image(1024, 1024));

@@ -200,7 +200,7 @@ fn check_then_upload(
     let on_load = Closure::once_into_js(move || {
         let size = (shown.natural_width(), shown.natural_height());
         preview.set(Some(Preview { url: url_ok, name: name_ok, size: Some(size), bytes }));
-        match limits.and_then(|l| l.refusal(size.0, size.1)) {
+        match limits.and_then(|l| l.size.check(size.0, size.1).err()).map(|r| r.message().to_owned()) {
             Some(reason) => phase.set(Phase::Refused(reason)),
             None => upload_ok(file_ok),
         }
