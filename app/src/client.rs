@@ -46,6 +46,8 @@ pub fn connect(live: Live) {
 
     live.now.set(js_sys_now());
     let _ = set_interval_with_handle(move || live.now.set(js_sys_now()), std::time::Duration::from_secs(1));
+    // Kept a little longer than the dashboard's two-minute task stream shows.
+    let _ = set_interval_with_handle(move || live.forget_old_tiles(180_000), std::time::Duration::from_secs(30));
 }
 
 fn js_sys_now() -> i64 {

@@ -113,6 +113,25 @@ impl Live {
         }
     }
 
+    /// Forgets the tile events and failures of jobs that finished more than
+    /// `keep_ms` ago: a page left open on a busy cluster stays small. (A job
+    /// page copies what it needs, and one opened later reads the stored tiles.)
+    pub fn forget_old_tiles(self, keep_ms: i64) {
+        let before = self.now.get_untracked() - keep_ms;
+        let old: Vec<String> = self.jobs.with_untracked(|jobs| {
+            jobs.values().filter(|j| j.finished_at.is_some_and(|f| f < before)).map(|j| j.id.clone()).collect()
+        });
+        let held = |id: &String| {
+            self.tiles.with_untracked(|t| t.contains_key(id)) || self.failures.with_untracked(|f| f.contains_key(id))
+        };
+        let old: Vec<String> = old.into_iter().filter(held).collect();
+        if old.is_empty() {
+            return;
+        }
+        self.tiles.update(|t| old.iter().for_each(|id| drop(t.remove(id))));
+        self.failures.update(|f| old.iter().for_each(|id| drop(f.remove(id))));
+    }
+
     /// The master's clock now, as best known, in milliseconds since the epoch.
     pub fn master_now(self) -> i64 {
         self.now.get() - self.clock_offset.get().unwrap_or(0)
@@ -211,5 +230,41 @@ mod tests {
         assert_eq!(rate(&seen(102), 102, None), 7.5);
         // A quiet spell shows as one.
         assert_eq!(rate(&seen(120), 135, Some(100)), 0.0);
+    }
+
+    #[test]
+    fn tile_events_of_jobs_finished_long_ago_are_forgotten() {
+        Owner::new().with(|| {
+            let live = Live::provide();
+            let job = |id: &str, finished_at| Job {
+                id: id.into(),
+                filename: "f.png".into(),
+                status: crate::api::JobStatus::Done,
+                width: 1024,
+                height: 1024,
+                tile_size: 512,
+                ops: Vec::new(),
+                tiles_total: 4,
+                tiles_done: 4,
+                input_bytes: 1,
+                error: None,
+                created_at: 0,
+                finished_at,
+                stages: None,
+                output: Default::default(),
+                cached_from: None,
+            };
+            live.now.set(1_000_000);
+            live.upsert_job(job("old", Some(1_000)));
+            live.upsert_job(job("recent", Some(990_000)));
+            live.upsert_job(job("running", None));
+            for id in ["old", "recent", "running", "unknown"] {
+                live.tiles.update(|t| drop(t.insert(id.into(), Vec::new())));
+            }
+            live.forget_old_tiles(180_000);
+            let mut kept: Vec<String> = live.tiles.with(|t| t.keys().cloned().collect());
+            kept.sort();
+            assert_eq!(kept, ["recent", "running", "unknown"]);
+        });
     }
 }
