@@ -17,7 +17,9 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use pipeline::codec::{self, Encoding};
 use pipeline::ops;
-use pipeline::wire::{Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, Topics};
+use pipeline::wire::{
+    Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, TileKey, Topics,
+};
 use plumbing::kafka::{Logged, LoggedConsumer, client_config};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -259,7 +261,7 @@ async fn handle(
         }
         Ok(task) => {
             let (job, tile, attempt) = (task.header.job_id.clone(), task.header.tile, task.header.attempt);
-            let key = format!("{job}/{tile}");
+            let key = TileKey::new(&job, tile).to_string();
             *status.current.lock().expect("lock") = Some(key.clone());
             let result = process(task, id).await;
             *status.current.lock().expect("lock") = None;
@@ -290,7 +292,7 @@ async fn handle(
             TileFailure { job_id, tile, worker_id: id.to_owned(), error: format!("malformed task: {e}"), attempt }
         }
     };
-    let key = format!("{}/{}", failure.job_id, failure.tile);
+    let key = TileKey::new(&failure.job_id, failure.tile).to_string();
     Some(Outgoing {
         topic: topics.results.clone(),
         key: Some(key.into_bytes()),

@@ -70,10 +70,9 @@ pub fn TileMap(
                 workers
                     .values()
                     .filter_map(|w| {
-                        let (job, tile) = w.current_tile.as_deref()?.split_once('/')?;
-                        (job == id && w.status == crate::api::WorkerStatus::Alive)
-                            .then(|| Some((tile.parse().ok()?, w.id.clone())))
-                            .flatten()
+                        let key = pipeline::wire::TileKey::parse(w.current_tile.as_deref()?)?;
+                        (key.job_id == id && w.status == crate::api::WorkerStatus::Alive)
+                            .then(|| (key.tile, w.id.clone()))
                     })
                     .collect()
             });

@@ -23,7 +23,7 @@ use pipeline::codec::Encoding;
 use pipeline::jpeg::JpegError;
 
 use crate::admission::{Admission, Reservation};
-use pipeline::wire::{Control, TaskHeader, Topics};
+use pipeline::wire::{Control, TaskHeader, TileKey, Topics};
 use pipeline::{Operation, TileGrid, ops};
 use plumbing::now_ms;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -603,7 +603,7 @@ impl Jobs {
         let sent = async {
             let payload = tokio::task::spawn_blocking(move || payload.encode(header)).await??;
             self.metrics.task_bytes.inc_by(payload.len() as u64);
-            let key = format!("{id}/{tile}");
+            let key = TileKey::new(id, tile).to_string();
             let mut record = FutureRecord::to(&self.topics.tasks).key(&key).payload(&payload);
             record.partition = partition;
             let delivery = self

@@ -53,7 +53,7 @@ impl Jobs {
             return Ok(());
         };
         let payload = tokio::task::spawn_blocking(move || payload.encode(header)).await??;
-        let key = format!("{id}/{tile}");
+        let key = pipeline::wire::TileKey::new(id, tile).to_string();
         let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(reason) });
         let record = FutureRecord::to(&self.topics.dead_letters).key(&key).payload(&payload).headers(headers);
         self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
