@@ -48,6 +48,7 @@ pub struct Server {
     limits: http::Limits,
     background: JoinSet<()>,
     shutdown: CancellationToken,
+    jobs: Arc<Jobs>,
 }
 
 impl Server {
@@ -119,12 +120,12 @@ impl Server {
             config: Arc::new(config),
             store,
             events,
-            jobs,
+            jobs: Arc::clone(&jobs),
             metrics,
             shutdown: shutdown.clone(),
         };
         let router = app(state);
-        Ok(Self { listener, router, limits, background, shutdown })
+        Ok(Self { listener, router, limits, background, shutdown, jobs })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -146,6 +147,7 @@ impl Server {
         self.shutdown.cancel();
         let _ = watcher.await;
         while self.background.join_next().await.is_some() {}
+        self.jobs.release();
         Ok(())
     }
 }

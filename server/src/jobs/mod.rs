@@ -216,6 +216,16 @@ impl Jobs {
         tile_file(&self.tiles_dir(job_id), tile)
     }
 
+    /// Lets go of every running job on shutdown: their encoders stop waiting
+    /// for tiles (a job resumes from the store and its files next time), so
+    /// no thread is left blocked on a job that can no longer progress.
+    pub fn release(&self) {
+        let active = std::mem::take(&mut *self.active.lock().expect("lock"));
+        for job in active.values() {
+            job.lock().expect("lock").progress.abort();
+        }
+    }
+
     fn get(&self, id: &str) -> Option<Shared> {
         self.active.lock().expect("lock").get(id).cloned()
     }
