@@ -229,14 +229,15 @@ fn LiveNumbers(job: Memo<Option<Job>>, rate: Memo<Option<(f64, f64)>>, bars: RwS
             })
         })
     };
-    let workers = move || {
+    // Computed once per change, for both numbers of the card.
+    let workers = Memo::new(move |_| {
         let busy: HashSet<String> = {
             let now = live.master_now();
             bars.with(|b| b.iter().filter(|b| b.end > now - RATE_WINDOW_MS).map(|b| b.worker.clone()).collect())
         };
         let alive = live.workers.with(|w| w.values().filter(|w| w.status == WorkerStatus::Alive).count());
         (busy.len(), alive)
-    };
+    });
     view! {
         <div class="system live-numbers" id="job-numbers">
             <div class="stat">
@@ -256,8 +257,8 @@ fn LiveNumbers(job: Memo<Option<Job>>, rate: Memo<Option<(f64, f64)>>, bars: RwS
             </div>
             <div class="stat">
                 <span class="label">"Workers"</span>
-                <span class="value">{move || workers().0}</span>
-                <span class="muted small">{move || format!("of {} alive sent results lately", workers().1)}</span>
+                <span class="value">{move || workers.get().0}</span>
+                <span class="muted small">{move || format!("of {} alive sent results lately", workers.get().1)}</span>
             </div>
         </div>
     }
@@ -325,23 +326,24 @@ fn JobTimeline(
     let peak = move |pick: fn(&(f64, f64)) -> f64| {
         move || format!("{:.1}", buckets.with(|b| b.iter().map(pick).fold(0.0, f64::max)))
     };
+    // One row per rate: its name and peak, and its chart on the time axis.
+    let rate_row = move |name: &'static str, class: &'static str, label: &'static str, pick: fn(&(f64, f64)) -> f64| {
+        view! {
+            <span class="row-name">{name} <span class="muted small">" peak " {peak(pick)}</span></span>
+            <div class="plot">
+                <svg class=class viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label=label>
+                    <polygon points=chart(pick) />
+                </svg>
+            </div>
+        }
+    };
     view! {
         <section class="timeline-panel" aria-labelledby="timeline-title">
             <h2 id="timeline-title">"Timeline"</h2>
             <div class="timeline" id="task-stream">
                 {stages}
-                <span class="row-name">"tiles/s" <span class="muted small">" peak " {peak(|r| r.0)}</span></span>
-                <div class="plot">
-                    <svg class="rate-chart" viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label="Tiles per second over the job's life">
-                        <polygon points=chart(|r| r.0) />
-                    </svg>
-                </div>
-                <span class="row-name">"MB/s" <span class="muted small">" peak " {peak(|r| r.1)}</span></span>
-                <div class="plot">
-                    <svg class="rate-chart bytes" viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label="Megabytes of results per second over the job's life">
-                        <polygon points=chart(|r| r.1) />
-                    </svg>
-                </div>
+                {rate_row("tiles/s", "rate-chart", "Tiles per second over the job's life", |r| r.0)}
+                {rate_row("MB/s", "rate-chart bytes", "Megabytes of results per second over the job's life", |r| r.1)}
                 <TaskStream bars failures lanes axis colour=Colour::ByWorker ticks=Ticks::Elapsed lane_height=22.0 />
             </div>
             <p class="legend muted small">
