@@ -2,11 +2,16 @@
 //! what librdkafka would otherwise keep to itself: rebalances (which
 //! partitions a member got or lost) and failed offset commits.
 
+use std::time::Duration;
+
+use anyhow::Context;
+use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
 use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 
 /// Environment variables with this prefix set Kafka client properties:
 /// `TILEPIPE_KAFKA_SASL_USERNAME=u` sets `sasl.username=u`.
@@ -77,6 +82,33 @@ impl ConsumerContext for Logged {
             }
         }
     }
+}
+
+/// Creates the five topics if they do not exist. The tasks topic gets many
+/// partitions (the most workers that can share a job); every topic accepts
+/// messages as large as the largest tile.
+pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = client_config(brokers).create().context("creating Kafka admin client")?;
+    let max_bytes = MAX_MESSAGE_BYTES.to_string();
+    let new = |name, partitions| {
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", &max_bytes)
+    };
+    let wanted = [
+        new(&topics.tasks, task_partitions),
+        new(&topics.results, 4),
+        new(&topics.heartbeats, 1),
+        new(&topics.dead_letters, 1),
+        new(&topics.control, 1),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&wanted, &options).await.context("creating Kafka topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,40 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
 use plumbing::kafka::{Logged, LoggedConsumer, client_config};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-
-/// Creates the three topics if they do not exist. The tasks topic gets many
-/// partitions (the most workers that can share a job); every topic accepts
-/// messages as large as the largest tile.
-pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<_> = client_config(brokers).create().context("creating Kafka admin client")?;
-    let max_bytes = MAX_MESSAGE_BYTES.to_string();
-    let new = |name, partitions| {
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", &max_bytes)
-    };
-    let wanted = [
-        new(&topics.tasks, task_partitions),
-        new(&topics.results, 4),
-        new(&topics.heartbeats, 1),
-        new(&topics.dead_letters, 1),
-        new(&topics.control, 1),
-    ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics(&wanted, &options).await.context("creating Kafka topics")?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
-        }
-    }
-    Ok(())
-}
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     client_config(brokers)

@@ -56,7 +56,7 @@ impl Server {
         config.resolve_token()?;
         let store = Store::open(&config.database_path()).await.context("opening the database")?;
         let topics = Topics::new(&config.topic_prefix);
-        kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
+        plumbing::kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
         let producer = kafka::producer(&config.brokers)?;
         let events = Events::default();
         let settings = jobs::Settings {

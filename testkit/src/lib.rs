@@ -1,7 +1,7 @@
 //! Test harness: a real nisshi broker per test, a real server on a free port
 //! with its own SQLite file, and real workers, all on loopback.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,17 +26,11 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use conformance::broker::{free_port, wait_for_port};
 
-/// A nisshi broker with SQLite storage in a temporary directory.
-pub struct Broker {
-    child: Child,
-    pub addr: String,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+/// A nisshi broker with SQLite storage in a temporary directory (the
+/// conformance kit's), with this harness's logging set up.
+pub struct Broker(conformance::Broker);
 
 /// Logs of the code under test, at `RUST_LOG` (default warn), captured per test.
 fn init_tracing() {
@@ -51,62 +45,31 @@ fn init_tracing() {
 impl Broker {
     pub fn start() -> Self {
         init_tracing();
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = spawn_broker(&dir, port);
-        Self { child, addr: format!("127.0.0.1:{port}"), port, dir }
-    }
-
-    /// Kills the broker and starts it again on the same port and storage.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.child = spawn_broker(&self.dir, self.port);
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Broker(conformance::Broker::start())
     }
 
     /// CPU time the broker has used so far, user and system (Linux).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.child.id())
+        cpu_seconds(self.0.pid())
+    }
+}
+
+impl std::ops::Deref for Broker {
+    type Target = conformance::Broker;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
 /// User plus system CPU time of a process, from `/proc`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     worker::usage::cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-fn spawn_broker(dir: &tempfile::TempDir, port: u16) -> Child {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("nisshi")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "sqlite://broker.db?mode=direct", "--group-initial-rebalance-delay", "300ms"])
-        .arg("--silent")
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("nisshi must be on PATH (scripts/setup.sh installs it)");
-    wait_for_port(port, "nisshi");
-    child
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not start listening on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A tilepipe binary (server or worker) running as its own process, so a
