@@ -65,11 +65,13 @@ fi
 
 # --- PyPI ---------------------------------------------------------------------
 # OpenCV: the reference the operations are tested (pipeline/tests/opencv.rs)
-# and benchmarked against.
-if ! tools/venv/bin/python -c 'import cv2' >/dev/null 2>&1; then
-  log "pip: installing OpenCV into tools/venv"
+# and benchmarked against; confluent-kafka for the Python reference worker
+# (examples/python-worker), which the conformance kit checks.
+if ! tools/venv/bin/python -c 'import cv2, confluent_kafka' >/dev/null 2>&1; then
+  log "pip: installing OpenCV and confluent-kafka into tools/venv"
   python3 -m venv tools/venv
-  tools/venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
+  tools/venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt \
+    -r examples/python-worker/requirements.txt
 fi
 
 log "all tools present"

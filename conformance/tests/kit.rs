@@ -32,6 +32,17 @@ async fn the_rust_worker_conforms() {
     }
 }
 
+/// The Python reference worker, written from docs/protocol.md alone, run
+/// by the venv scripts/setup.sh makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_worker_conforms() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let command = format!("{root}/tools/venv/bin/python {root}/examples/python-worker/worker.py");
+    let report = conformance::run(options(command, Duration::from_secs(60))).await.unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_never_answers_fails() {
     let report = conformance::run(options("sleep 600".into(), Duration::from_secs(3))).await.unwrap();

@@ -81,7 +81,12 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(binary: &Path, name: &str, env: &[(&str, String)]) -> Self {
+        Self::spawn_with_args(binary, &[], name, env)
+    }
+
+    pub fn spawn_with_args(binary: &Path, args: &[&Path], name: &str, env: &[(&str, String)]) -> Self {
         let child = Command::new(binary)
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -163,14 +168,26 @@ pub fn server_process(
 
 /// The worker binary as a process.
 pub fn worker_process(binary: &Path, broker: &Broker, prefix: &str, id: &str) -> Process {
-    let env = [
+    Process::spawn(binary, id, &worker_env(broker, prefix, id))
+}
+
+/// The Python reference worker (examples/python-worker) as a process, run
+/// by the venv scripts/setup.sh makes.
+pub fn python_worker_process(broker: &Broker, prefix: &str, id: &str) -> Process {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join("tools/venv/bin/python");
+    let script = root.join("examples/python-worker/worker.py");
+    Process::spawn_with_args(&python, &[&script], id, &worker_env(broker, prefix, id))
+}
+
+fn worker_env(broker: &Broker, prefix: &str, id: &str) -> [(&'static str, String); 5] {
+    [
         ("TILEPIPE_BROKERS", broker.addr.clone()),
         ("TILEPIPE_TOPIC_PREFIX", prefix.to_owned()),
         ("TILEPIPE_WORKER_ID", id.to_owned()),
         ("TILEPIPE_HEARTBEAT_SECS", "1".to_owned()),
         ("TILEPIPE_SESSION_TIMEOUT_MS", "6000".to_owned()),
-    ];
-    Process::spawn(binary, id, &env)
+    ]
 }
 
 /// The JSON API of a running server.
