@@ -121,6 +121,24 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         if alive { Ok(String::new()) } else { Err("the worker exited during the run".into()) },
     );
     session.judge_cases(&worker_id, &mut report);
+    let declined: std::collections::BTreeSet<String> = report
+        .checks
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            report::Outcome::Pass(d) => d.strip_prefix(verdict::DECLINED).map(str::to_owned),
+            report::Outcome::Fail(_) => None,
+        })
+        .collect();
+    report.pass(
+        "operations implemented",
+        match declined.is_empty() {
+            true => "all".to_owned(),
+            false => format!(
+                "all but {} (declined as unsupported: a partial worker)",
+                declined.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        },
+    );
     let processed = session.processed();
     session.judge_heartbeats(&worker_id, processed, &mut report).await;
     watch.stop_and_judge(&mut report).await;

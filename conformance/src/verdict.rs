@@ -2,7 +2,7 @@
 
 use pipeline::codec::Encoding;
 use pipeline::frame::Frame;
-use pipeline::wire::{FAILURE_MAGIC, RESULT_MAGIC, RawReply, Task};
+use pipeline::wire::{FAILURE_MAGIC, RESULT_MAGIC, RawReply, Task, TileFailure};
 
 use crate::corpus::{Case, Expect};
 use crate::observe::Seen;
@@ -86,7 +86,7 @@ pub fn judge(
             let reply = nth_reply(case, nth, results)?;
             let (header, pixels) = match RawReply::parse(&reply.payload) {
                 Ok(RawReply::Done(header, pixels)) => (header, pixels),
-                Ok(RawReply::Failed(f)) => return Err(format!("the worker reported a failure: {}", cut(&f.error))),
+                Ok(RawReply::Failed(f)) => return declined(&f, &case.payload),
                 Err(e) => return Err(format!("the result cannot be read: {e}")),
             };
             let task = Task::decode(&case.payload).map_err(|e| format!("the kit's own task is unreadable: {e}"))?;
@@ -130,6 +130,20 @@ pub fn judge(
         }
     }
 }
+
+/// A failure to a task the worker should have processed: fine if it says
+/// which of the chain's operations it does not implement (a partial worker).
+fn declined(failure: &TileFailure, task: &[u8]) -> Result<String, String> {
+    let chain = Task::decode(task).map(|t| t.header.ops).unwrap_or_default();
+    match &failure.unsupported {
+        Some(op) if chain.iter().any(|o| o.name() == op) => Ok(format!("{DECLINED}{op}")),
+        Some(op) => Err(format!("declined as unsupported {op:?}, which is not in the chain")),
+        None => Err(format!("the worker reported a failure: {}", cut(&failure.error))),
+    }
+}
+
+/// How a pass that was a decline begins.
+pub const DECLINED: &str = "declined: does not implement ";
 
 fn nth_reply<'a>(case: &Case, nth: usize, results: &'a [Seen]) -> Result<&'a Seen, String> {
     let replies = replies_to(case, results);
@@ -203,6 +217,7 @@ mod tests {
             worker_id: "w".into(),
             error: "no".into(),
             attempt: 1,
+            unsupported: None,
         };
         assert_eq!(reply_ids(&failure.encode()), Some(("j".into(), 7)));
         assert_eq!(reply_ids(b"TPT1\x02\x00\x00\x00{}"), None);

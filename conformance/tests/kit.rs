@@ -43,6 +43,22 @@ async fn the_python_worker_conforms() {
     assert!(report.passed(), "{report}");
 }
 
+/// A worker that implements only some operations declines the others as
+/// unsupported, and passes, with what it declined named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_worker_passes_with_its_declines_named() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let command = format!(
+        "TILEPIPE_WORKER_OPS=invert,grayscale {root}/tools/venv/bin/python {root}/examples/python-worker/worker.py"
+    );
+    let report = conformance::run(options(command, Duration::from_secs(60))).await.unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    let implemented = report.checks.iter().find(|c| c.name == "operations implemented").unwrap();
+    let expected = "all but box_blur, brightness_contrast, edge_detect, gaussian_blur, sharpen";
+    assert!(matches!(&implemented.outcome, Outcome::Pass(d) if d.starts_with(expected)), "{implemented:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_never_answers_fails() {
     let report = conformance::run(options("sleep 600".into(), Duration::from_secs(3))).await.unwrap();

@@ -46,6 +46,18 @@ class TaskError(Exception):
     """A task this worker cannot process: reported as a failure (section 6)."""
 
 
+class Unsupported(TaskError):
+    """An operation this worker does not implement: the master sends the
+    tile to another worker (section 6, `unsupported`)."""
+
+    def __init__(self, op):
+        super().__init__(f"this worker does not implement {op}")
+        self.op = op
+
+
+OPERATIONS = ("gaussian_blur", "box_blur", "sharpen", "edge_detect", "grayscale", "invert", "brightness_contrast")
+
+
 # --- configuration (section 2) ----------------------------------------------
 
 
@@ -64,6 +76,9 @@ class Config:
         prefix = os.environ.get("TILEPIPE_TOPIC_PREFIX", "")
         self.worker_id = os.environ.get("TILEPIPE_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat_secs = max(1.0, float(os.environ.get("TILEPIPE_HEARTBEAT_SECS", "5")))
+        # Run only these operations (a partial worker), declining the rest.
+        listed = os.environ.get("TILEPIPE_WORKER_OPS", "")
+        self.ops = {op.strip() for op in listed.split(",") if op.strip()} or set(OPERATIONS)
         self.tasks = prefix + "tasks"
         self.results = prefix + "results"
         self.heartbeats = prefix + "heartbeats"
@@ -106,11 +121,13 @@ def number(op, name, low, high, default=None, integer=False, odd=False, low_open
     return value
 
 
-def parse_op(op):
+def parse_op(op, implemented):
     """Checks one operation; returns (name, params, halo)."""
     if not isinstance(op, dict) or not isinstance(op.get("op"), str):
         raise TaskError("an operation is an object with an op")
     name = op["op"]
+    if name not in implemented:
+        raise Unsupported(name[:64])
     if name in ("gaussian_blur", "box_blur"):
         check_keys(op, ["kernel", "sigma"] if name == "gaussian_blur" else ["kernel"])
         kernel = number(op, "kernel", 3, 255, integer=True, odd=True)
@@ -129,7 +146,7 @@ def parse_op(op):
     if name in ("edge_detect", "grayscale", "invert"):
         check_keys(op, [])
         return name, {}, 1 if name == "edge_detect" else 0
-    raise TaskError(f"unknown operation {name!r}")
+    raise Unsupported(name[:64])
 
 
 def luma(img):
@@ -290,12 +307,12 @@ def message(magic, header, payload=b""):
     return magic + struct.pack("<I", len(body)) + body + payload
 
 
-def process(header, payload, worker_id):
+def process(header, payload, worker_id, implemented):
     """A result message for a task, or raises TaskError."""
     ops = header.get("ops")
     if not isinstance(ops, list) or not 1 <= len(ops) <= MAX_STEPS:
         raise TaskError(f"a chain has 1 to {MAX_STEPS} operations")
-    steps = [parse_op(op) for op in ops]
+    steps = [parse_op(op, implemented) for op in ops]
     frame = task_input(header, payload)
     halo = header["halo"]
     if halo != sum(step[2] for step in steps):
@@ -442,10 +459,13 @@ class Worker:
         if job in self.stopped_jobs:
             return None
         self.current_tile = key
+        unsupported = None
         try:
-            result = process(parts[0], parts[1], self.config.worker_id)
+            result = process(parts[0], parts[1], self.config.worker_id, self.config.ops)
             self.tiles_done += 1
             return self.config.results, key, result, None
+        except Unsupported as e:
+            error, unsupported = str(e), e.op
         except TaskError as e:
             error = str(e)
         except Exception as e:  # a bug here must not stop the worker: report it
@@ -453,6 +473,8 @@ class Worker:
         finally:
             self.current_tile = None
         failure = {"job_id": job, "tile": tile, "worker_id": self.config.worker_id, "error": error}
+        if unsupported:
+            failure["unsupported"] = unsupported
         if attempt:
             failure["attempt"] = attempt
         return self.config.results, key, message(b"TPF1", failure), None

@@ -106,6 +106,11 @@ pub struct TileFailure {
     /// The task's `attempt`; 0 when absent (counted whatever the attempt).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// The operation this worker does not implement, when that is why: the
+    /// master sends the tile to another partition's worker, without
+    /// spending an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 /// What a worker publishes on the results topic for a task.
@@ -401,6 +406,25 @@ impl TaskHeader {
     }
 }
 
+impl TaskHeader {
+    /// The first operation of a task's chain that this build does not know
+    /// (one newer than it), read from the header alone: the worker declines
+    /// such a task as unsupported, so the master can send it elsewhere.
+    pub fn unknown_op(bytes: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Named {
+            op: String,
+        }
+        #[derive(Deserialize)]
+        struct Chain {
+            ops: Vec<Named>,
+        }
+        let (chain, _): (Chain, _) = decode(TASK_MAGIC, bytes).ok()?;
+        let op = chain.ops.into_iter().map(|n| n.op).find(|op| !ops::NAMES.contains(&op.as_str()))?;
+        Some(truncate(&op, MAX_OP_NAME_BYTES).to_owned())
+    }
+}
+
 /// What names a task, whatever else its header holds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TaskIds {
@@ -462,6 +486,9 @@ impl<'a> RawReply<'a> {
             check_id("job_id", &failure.job_id)?;
             check_id("worker_id", &failure.worker_id)?;
             failure.error.truncate(truncate(&failure.error, MAX_ERROR_BYTES).len());
+            if let Some(op) = &mut failure.unsupported {
+                op.truncate(truncate(op, MAX_OP_NAME_BYTES).len());
+            }
             return Ok(RawReply::Failed(failure));
         }
         let (header, pixels): (ResultHeader, _) = decode(RESULT_MAGIC, bytes)?;
@@ -507,6 +534,9 @@ impl Heartbeat {
     }
 }
 
+/// Longest operation name a failure's `unsupported` keeps.
+pub const MAX_OP_NAME_BYTES: usize = 64;
+
 /// Longest host name a heartbeat may carry (DNS's limit).
 pub const MAX_HOST_BYTES: usize = 255;
 
@@ -550,6 +580,48 @@ fn frame(width: u32, height: u32, channels: Channels, pixels: &[u8]) -> Result<F
         return Err(WireError::Pixels { expected, got: pixels.len() });
     }
     Ok(Frame::with_channels(width, height, channels, pixels.to_vec()))
+}
+
+#[cfg(test)]
+mod unknown_op_tests {
+    use super::*;
+
+    fn task_with(ops: &str) -> Vec<u8> {
+        let header =
+            format!(r#"{{"job_id":"j","tile":1,"rect":{{"x":0,"y":0,"width":1,"height":1}},"halo":0,"ops":{ops}}}"#);
+        encode(TASK_MAGIC, &serde_json::from_str::<serde_json::Value>(&header).unwrap(), &[0, 0, 0])
+    }
+
+    #[test]
+    fn an_operation_newer_than_this_build_is_named() {
+        assert_eq!(
+            TaskHeader::unknown_op(&task_with(r#"[{"op":"invert"},{"op":"posterize","levels":4}]"#)),
+            Some("posterize".into())
+        );
+        assert_eq!(
+            TaskHeader::unknown_op(&task_with(r#"[{"op":"invert"},{"op":"box_blur","kernel":4}]"#)),
+            None,
+            "known, if badly used"
+        );
+        assert_eq!(TaskHeader::unknown_op(b"TPT1"), None);
+        let every = crate::ops::NAMES.map(|name| format!(r#"{{"op":"{name}"}}"#)).join(",");
+        assert_eq!(TaskHeader::unknown_op(&task_with(&format!("[{every}]"))), None);
+    }
+
+    #[test]
+    fn every_operation_is_in_the_list_of_names() {
+        let all = [
+            Operation::default(),
+            Operation::BoxBlur { kernel: 3 },
+            Operation::Sharpen { radius: 1, amount: 1.0 },
+            Operation::EdgeDetect,
+            Operation::Grayscale,
+            Operation::Invert,
+            Operation::BrightnessContrast { brightness: 0.0, contrast: 1.0 },
+        ];
+        let names: Vec<&str> = all.iter().map(Operation::name).collect();
+        assert_eq!(names, crate::ops::NAMES);
+    }
 }
 
 #[cfg(test)]
@@ -663,8 +735,14 @@ mod tests {
 
     #[test]
     fn replies_are_results_or_failures() {
-        let failure =
-            TileFailure { job_id: "j1".into(), tile: 7, worker_id: "w".into(), error: "boom".into(), attempt: 2 };
+        let failure = TileFailure {
+            job_id: "j1".into(),
+            tile: 7,
+            worker_id: "w".into(),
+            error: "boom".into(),
+            attempt: 2,
+            unsupported: None,
+        };
         let bytes = failure.encode();
         assert_eq!(&bytes[..4], b"TPF1");
         assert_eq!(Reply::decode(&bytes).unwrap(), Reply::Failed(failure));
@@ -748,8 +826,14 @@ mod tests {
     #[test]
     fn ids_are_bounded_and_failure_reasons_cut() {
         let long = "x".repeat(MAX_ID_BYTES + 1);
-        let failure =
-            TileFailure { job_id: long.clone(), tile: 0, worker_id: "w".into(), error: "e".into(), attempt: 0 };
+        let failure = TileFailure {
+            job_id: long.clone(),
+            tile: 0,
+            worker_id: "w".into(),
+            error: "e".into(),
+            attempt: 0,
+            unsupported: None,
+        };
         assert!(matches!(RawReply::parse(&failure.encode()), Err(WireError::Invalid(_))));
         let chatty = TileFailure { job_id: "j".into(), error: "é".repeat(MAX_ERROR_BYTES), ..failure };
         let Ok(RawReply::Failed(parsed)) = RawReply::parse(&chatty.encode()) else { panic!("a failure") };

@@ -85,6 +85,7 @@ async fn stale_failure_reports_and_ill_fitting_results_change_nothing() {
         worker_id: "late".into(),
         error: "old news".into(),
         attempt,
+        unsupported: None,
     };
     // A report about an earlier sending of tile 0, and about tiles that do not exist.
     for stale in [failure(0, 7), failure(999, 1), TileFailure { job_id: "ghost".into(), ..failure(0, 1) }] {

@@ -7,21 +7,7 @@ use std::time::Duration;
 
 use pipeline::Operation;
 use pipeline::wire::Topics;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use testkit::*;
-
-/// Members of a group once it is stable (nisshi's group descriptions carry
-/// neither client ids nor assignments: a count is what there is).
-async fn stable_members(broker: &Broker, group: String) -> usize {
-    let brokers = broker.addr.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-        let Ok(list) = consumer.fetch_group_list(Some(&group), Duration::from_secs(5)) else { return 0 };
-        list.groups().iter().filter(|g| g.state() == "Stable").map(|g| g.members().len()).sum()
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_and_a_python_worker_share_a_job_within_the_protocols_accuracy() {
@@ -33,7 +19,7 @@ async fn a_rust_and_a_python_worker_share_a_job_within_the_protocols_accuracy() 
     let group = Topics::new(&prefix).workers_group;
     // Both in the group (4 task partitions: two each).
     eventually("both workers to be in the group", Duration::from_secs(60), || async {
-        (stable_members(&broker, group.clone()).await == 2).then_some(())
+        (stable_group_members(&broker, group.clone()).await == 2).then_some(())
     })
     .await;
 

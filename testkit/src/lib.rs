@@ -543,7 +543,8 @@ pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) 
     let h = task.header;
     if let Some(error) = error {
         let (job_id, tile, attempt) = (h.job_id, h.tile, h.attempt);
-        return TileFailure { job_id, tile, worker_id: worker_id.into(), error: error.into(), attempt }.encode();
+        let worker_id = worker_id.into();
+        return TileFailure { job_id, tile, worker_id, error: error.into(), attempt, unsupported: None }.encode();
     }
     let output = pipeline::ops::process_tile(&h.ops, task.input, h.halo);
     let header = ResultHeader {
@@ -556,6 +557,21 @@ pub fn answer(task: pipeline::wire::Task, worker_id: &str, error: Option<&str>) 
         encoding: pipeline::codec::Encoding::Raw,
     };
     TileResult { header, output }.encode()
+}
+
+/// Members of a group once it is stable (nisshi's group descriptions carry
+/// neither client ids nor assignments: a count is what there is).
+pub async fn stable_group_members(broker: &Broker, group: String) -> usize {
+    let brokers = broker.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        let Ok(list) = consumer.fetch_group_list(Some(&group), Duration::from_secs(5)) else { return 0 };
+        list.groups().iter().filter(|g| g.state() == "Stable").map(|g| g.members().len()).sum()
+    })
+    .await
+    .unwrap()
 }
 
 pub fn producer(broker: &Broker) -> rdkafka::producer::FutureProducer {

@@ -272,7 +272,14 @@ async fn handle(
                 }
                 Err(e) => {
                     warn!(job = %job, tile, error = %e, "a tile failed");
-                    TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}"), attempt }
+                    TileFailure {
+                        job_id: job,
+                        tile,
+                        worker_id: id.to_owned(),
+                        error: format!("{e:#}"),
+                        attempt,
+                        unsupported: None,
+                    }
                 }
             }
         }
@@ -289,7 +296,14 @@ async fn handle(
                     processed: false,
                 });
             };
-            TileFailure { job_id, tile, worker_id: id.to_owned(), error: format!("malformed task: {e}"), attempt }
+            TileFailure {
+                job_id,
+                tile,
+                worker_id: id.to_owned(),
+                error: format!("malformed task: {e}"),
+                attempt,
+                unsupported: TaskHeader::unknown_op(payload),
+            }
         }
     };
     let key = TileKey::new(&failure.job_id, failure.tile).to_string();

@@ -84,6 +84,10 @@ fn odd_kernel(op: &'static str, kernel: u32) -> Result<(), OpError> {
     check(op, "kernel", kernel, ok, "an odd number within 3..=255")
 }
 
+/// Every operation's name on the wire.
+pub const NAMES: [&str; 7] =
+    ["gaussian_blur", "box_blur", "sharpen", "edge_detect", "grayscale", "invert", "brightness_contrast"];
+
 impl Operation {
     /// The operation's name on the wire (its `op` tag).
     pub fn name(&self) -> &'static str {

@@ -11,7 +11,7 @@ mod results;
 mod retry;
 pub mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ struct TileState {
     done: bool,
     /// Times its task was published.
     attempts: u32,
+    /// Of those, sendings a worker declined as unsupported: they spend no attempt.
+    bounces: u32,
     /// Partition and offset of its latest task, once the broker has it.
     placed: Option<(i32, i64)>,
     /// When the workers' group was first seen past that task.
@@ -99,6 +101,9 @@ struct Active {
     /// they arrive (PNG, JPEG).
     progress: Arc<crate::assemble::Progress>,
     encoder: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Partitions whose worker said it does not support one of the job's
+    /// operations: its tasks go elsewhere.
+    unsupported: BTreeSet<i32>,
     /// Its share of the master's memory budget, given back with the job.
     _memory: Option<Reservation>,
 }
@@ -488,6 +493,7 @@ impl Jobs {
             output: job.output,
             progress: Arc::clone(&progress),
             encoder: None,
+            unsupported: BTreeSet::new(),
             _memory: memory,
         };
         let active = Arc::new(Mutex::new(active));
@@ -594,6 +600,7 @@ impl Jobs {
         let Some(active) = self.get(id) else { return Ok(false) };
         let Some((header, payload, partition)) = ({
             let mut a = active.lock().expect("lock");
+            let avoid = a.unsupported.clone();
             let state = &mut a.tiles[tile as usize];
             if state.done || state.sending {
                 None
@@ -601,8 +608,11 @@ impl Jobs {
                 state.sending = true;
                 match (slot, &mut state.slot) {
                     (Some(slot), held) => *held = Some(slot),
-                    (None, Some(held)) => held.move_away(),
+                    (None, Some(held)) => held.move_away(&avoid),
                     (None, None) => {} // a resumed task still waiting for its slot
+                }
+                if let Some(held) = state.slot.as_mut().filter(|s| avoid.contains(&s.partition())) {
+                    held.move_away(&avoid);
                 }
                 let partition = state.slot.as_ref().map(window::Slot::partition);
                 a.task(id, tile).map(|(header, payload)| (header, payload, partition))

@@ -153,7 +153,7 @@ impl Jobs {
     /// Only a report of the tile's latest sending counts: a late one about an
     /// earlier attempt (already sent again) would spend an attempt twice.
     fn reject(self: &Arc<Self>, failure: TileFailure) {
-        let TileFailure { job_id, tile, worker_id, error, attempt } = failure;
+        let TileFailure { job_id, tile, worker_id, error, attempt, unsupported } = failure;
         let Some(active) = self.get(&job_id) else { return };
         let stale = active
             .lock()
@@ -174,7 +174,31 @@ impl Jobs {
             at: now_ms(),
         }));
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.retry(&job_id, tile, &format!("{worker_id}: {error}")).await });
+        let reason = format!("{worker_id}: {error}");
+        let Some(op) = unsupported else {
+            tokio::spawn(async move { this.retry(&job_id, tile, &reason).await });
+            return;
+        };
+        // The worker behind that partition cannot run the job: send the tile
+        // elsewhere without spending an attempt, unless no partition is left.
+        let everywhere = {
+            let mut a = active.lock().expect("lock");
+            let Some((partition, _)) = a.tiles[tile as usize].placed else { return };
+            a.unsupported.insert(partition);
+            a.tiles[tile as usize].bounces += 1;
+            a.unsupported.len() >= self.window.partitions()
+        };
+        tokio::spawn(async move {
+            if everywhere {
+                let partitions = this.window.partitions();
+                let why = format!(
+                    "no worker can run this job: the workers on all {partitions} task partitions said they do not support {op}"
+                );
+                this.fail(&job_id, &why).await;
+            } else {
+                this.retry(&job_id, tile, &reason).await;
+            }
+        });
     }
 
     /// Puts a reply the master cannot take on the dead-letter topic, with

@@ -26,8 +26,11 @@ impl Jobs {
     /// dead-lettered and its job fails.
     pub(super) async fn retry(self: &Arc<Self>, id: &str, tile: u32, reason: &str) {
         let Some(active) = self.get(id) else { return };
-        let attempts = active.lock().expect("lock").tiles[tile as usize].attempts;
-        if attempts >= self.settings.max_attempts {
+        let (attempts, bounces) = {
+            let a = active.lock().expect("lock");
+            (a.tiles[tile as usize].attempts, a.tiles[tile as usize].bounces)
+        };
+        if attempts.saturating_sub(bounces) >= self.settings.max_attempts {
             self.metrics.tiles_dead_lettered.inc();
             if let Err(e) = self.dead_letter(id, tile, reason).await {
                 warn!(job = %id, tile, error = %e, "dead-lettering a tile");

@@ -11,6 +11,7 @@
 //! given more; a tile sent again goes to another partition than the one
 //! whose worker just failed it.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -58,7 +59,7 @@ impl Window {
     /// least loaded partition.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
         let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
-        let partition = self.state.lock().expect("lock").take_least_loaded(None);
+        let partition = self.state.lock().expect("lock").take_least_loaded(&BTreeSet::new());
         Slot { window: Arc::clone(self), partition, _permit: permit }
     }
 
@@ -92,6 +93,11 @@ impl Window {
         (size, size.saturating_sub(self.permits.available_permits()))
     }
 
+    /// Partitions of the tasks topic.
+    pub fn partitions(&self) -> usize {
+        self.state.lock().expect("lock").outstanding.len()
+    }
+
     /// Outstanding tasks per partition.
     pub fn outstanding(&self) -> Vec<u32> {
         self.state.lock().expect("lock").outstanding.clone()
@@ -99,10 +105,12 @@ impl Window {
 }
 
 impl State {
-    fn take_least_loaded(&mut self, avoid: Option<usize>) -> usize {
+    /// The least loaded partition outside `avoid`, or of all if every one is in it.
+    fn take_least_loaded(&mut self, avoid: &BTreeSet<usize>) -> usize {
         let n = self.outstanding.len();
-        let candidates = (0..n).map(|i| (self.cursor + i) % n).filter(|&p| n == 1 || Some(p) != avoid);
-        let partition = candidates.min_by_key(|&p| self.outstanding[p]).unwrap_or(0);
+        let all = || (0..n).map(|i| (self.cursor + i) % n);
+        let least = |candidates: &mut dyn Iterator<Item = usize>| candidates.min_by_key(|&p| self.outstanding[p]);
+        let partition = least(&mut all().filter(|p| !avoid.contains(p))).or_else(|| least(&mut all())).unwrap_or(0);
         self.cursor = (partition + 1) % n;
         self.outstanding[partition] += 1;
         partition
@@ -115,11 +123,15 @@ impl Slot {
     }
 
     /// Moves the slot to the least loaded other partition, for a task sent
-    /// again: its last partition's worker failed it or lost it.
-    pub fn move_away(&mut self) {
+    /// again: its last partition's worker failed it or lost it. Partitions
+    /// in `avoid` (whose workers cannot run the job) are not chosen either,
+    /// unless nothing else is left.
+    pub fn move_away(&mut self, avoid: &BTreeSet<i32>) {
         let mut state = self.window.state.lock().expect("lock");
         state.outstanding[self.partition] -= 1;
-        self.partition = state.take_least_loaded(Some(self.partition));
+        let mut avoid: BTreeSet<usize> = avoid.iter().filter_map(|&p| usize::try_from(p).ok()).collect();
+        avoid.insert(self.partition);
+        self.partition = state.take_least_loaded(&avoid);
     }
 }
 
@@ -190,12 +202,19 @@ mod tests {
         let window = Window::new(3, 10);
         let mut slot = now(window.acquire()).unwrap();
         let first = slot.partition();
-        slot.move_away();
+        slot.move_away(&BTreeSet::new());
         assert_ne!(slot.partition(), first);
         assert_eq!(window.outstanding().iter().sum::<u32>(), 1);
+        // Away from partitions whose workers cannot run it, too.
+        let avoid = BTreeSet::from([(slot.partition() + 1) % 3]);
+        let before = slot.partition();
+        slot.move_away(&avoid);
+        assert!(slot.partition() != before && !avoid.contains(&slot.partition()), "{}", slot.partition());
+        slot.move_away(&BTreeSet::from([0, 1, 2]));
+        assert_eq!(window.outstanding().iter().sum::<u32>(), 1, "nowhere else left: still placed");
         let lonely = Window::new(1, 10);
         let mut slot = now(lonely.acquire()).unwrap();
-        slot.move_away();
+        slot.move_away(&BTreeSet::new());
         assert_eq!((slot.partition(), lonely.outstanding()), (0, vec![1]), "one partition: it stays");
     }
 
