@@ -71,6 +71,41 @@ pub struct Job {
     /// (the same input bytes, operations and output).
     #[serde(default)]
     pub cached_from: Option<String>,
+    /// The batch it was submitted in, if any.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+}
+
+/// Images submitted together (`POST /api/batches`, then jobs with its id),
+/// with the totals of its jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub images_total: u32,
+    pub images_done: u32,
+    pub images_failed: u32,
+    pub tiles_total: u64,
+    pub tiles_done: u64,
+    /// Its jobs, oldest first.
+    pub jobs: Vec<Job>,
+}
+
+impl Batch {
+    pub fn new(id: String, created_at: i64, jobs: Vec<Job>) -> Self {
+        let count = |status| jobs.iter().filter(|j| j.status == status).count() as u32;
+        Batch {
+            images_total: jobs.len() as u32,
+            images_done: count(JobStatus::Done),
+            images_failed: count(JobStatus::Failed) + count(JobStatus::Cancelled),
+            tiles_total: jobs.iter().map(|j| u64::from(j.tiles_total)).sum(),
+            tiles_done: jobs.iter().map(|j| u64::from(j.tiles_done)).sum(),
+            id,
+            created_at,
+            jobs,
+        }
+    }
 }
 
 /// How a job's result is encoded. In JSON, tagged by `format`:

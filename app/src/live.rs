@@ -253,6 +253,7 @@ mod tests {
                 stages: None,
                 output: Default::default(),
                 cached_from: None,
+                batch_id: None,
             };
             live.now.set(1_000_000);
             live.upsert_job(job("old", Some(1_000)));

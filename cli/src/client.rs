@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use app::api::{ApiError, Event, Job, Worker};
+use app::api::{ApiError, Batch, Event, Job, Worker};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::{RequestBuilder, Response, multipart};
@@ -71,6 +71,10 @@ impl Client {
 
     pub async fn workers(&self) -> anyhow::Result<Vec<Worker>> {
         Ok(self.send(self.request(reqwest::Method::GET, "/api/workers")).await?.json().await?)
+    }
+
+    pub async fn create_batch(&self) -> anyhow::Result<Batch> {
+        Ok(self.send(self.request(reqwest::Method::POST, "/api/batches")).await?.json().await?)
     }
 
     pub async fn cancel(&self, id: &str) -> anyhow::Result<Job> {

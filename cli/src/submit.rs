@@ -103,11 +103,20 @@ impl Tracker {
 
 /// Runs the command; the outcomes, one per file, in the order given.
 pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<Vec<Outcome>> {
-    let fields = form_fields(&args)?;
+    let mut fields = form_fields(&args)?;
     let files = collect(&args.paths)?;
     anyhow::ensure!(!files.is_empty(), "no files found in {}", show(&args.paths));
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let targets = targets(&files, &args.format, &args.out);
+    // One batch for this run's uploads: the server shows them together and
+    // zips their results.
+    let batch = match targets.iter().any(|t| !t.exists()) {
+        true => Some(client.create_batch().await?.id),
+        false => None,
+    };
+    if let Some(id) = &batch {
+        fields.push(("batch", id.clone()));
+    }
 
     let tracker = Arc::new(Tracker::default());
     // Events first, so that no job's end is missed; polling covers a lost stream.
@@ -159,7 +168,7 @@ pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<Vec<
         outcomes.push(task.await.context("a file's task panicked")?);
     }
     total.finish_and_clear();
-    summarise(&outcomes, started.elapsed(), json);
+    summarise(&outcomes, batch.as_deref(), started.elapsed(), json);
     Ok(outcomes)
 }
 
@@ -342,15 +351,19 @@ fn report(bars: &MultiProgress, outcome: &Outcome, json: bool) {
     bars.suspend(|| println!("{line}"));
 }
 
-fn summarise(outcomes: &[Outcome], took: Duration, json: bool) {
+fn summarise(outcomes: &[Outcome], batch: Option<&str>, took: Duration, json: bool) {
     let count = |status| outcomes.iter().filter(|o| o.status == status).count();
     let (done, skipped, failed) = (count(Status::Done), count(Status::Skipped), count(Status::Failed));
     if json {
-        let summary = serde_json::json!({"summary": {"done": done, "skipped": skipped, "failed": failed}});
+        let summary =
+            serde_json::json!({"summary": {"done": done, "skipped": skipped, "failed": failed, "batch": batch}});
         println!("{summary}");
         return;
     }
     println!("{done} done, {skipped} skipped, {failed} failed in {:.1} s", took.as_secs_f64());
+    if let Some(batch) = batch {
+        println!("batch {batch}: /api/batches/{batch}/results.zip has every result");
+    }
     for o in outcomes.iter().filter(|o| o.status == Status::Failed) {
         println!("  {}: {}", o.file.display(), o.error.as_deref().unwrap_or("unknown error"));
     }

@@ -65,7 +65,13 @@ async fn submit_writes_results_reports_refusals_and_skips_what_is_done() {
     assert!(about("notes.txt")["error"].as_str().unwrap().contains("unsupported_format"), "{lines:?}");
     assert_eq!(about("a.png")["status"], "done");
     assert_eq!(about("b.png")["status"], "done");
-    assert_eq!(lines.last().unwrap()["summary"], serde_json::json!({"done": 2, "skipped": 0, "failed": 1}));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!((&summary["done"], &summary["skipped"], &summary["failed"]), (&2.into(), &0.into(), &1.into()));
+    // The run's uploads are one batch.
+    let batch = summary["batch"].as_str().expect("a batch id");
+    let batch: app::api::Batch =
+        reqwest::get(server.url(&format!("/api/batches/{batch}"))).await.unwrap().json().await.unwrap();
+    assert_eq!((batch.images_total, batch.images_done), (2, 2));
     let ops = [Operation::Invert];
     assert!(decoded(&out.join("a.png")) == pipeline::ops::process_whole(&ops, &a).pixels, "a.png's result");
     assert!(decoded(&out.join("b.png")) == pipeline::ops::process_whole(&ops, &b).pixels, "b.png's result");

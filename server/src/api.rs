@@ -34,6 +34,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/stats", get(stats))
         .route("/limits", get(limits))
         .route("/events", get(sse::stream))
+        .merge(crate::batches::router())
         .fallback(|| async { AppError::not_found("API route") })
 }
 
@@ -55,7 +56,7 @@ async fn create_job(
     let limits = state.config.limits();
     let mut image: Option<(String, upload::Upload)> = None;
     let mut chain = vec![Operation::default()];
-    let (mut format, mut quality) = (None, None);
+    let (mut format, mut quality, mut batch) = (None, None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("ops") {
             let text = field.text().await.map_err(multipart_error)?;
@@ -67,6 +68,9 @@ async fn create_job(
             format = Some(field.text().await.map_err(multipart_error)?);
         } else if field.name() == Some("quality") {
             quality = Some(field.text().await.map_err(multipart_error)?);
+        } else if field.name() == Some("batch") {
+            let id = field.text().await.map_err(multipart_error)?;
+            batch = Some(crate::batches::existing(&state, &id).await?.0);
         } else if let Some(name) = field.file_name().map(str::to_owned) {
             image = Some((name, upload::receive(field, &upload::dir(&state.config.data_dir), limits).await?));
         }
@@ -87,7 +91,7 @@ async fn create_job(
     // The same bytes, operations and output as a done job: its result, at once.
     let cache_key = crate::cache::key(&file.sha256, &chain, output);
     let cached = state.store.cached(&cache_key).await?;
-    let mut request = Submission { file, filename, info, ops: chain, output, cache_key, memory: None };
+    let mut request = Submission { file, filename, info, ops: chain, output, cache_key, memory: None, batch_id: batch };
     if let Some(source) = cached {
         match state.jobs.answer_from_cache(request, &source).await? {
             Ok(job) => return Ok((StatusCode::CREATED, Json(job))),

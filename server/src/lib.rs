@@ -4,6 +4,7 @@ pub mod admission;
 pub mod api;
 pub mod assemble;
 pub mod auth;
+pub mod batches;
 pub mod cache;
 pub mod config;
 pub mod disk;

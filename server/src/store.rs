@@ -28,6 +28,7 @@ pub struct NewJob<'a> {
     pub created_at: i64,
     pub output: Output,
     pub cache_key: Option<&'a str>,
+    pub batch_id: Option<&'a str>,
 }
 
 #[derive(FromRow)]
@@ -72,6 +73,7 @@ struct JobRow {
     stages: Option<String>,
     output: String,
     cached_from: Option<String>,
+    batch_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -96,6 +98,7 @@ impl TryFrom<JobRow> for Job {
             stages: r.stages.as_deref().map(serde_json::from_str).transpose().map_err(|e| decode(e.into()))?,
             output: serde_json::from_str(&r.output).map_err(|e| decode(e.into()))?,
             cached_from: r.cached_from,
+            batch_id: r.batch_id,
         })
     }
 }
@@ -153,7 +156,7 @@ const WORKER_COLUMNS: &str = "id, host, pid, last_seen, current_tile, tiles_done
 
 const JOB_COLUMNS: &str = "id, filename, status, width, height, tile_size, ops, tiles_total, \
                            tiles_done, input_bytes, error, created_at, finished_at, stages, output, \
-                           cached_from";
+                           cached_from, batch_id";
 
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -195,8 +198,8 @@ impl Store {
         let done = cached_from.is_some();
         sqlx::query(
             "INSERT INTO jobs (id, filename, status, width, height, tile_size, ops, tiles_total, tiles_done, \
-             input_bytes, created_at, finished_at, output, cache_key, cached_from) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             input_bytes, created_at, finished_at, output, cache_key, cached_from, batch_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id)
         .bind(job.filename)
@@ -213,6 +216,7 @@ impl Store {
         .bind(serde_json::to_string(&job.output).expect("an output serialises"))
         .bind(job.cache_key)
         .bind(cached_from)
+        .bind(job.batch_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -413,6 +417,36 @@ impl Store {
     }
 
     /// The newest jobs first.
+    pub async fn insert_batch(&self, id: &str, created_at: i64) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO batches (id, created_at) VALUES (?, ?)")
+            .bind(id)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A batch's creation time, if it exists.
+    pub async fn batch(&self, id: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT created_at FROM batches WHERE id = ?").bind(id).fetch_optional(&self.pool).await
+    }
+
+    /// A batch's jobs, oldest first.
+    pub async fn batch_jobs(&self, id: &str) -> sqlx::Result<Vec<Job>> {
+        let rows: Vec<JobRow> =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ? ORDER BY created_at, id"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    /// Removes a batch whose jobs are gone.
+    pub async fn delete_batch(&self, id: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM batches WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn jobs(&self, limit: u32) -> sqlx::Result<Vec<Job>> {
         let rows: Vec<JobRow> =
             sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?"))

@@ -23,6 +23,7 @@ async fn store_with_job(dir: &tempfile::TempDir, id: &str) -> Store {
             created_at: 1_000,
             output: Output::Jpeg { quality: 80 },
             cache_key: Some("key"),
+            batch_id: None,
         })
         .await
         .unwrap();

@@ -223,12 +223,17 @@ impl Api {
 
     /// Submits the file `bytes` named `name` with the form's other `fields`
     /// (`ops`, `format`, `quality`); the job must be accepted.
-    pub async fn submit_with(&self, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> Job {
+    /// An upload with more form fields, answered as it was.
+    pub async fn upload_with(&self, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> reqwest::Response {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
         let form = fields.iter().fold(reqwest::multipart::Form::new().part("image", part), |form, (k, v)| {
             form.text(k.to_string(), v.to_string())
         });
-        let response = reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap();
+        reqwest::Client::new().post(self.url("/api/jobs")).multipart(form).send().await.unwrap()
+    }
+
+    pub async fn submit_with(&self, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> Job {
+        let response = self.upload_with(name, bytes, fields).await;
         assert_eq!(response.status(), 201, "upload refused: {}", response.text().await.unwrap());
         response.json().await.unwrap()
     }

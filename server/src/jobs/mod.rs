@@ -171,6 +171,8 @@ pub struct Submission {
     pub cache_key: String,
     /// Its share of the memory budget, held while it runs.
     pub memory: Option<Reservation>,
+    /// The batch it belongs to (checked to exist).
+    pub batch_id: Option<String>,
 }
 
 pub struct Jobs {
@@ -241,7 +243,7 @@ impl Jobs {
         request: Submission,
         decoded: (Source, Duration),
     ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), JpegError>>>)> {
-        let Submission { file, filename, info, ops, output, cache_key, memory } = request;
+        let Submission { file, filename, info, ops, output, cache_key, memory, batch_id } = request;
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
@@ -263,6 +265,7 @@ impl Jobs {
                     created_at: now_ms(),
                     output,
                     cache_key: Some(&cache_key),
+                    batch_id: batch_id.as_deref(),
                 })
                 .await?;
             anyhow::Ok(())
@@ -382,6 +385,7 @@ impl Jobs {
                     created_at: now_ms(),
                     output: source.output,
                     cache_key: Some(&request.cache_key),
+                    batch_id: request.batch_id.as_deref(),
                 };
                 async {
                     request.file.keep_as(&input).await.context("moving the upload")?;
