@@ -458,21 +458,19 @@ pub async fn record_events(
     server: &TestServer,
     stop: impl Fn(&app::api::Event) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<app::api::Event>> {
-    let mut response = reqwest::get(server.url("/api/events")).await.unwrap();
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let response = reqwest::get(server.url("/api/events")).await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     tokio::spawn(async move {
-        let (mut buffer, mut events) = (String::new(), Vec::new());
-        while let Some(chunk) = response.chunk().await.unwrap() {
-            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
-                let event: app::api::Event = serde_json::from_str(data.trim()).unwrap();
-                let last = stop(&event);
-                events.push(event);
-                if last {
-                    return events;
-                }
+        let mut stream = response.bytes_stream().eventsource();
+        let mut events = Vec::new();
+        while let Some(message) = stream.next().await {
+            let event: app::api::Event = serde_json::from_str(&message.unwrap().data).unwrap();
+            let last = stop(&event);
+            events.push(event);
+            if last {
+                break;
             }
         }
         events
