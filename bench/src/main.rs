@@ -39,6 +39,10 @@ struct Args {
     /// the first worker count and tile size), to see the memory budget hold.
     #[arg(long, default_value_t = 0)]
     concurrent: usize,
+    /// Also put this many results of the image in one batch and download
+    /// its zip: how soon it starts, how fast it streams, the server's memory.
+    #[arg(long, default_value_t = 0)]
+    batch_zip: usize,
     /// Rounds of every measurement, interleaved: each figure is the run
     /// with the median total (times on a shared machine drift by a third).
     #[arg(long, default_value_t = 3)]
@@ -139,6 +143,48 @@ fn main() -> anyhow::Result<()> {
     if args.concurrent > 0 {
         runtime.block_on(concurrent(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.concurrent))?;
     }
+    if args.batch_zip > 0 {
+        runtime.block_on(batch_zip(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.batch_zip))?;
+    }
+    Ok(())
+}
+
+/// `n` PNG results of `jpeg` in one batch (the first processed, the rest
+/// from the result cache), then the batch's zip downloaded: the time to its first
+/// byte and to its end, and the server's resident memory while it streams.
+async fn batch_zip(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32, n: usize) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let System { server, api, .. } = &system(chain, workers, tile).await?;
+    let client = reqwest::Client::new();
+    let batch: app::api::Batch = client.post(api.url("/api/batches")).send().await?.json().await?;
+    let ops = serde_json::to_string(chain)?;
+    for i in 0..n {
+        // PNG: large results (the point is a zip much larger than the server's memory).
+        let fields = [("batch", batch.id.as_str()), ("ops", ops.as_str()), ("format", "png")];
+        let job = api.submit_with(&format!("bench-{i}.jpg"), jpeg.to_vec(), &fields).await;
+        api.finished(&job.id, DEADLINE).await;
+    }
+    let before = server.memory_bytes().unwrap_or(0);
+    let mut peak = before;
+    let started = Instant::now();
+    let response = client.get(api.url(&format!("/api/batches/{}/results.zip", batch.id))).send().await?;
+    anyhow::ensure!(response.status() == 200, "the zip answered {}", response.status());
+    let (mut body, mut bytes, mut first) = (response.bytes_stream(), 0u64, None);
+    while let Some(chunk) = body.next().await {
+        first.get_or_insert_with(|| started.elapsed());
+        bytes += chunk?.len() as u64;
+        peak = peak.max(server.memory_bytes().unwrap_or(0));
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "
+A batch of {n} results, {:.0} MB as one zip: first byte after {:.0} ms, all in {took:.2} s ({:.0} MB/s); server resident {:.0} MB before, at most {:.0} MB while streaming",
+        mb(bytes),
+        first.unwrap_or_default().as_secs_f64() * 1e3,
+        mb(bytes) / took,
+        mb(before),
+        mb(peak),
+    );
     Ok(())
 }
 

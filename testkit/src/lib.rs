@@ -97,8 +97,17 @@ impl Process {
 
     /// The most resident memory the process has used so far (Linux: VmHWM).
     pub fn peak_memory_bytes(&self) -> Option<u64> {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// The resident memory it uses now (Linux: VmRSS).
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    fn status_bytes(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim();
+        let kb = status.lines().find_map(|l| l.strip_prefix(field))?.trim().strip_suffix("kB")?.trim();
         kb.parse::<u64>().ok().map(|kb| kb * 1024)
     }
 
