@@ -386,3 +386,45 @@ pub struct ApiError {
     /// What went wrong, in words for people.
     pub message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(status: JobStatus, done: u32, total: u32) -> Job {
+        Job {
+            id: format!("{status:?}-{done}"),
+            filename: "a.png".into(),
+            status,
+            width: 1024,
+            height: 1024,
+            tile_size: 512,
+            ops: Vec::new(),
+            tiles_total: total,
+            tiles_done: done,
+            input_bytes: 1,
+            error: None,
+            created_at: 0,
+            finished_at: None,
+            stages: None,
+            output: Output::Png,
+            cached_from: None,
+            batch_id: Some("b".into()),
+        }
+    }
+
+    #[test]
+    fn a_batch_totals_its_jobs() {
+        let jobs = vec![
+            job(JobStatus::Done, 4, 4),
+            job(JobStatus::Running, 1, 9),
+            job(JobStatus::Failed, 2, 4),
+            job(JobStatus::Cancelled, 0, 4),
+        ];
+        let b = Batch::new("b".into(), 7, jobs);
+        assert_eq!((b.images_total, b.images_done, b.images_failed), (4, 1, 2));
+        assert_eq!((b.tiles_done, b.tiles_total), (7, 21));
+        let empty = Batch::new("e".into(), 7, Vec::new());
+        assert_eq!((empty.images_total, empty.tiles_total), (0, 0));
+    }
+}

@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
-use crate::api::{ApiError, Event, Job, Worker};
+use crate::api::{ApiError, Batch, Event, Job, Worker};
 use crate::live::Live;
 
 /// Connects the live view: an EventSource for the lifetime of the page (the
@@ -126,11 +126,13 @@ pub async fn upload(
     file: web_sys::File,
     ops: &[pipeline::Operation],
     output: &crate::pages::output::OutputChoice,
+    batch: Option<&str>,
     progress: impl Fn(f64, f64) + 'static,
 ) -> Result<Job, String> {
     let form = web_sys::FormData::new().map_err(|_| "the browser cannot build a form".to_owned())?;
     let ops = serde_json::to_string(ops).map_err(|e| e.to_string())?;
-    let fields = [("ops", ops), ("format", output.format.clone()), ("quality", output.quality.to_string())];
+    let mut fields = vec![("ops", ops), ("format", output.format.clone()), ("quality", output.quality.to_string())];
+    fields.extend(batch.map(|id| ("batch", id.to_owned())));
     for (name, value) in fields {
         form.append_with_str(name, &value).map_err(|_| "the browser cannot build a form".to_owned())?;
     }
@@ -196,6 +198,12 @@ async fn post_form(
         return Err("the upload failed: the server cannot be reached".to_owned());
     }
     Ok((xhr.status().unwrap_or(0), xhr.response_text().ok().flatten().unwrap_or_default()))
+}
+
+/// A new batch, for several uploads.
+pub async fn create_batch() -> Result<Batch, String> {
+    let response = send(|| Request::post("/api/batches"), None).await?;
+    parse(response).await
 }
 
 /// Cancels a running job.

@@ -73,6 +73,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::upload::UploadPage />
                     <Route path=path!("/dashboard") view=pages::dashboard::Dashboard />
                     <Route path=path!("/jobs/:id") view=pages::job::JobPage />
+                    <Route path=path!("/batches/:id") view=pages::batch::BatchPage />
                 </Routes>
             </main>
         </Router>

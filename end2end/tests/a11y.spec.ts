@@ -1,15 +1,5 @@
-import { test, expect, Page } from "@playwright/test";
-import AxeBuilder from "@axe-core/playwright";
-import { generatedImageTransfer, laneTiles, submitSlowJob, waitForLive } from "./helpers";
-
-/** axe-core's WCAG 2 A/AA rules; any serious or critical violation fails, named. */
-async function expectAccessible(page: Page) {
-  const { violations } = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa"]).analyze();
-  const serious = violations
-    .filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-  expect(serious).toEqual([]);
-}
+import { test, expect } from "@playwright/test";
+import { expectAccessible, generatedImageTransfer, laneTiles, submitSlowJob, waitForLive } from "./helpers";
 
 for (const scheme of ["light", "dark"] as const) {
   test(`the upload page and the dashboard pass axe in ${scheme} mode`, async ({ page }) => {

@@ -1,4 +1,5 @@
-import { Page, JSHandle } from "@playwright/test";
+import { Page, JSHandle, expect } from "@playwright/test";
+import AxeBuilder from "@axe-core/playwright";
 
 /** Builds, inside the page, a DataTransfer holding a generated PNG of the given size. */
 export async function generatedImageTransfer(
@@ -81,4 +82,13 @@ export function pngColourType(bytes: Buffer): number {
 /** Waits until the app has hydrated and its event stream is connected. */
 export async function waitForLive(page: Page) {
   await page.locator(".conn.online").waitFor();
+}
+
+/** axe-core's WCAG 2 A/AA rules; any serious or critical violation fails, named. */
+export async function expectAccessible(page: Page) {
+  const { violations } = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa"]).analyze();
+  const serious = violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  expect(serious).toEqual([]);
 }

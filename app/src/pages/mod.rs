@@ -1,3 +1,4 @@
+pub mod batch;
 pub mod chain;
 pub mod dashboard;
 pub mod job;

@@ -1,8 +1,10 @@
 //! The upload page: choose the operations, drop or pick an image; the job's
-//! own page (`/jobs/{id}`) takes over once it is accepted.
+//! own page (`/jobs/{id}`) takes over once it is accepted. Several images at
+//! once go as a batch (see [`crate::pages::batch`]).
 
 use leptos::prelude::*;
 
+use crate::pages::batch::{UploadList, Uploads};
 use crate::pages::chain::ChainEditor;
 use crate::pages::human_bytes;
 use crate::pages::output::{OutputChoice, OutputPicker};
@@ -27,6 +29,7 @@ pub fn UploadPage() -> impl IntoView {
     let output = RwSignal::new(OutputChoice::default());
 
     let preview = RwSignal::new(None::<Preview>);
+    let uploads = RwSignal::new(None::<Uploads>);
     let limits = RwSignal::new(None::<crate::api::Limits>);
 
     #[cfg(feature = "hydrate")]
@@ -43,6 +46,20 @@ pub fn UploadPage() -> impl IntoView {
         });
         move |file: web_sys::File| check_then_upload(file, limits.get_untracked(), preview, phase, upload.clone())
     };
+    // One file is a job; several are a batch.
+    #[cfg(feature = "hydrate")]
+    let start = move |files: web_sys::FileList| {
+        let files: Vec<web_sys::File> = (0..files.length()).filter_map(|i| files.get(i)).collect();
+        match files.len() {
+            0 => {}
+            1 => start(files.into_iter().next().expect("one file")),
+            _ => {
+                preview.set(None);
+                phase.set(Phase::Idle);
+                crate::pages::batch::start(files, chain.get_untracked(), output.get_untracked(), uploads, live);
+            }
+        }
+    };
     #[cfg(feature = "hydrate")]
     let start_picked = start.clone();
     // Paste an image from the clipboard anywhere on the page.
@@ -50,9 +67,9 @@ pub fn UploadPage() -> impl IntoView {
     {
         let start = start.clone();
         let handle = window_event_listener(leptos::ev::paste, move |ev: web_sys::ClipboardEvent| {
-            if let Some(file) = ev.clipboard_data().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+            if let Some(files) = ev.clipboard_data().and_then(|d| d.files()).filter(|f| f.length() > 0) {
                 ev.prevent_default();
-                start(file);
+                start(files);
             }
         });
         on_cleanup(move || handle.remove());
@@ -64,8 +81,8 @@ pub fn UploadPage() -> impl IntoView {
         ev.prevent_default();
         dragging.set(false);
         #[cfg(feature = "hydrate")]
-        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-            start(file);
+        if let Some(files) = ev.data_transfer().and_then(|d| d.files()) {
+            start(files);
         }
     };
     let on_pick = move |ev: leptos::ev::Event| {
@@ -73,8 +90,8 @@ pub fn UploadPage() -> impl IntoView {
         {
             use wasm_bindgen::JsCast;
             let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
-            if let Some(file) = input.as_ref().and_then(|i| i.files()).and_then(|f| f.get(0)) {
-                start_picked(file);
+            if let Some(files) = input.as_ref().and_then(|i| i.files()) {
+                start_picked(files);
             }
             if let Some(input) = input {
                 input.set_value("");
@@ -88,8 +105,8 @@ pub fn UploadPage() -> impl IntoView {
         <section class="upload">
             <h1>"Blur a large image, tile by tile"</h1>
             <p class="lede">
-                "Drop an image of at least 1024×1024 pixels. The master cuts it into tiles, "
-                "workers process them and the result is stitched back without seams."
+                "Drop an image of at least 1024×1024 pixels, or several at once. The master cuts each into "
+                "tiles, workers process them and the result is stitched back without seams."
             </p>
             // Type-erased: the page's view type is otherwise too deep for rustc.
             {view! {
@@ -110,9 +127,9 @@ pub fn UploadPage() -> impl IntoView {
                 on:dragleave=move |_| dragging.set(false)
                 on:drop=on_drop
             >
-                <input id="file" type="file" accept="image/*" aria-label="Choose an image to process" on:change=on_pick />
-                <span class="big">"Drop an image here"</span>
-                <span class="small">"or click to choose a file, or paste one (PNG, JPEG, WebP, BMP, TIFF, GIF)"</span>
+                <input id="file" type="file" accept="image/*" multiple aria-label="Choose images to process" on:change=on_pick />
+                <span class="big">"Drop images here"</span>
+                <span class="small">"or click to choose files, or paste one (PNG, JPEG, WebP, BMP, TIFF, GIF); several go as one batch"</span>
             </label>
             {move || preview.get().map(|p| view! {
                 <figure class="preview" id="preview">
@@ -151,6 +168,7 @@ pub fn UploadPage() -> impl IntoView {
                     view! { <p class="error" id="error" role="alert">{message}</p> }.into_any()
                 }
             }}
+            <UploadList uploads=uploads />
         </section>
     }
 }
@@ -227,7 +245,7 @@ fn start(
     phase.set(Phase::Uploading(name.clone(), 0.0, file.size()));
     let progress = move |sent, total| phase.set(Phase::Uploading(name.clone(), sent, total));
     leptos::task::spawn_local(async move {
-        match crate::client::upload(file, &chain, &output, progress).await {
+        match crate::client::upload(file, &chain, &output, None, progress).await {
             Ok(job) => {
                 let path = format!("/jobs/{}", job.id);
                 live.upsert_job(job);
