@@ -206,6 +206,12 @@ pub async fn create_batch() -> Result<Batch, String> {
     parse(response).await
 }
 
+/// Runs a failed or cancelled job again; the new job (the old one is deleted).
+pub async fn retry(id: &str) -> Result<Job, String> {
+    let response = send(|| Request::post(&format!("/api/jobs/{id}/retry")), None).await?;
+    parse(response).await
+}
+
 /// Cancels a running job.
 pub async fn cancel(id: &str) -> Result<Job, String> {
     let response = send(|| Request::post(&format!("/api/jobs/{id}/cancel")), None).await?;

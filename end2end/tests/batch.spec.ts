@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { expectAccessible, waitForLive } from "./helpers";
+import { expectAccessible, generatedPng, waitForLive } from "./helpers";
 
 // Several files dropped at once go as one batch: a file that is not an image
 // is refused by name, the others finish, and the batch's zip holds their results.
@@ -59,4 +59,31 @@ test("drop several files, follow the batch, download every result as one zip", a
     const result = await (await page.request.get(`/api/jobs/${job}/result`)).body();
     expect(archive.indexOf(result)).toBeGreaterThan(0);
   }
+});
+
+test("a batch's cancelled job runs again from the batch's page", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const batch = await (await page.request.post("/api/batches")).json();
+  // A size no other test uses, and a slow chain, so that the cancel comes first.
+  const png = await generatedPng(page, 2080, 2080);
+  const created = await page.request.post("/api/jobs", {
+    multipart: {
+      image: { name: "again.png", mimeType: "image/png", buffer: png },
+      ops: JSON.stringify(Array(6).fill({ op: "gaussian_blur", kernel: 51 })),
+      batch: batch.id,
+    },
+  });
+  expect(created.status()).toBe(201);
+  const job = await created.json();
+  expect((await page.request.post(`/api/jobs/${job.id}/cancel`)).status()).toBe(200);
+
+  await page.goto(`/batches/${batch.id}`);
+  await expect(page.locator("#batch-summary")).toContainText("1 failed or cancelled");
+  await page.locator("#batch-retry").click();
+  await expect(page.locator("#batch-summary")).toContainText("1 of 1 images done", { timeout: 90_000 });
+  await expect(page.locator("#batch-retry")).toHaveCount(0);
+  // The cancelled job was replaced by the new one.
+  await expect(page.locator(`tr.batch-job a[href="/jobs/${job.id}"]`)).toHaveCount(0);
+  await expect(page.locator("tr.batch-job")).toHaveCount(1);
 });

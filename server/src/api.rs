@@ -27,6 +27,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/jobs", post(create_job).layer(DefaultBodyLimit::max(max_upload_bytes)).get(list_jobs))
         .route("/jobs/{id}", get(get_job).delete(delete_job))
         .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
         .route("/jobs/{id}/tiles", get(job_tiles))
         .route("/jobs/{id}/result", get(job_result))
         .route("/jobs/{id}/input", get(job_input))
@@ -79,22 +80,38 @@ async fn create_job(
         image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
     ops::validate_chain(&chain)
         .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
+    // The client's file name is shown, never used as a path.
+    let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
+    let choose = |info: &intake::ImageInfo| output(format.as_deref(), quality.as_deref(), info);
+    let job = admit(&state, file, filename, chain, choose, batch).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Checks an image on disk and starts its job (or answers it from the
+/// cache): the common path of an upload and of a job run again.
+async fn admit(
+    state: &AppState,
+    file: upload::Upload,
+    filename: String,
+    chain: Vec<Operation>,
+    choose_output: impl FnOnce(&intake::ImageInfo) -> AppResult<Output>,
+    batch: Option<String>,
+) -> AppResult<Job> {
+    let limits = state.config.limits();
     // Sniffing reads headers and metadata chunks through third-party
     // decoders: off the async threads, like the decode.
     let (file, info) =
         tokio::task::spawn_blocking(move || intake::inspect_file(file.path(), limits).map(|i| (file, i)))
             .await
             .map_err(anyhow::Error::from)??;
-    let output = output(format.as_deref(), quality.as_deref(), &info)?;
-    // The client's file name is shown, never used as a path.
-    let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
+    let output = choose_output(&info)?;
     // The same bytes, operations and output as a done job: its result, at once.
     let cache_key = crate::cache::key(&file.sha256, &chain, output);
     let cached = state.store.cached(&cache_key).await?;
     let mut request = Submission { file, filename, info, ops: chain, output, cache_key, memory: None, batch_id: batch };
     if let Some(source) = cached {
         match state.jobs.answer_from_cache(request, &source).await? {
-            Ok(job) => return Ok((StatusCode::CREATED, Json(job))),
+            Ok(job) => return Ok(job),
             Err(back) => request = back, // its result went meanwhile: the job runs
         }
     }
@@ -136,6 +153,24 @@ async fn create_job(
         state.jobs.delete(&job.id).await?;
         return Err(intake::corrupt_jpeg(&malformed));
     }
+    Ok(job)
+}
+
+/// `POST /api/jobs/{id}/retry`: runs a failed or cancelled job again from its
+/// stored input, as a new job with the same operations, output and batch,
+/// and deletes the old one. `201` with the new job.
+async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<(StatusCode, Json<Job>)> {
+    let id = job_id(&id)?;
+    let old = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    if !matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
+        let message = format!("the job is {}; only failed or cancelled jobs are run again", old.status.as_str());
+        return Err(AppError::client(StatusCode::CONFLICT, "not_failed", message));
+    }
+    let input = state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?;
+    let file = upload::copy(&input, &upload::dir(&state.config.data_dir)).await?;
+    let job =
+        admit(&state, file, old.filename.clone(), old.ops.clone(), |_| Ok(old.output), old.batch_id.clone()).await?;
+    state.jobs.delete(&id).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 

@@ -74,6 +74,29 @@ pub async fn receive(mut field: Field<'_>, dir: &Path, limits: Limits) -> AppRes
     Ok(Upload { path, len, sha256: hasher.finalize().into() })
 }
 
+/// A copy of a stored file as a new upload in `dir` (a job run again).
+pub async fn copy(source: &Path, dir: &Path) -> AppResult<Upload> {
+    let (source, dir) = (source.to_owned(), dir.to_owned());
+    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<Upload> {
+        std::fs::create_dir_all(&dir)?;
+        let (mut file, path) =
+            tempfile::Builder::new().prefix("upload-").suffix(".part").tempfile_in(dir)?.into_parts();
+        let mut input = std::fs::File::open(source)?;
+        let (mut hasher, mut buffer, mut len) = (Sha256::new(), vec![0; 256 * 1024], 0u64);
+        loop {
+            let n = std::io::Read::read(&mut input, &mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            std::io::Write::write_all(&mut file, &buffer[..n])?;
+            hasher.update(&buffer[..n]);
+            len += n as u64;
+        }
+        Ok(Upload { path, len, sha256: hasher.finalize().into() })
+    });
+    Ok(copied.await.map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)?)
+}
+
 /// Refuses an upload from its first bytes when they already say it is not
 /// acceptable; a header not complete yet is checked again once all is in.
 async fn check_early(head: Vec<u8>, limits: Limits) -> AppResult<()> {

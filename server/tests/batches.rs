@@ -72,3 +72,41 @@ async fn a_batch_is_followed_zipped_and_deleted_as_one() {
     worker.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_runs_again_in_its_batch() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("retry");
+    let server = TestServer::start_with(&broker, &prefix, |c| c.max_attempts = 1).await;
+    let failing = FakeWorker::start(&broker, &prefix, |task| Some(answer(task, "poison", Some("out of memory"))));
+    let api = server.api();
+    let client = reqwest::Client::new();
+    let batch: Batch = client.post(server.url("/api/batches")).send().await.unwrap().json().await.unwrap();
+    let fields = [("batch", batch.id.as_str()), ("ops", r#"[{"op":"invert"}]"#)];
+    let image = test_image(1024, 1024);
+    let failed = api.submit_with("flaky.png", png(&image), &fields).await;
+    let failed = api.finished(&failed.id, DEADLINE).await;
+    assert_eq!(failed.status, app::api::JobStatus::Failed);
+    failing.stop().await;
+    let worker = TestWorker::start(&broker, &prefix, "healthy");
+
+    let retried = client.post(server.url(&format!("/api/jobs/{}/retry", failed.id))).send().await.unwrap();
+    assert_eq!(retried.status(), 201);
+    let again: app::api::Job = retried.json().await.unwrap();
+    assert_ne!(again.id, failed.id);
+    assert_eq!((again.filename.as_str(), again.batch_id.as_deref()), ("flaky.png", Some(batch.id.as_str())));
+    let again = api.finished(&again.id, DEADLINE).await;
+    api.assert_exact(&again, &image, &[pipeline::Operation::Invert]).await;
+    let old = client.get(server.url(&format!("/api/jobs/{}", failed.id))).send().await.unwrap();
+    assert_eq!(old.status(), 404, "the failed job is replaced");
+    let shown: Batch =
+        client.get(server.url(&format!("/api/batches/{}", batch.id))).send().await.unwrap().json().await.unwrap();
+    assert_eq!((shown.images_total, shown.images_done, shown.images_failed), (1, 1, 0));
+
+    let done_again = client.post(server.url(&format!("/api/jobs/{}/retry", again.id))).send().await.unwrap();
+    assert_eq!(done_again.status(), 409);
+    assert_eq!(done_again.json::<ApiError>().await.unwrap().error, "not_failed");
+
+    worker.stop().await;
+    server.stop().await;
+}

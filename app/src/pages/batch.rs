@@ -213,6 +213,34 @@ fn BatchView(id: String) -> impl IntoView {
         Memo::new(move |_| Batch::new(id.clone(), 0, jobs.get()))
     };
     let zip = format!("/api/batches/{id}/results.zip");
+    let retry_error = RwSignal::new(None::<String>);
+    let retrying = RwSignal::new(false);
+    // Failed and cancelled jobs run again from their stored inputs.
+    let retry_failed = move |_| {
+        let failed: Vec<String> = jobs
+            .get_untracked()
+            .into_iter()
+            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Cancelled))
+            .map(|j| j.id)
+            .collect();
+        retrying.set(true);
+        retry_error.set(None);
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            for id in failed {
+                match crate::client::retry(&id).await {
+                    Ok(job) => {
+                        live.jobs.update(|all| drop(all.remove(&id)));
+                        live.upsert_job(job);
+                    }
+                    Err(message) => retry_error.set(Some(message)),
+                }
+            }
+            retrying.set(false);
+        });
+        #[cfg(not(feature = "hydrate"))]
+        let _ = failed;
+    };
     view! {
         <section class="batch">
             <h1>"Batch"</h1>
@@ -225,7 +253,7 @@ fn BatchView(id: String) -> impl IntoView {
                 view! {
                     <p id="batch-summary" aria-live="polite">
                         {format!("{} of {} images done", t.images_done, t.images_total)}
-                        {(t.images_failed > 0).then(|| format!(", {} failed", t.images_failed))}
+                        {(t.images_failed > 0).then(|| format!(", {} failed or cancelled", t.images_failed))}
                         {format!(" · {} of {} tiles", t.tiles_done, t.tiles_total)}
                     </p>
                     <div class="bar" role="progressbar" aria-label="Batch progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
@@ -244,7 +272,14 @@ fn BatchView(id: String) -> impl IntoView {
                 >
                     "Download all results (.zip)"
                 </a>
+                " "
+                <Show when=move || { totals.get().images_failed > 0 }>
+                    <button id="batch-retry" type="button" on:click=retry_failed disabled=move || retrying.get()>
+                        {move || format!("Run the failed again ({})", totals.get().images_failed)}
+                    </button>
+                </Show>
             </p>
+            {move || retry_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <table id="batch-jobs">
                 <caption class="sr-only">"The batch's images"</caption>
                 <thead>
