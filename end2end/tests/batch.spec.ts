@@ -1,4 +1,7 @@
 import { test, expect } from "@playwright/test";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import { expectAccessible, generatedPng, waitForLive } from "./helpers";
 
 // Several files dropped at once go as one batch: a file that is not an image
@@ -86,4 +89,22 @@ test("a batch's cancelled job runs again from the batch's page", async ({ page }
   // The cancelled job was replaced by the new one.
   await expect(page.locator(`tr.batch-job a[href="/jobs/${job.id}"]`)).toHaveCount(0);
   await expect(page.locator("tr.batch-job")).toHaveCount(1);
+});
+
+test("a folder chosen goes as a batch, its non-images refused by name", async ({ page }) => {
+  await page.goto("/");
+  await waitForLive(page);
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), "tilepipe-folder-"));
+  // Sizes no other test uses.
+  fs.writeFileSync(path.join(folder, "left.png"), await generatedPng(page, 1096, 1030));
+  fs.writeFileSync(path.join(folder, "right.png"), await generatedPng(page, 1112, 1030));
+  fs.writeFileSync(path.join(folder, "README.txt"), "scanned on Tuesday");
+  await page.locator("#folder").setInputFiles(folder);
+  const file = (name: string) => page.locator(`.batch-file[data-file="${name}"]`);
+  await expect(file("README.txt")).toHaveAttribute("data-state", "refused");
+  await expect(file("left.png")).toHaveAttribute("data-state", "accepted", { timeout: 30_000 });
+  await expect(file("right.png")).toHaveAttribute("data-state", "accepted", { timeout: 30_000 });
+  await page.locator("#batch-link").click();
+  await expect(page.locator("#batch-summary")).toContainText("2 of 2 images done", { timeout: 60_000 });
+  fs.rmSync(folder, { recursive: true });
 });

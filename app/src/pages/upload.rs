@@ -30,6 +30,13 @@ pub fn UploadPage() -> impl IntoView {
 
     let preview = RwSignal::new(None::<Preview>);
     let uploads = RwSignal::new(None::<Uploads>);
+    // A folder picker: the attribute has no typed setter in Leptos.
+    let folder = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        if let Some(input) = folder.get() {
+            let _ = input.set_attribute("webkitdirectory", "");
+        }
+    });
     let limits = RwSignal::new(None::<crate::api::Limits>);
 
     #[cfg(feature = "hydrate")]
@@ -101,6 +108,10 @@ pub fn UploadPage() -> impl IntoView {
         let _ = ev;
     };
 
+    // Copy on the server, where it holds no browser code; Clone in the browser.
+    #[allow(clippy::clone_on_copy)]
+    let on_pick_folder = on_pick.clone();
+
     view! {
         <section class="upload">
             <h1>"Blur a large image, tile by tile"</h1>
@@ -131,6 +142,12 @@ pub fn UploadPage() -> impl IntoView {
                 <span class="big">"Drop images here"</span>
                 <span class="small">"or click to choose files, or paste one (PNG, JPEG, WebP, BMP, TIFF, GIF); several go as one batch"</span>
             </label>
+            <p class="folder-pick">
+                <label class="button secondary">
+                    <input id="folder" type="file" multiple node_ref=folder aria-label="Choose a folder of images to process" on:change=on_pick_folder />
+                    "Or send a whole folder"
+                </label>
+            </p>
             {move || preview.get().map(|p| view! {
                 <figure class="preview" id="preview">
                     <img src=p.url alt=format!("Preview of {}", p.name) />
