@@ -35,6 +35,16 @@ async fn a_token_guards_every_mutation_but_not_reads() {
     refused(client.post(server.url(&cancel)).send().await.unwrap()).await;
     refused(client.delete(server.url(&format!("/api/jobs/{}", job.id))).send().await.unwrap()).await;
     assert_eq!(client.post(server.url(&cancel)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    refused(client.post(server.url(&format!("/api/jobs/{}/retry", job.id))).send().await.unwrap()).await;
+
+    // Batches follow the same rules.
+    refused(client.post(server.url("/api/batches")).send().await.unwrap()).await;
+    let batch: app::api::Batch =
+        client.post(server.url("/api/batches")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    refused(client.delete(server.url(&format!("/api/batches/{}", batch.id))).send().await.unwrap()).await;
+    for path in [format!("/api/batches/{}", batch.id), format!("/api/batches/{}/results.zip", batch.id)] {
+        assert_eq!(reqwest::get(server.url(&path)).await.unwrap().status(), 200, "{path}");
+    }
 
     // Reads are open by default.
     for path in ["/api/jobs", "/api/workers", "/api/stats", "/healthz", "/metrics"] {
@@ -54,6 +64,7 @@ async fn protected_reads_take_the_token_as_a_header_or_for_the_stream_a_query() 
     let client = reqwest::Client::new();
     refused(reqwest::get(server.url("/api/jobs")).await.unwrap()).await;
     refused(reqwest::get(server.url("/api/events")).await.unwrap()).await;
+    refused(reqwest::get(server.url("/api/batches/00000000-0000-0000-0000-000000000000")).await.unwrap()).await;
     assert_eq!(client.get(server.url("/api/jobs")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
     let stream = reqwest::get(server.url("/api/events?token=s3cret%2Btoken")).await.unwrap();
     assert_eq!(
