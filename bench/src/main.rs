@@ -206,14 +206,11 @@ fn mb(bytes: u64) -> f64 {
 
 /// Smooth gradients and waves with a little grain: compresses like a photo.
 fn photo_like(width: u32, height: u32) -> Frame {
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    let mut noise = pipeline::noise::Xorshift64::new(0x2545_F491_4F6C_DD1D);
     let mut pixels = Vec::with_capacity(Frame::byte_len(width, height));
     for y in 0..height {
         for x in 0..width {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let grain = (state >> 60) as f32 - 8.0;
+            let grain = (noise.next_u64() >> 60) as f32 - 8.0;
             let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
             let wave = ((fx * 23.0).sin() * (fy * 17.0).cos() * 60.0) + grain;
             pixels.push((90.0 + 120.0 * fx + wave).clamp(0.0, 255.0) as u8);

@@ -43,15 +43,12 @@ impl Case {
 /// The image tiles are cut from: smooth colour with grain, so that every
 /// operation changes something, with alpha rising across it for RGBA.
 pub fn image(width: u32, height: u32, channels: Channels) -> Frame {
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    let mut noise = pipeline::noise::Xorshift64::new(0x2545_F491_4F6C_DD1D);
     let n = channels.count();
     let mut pixels = Vec::with_capacity((width * height) as usize * n);
     for y in 0..height {
         for x in 0..width {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let grain = (state >> 59) as i32 - 16;
+            let grain = (noise.next_u64() >> 59) as i32 - 16;
             let base = [x * 255 / width, y * 255 / height, (x + 2 * y) * 85 / (width + height)];
             pixels.extend(base.map(|b| (b as i32 + grain).clamp(0, 255) as u8));
             if n == 4 {

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod frame;
 pub mod geometry;
 pub mod jpeg;
+pub mod noise;
 pub mod ops;
 pub mod wire;
 

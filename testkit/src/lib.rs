@@ -391,17 +391,14 @@ impl TestWorker {
 /// A deterministic test image with structure at every scale (gradients plus
 /// noise), so any misplaced or missing tile changes the blurred output.
 pub fn test_image(width: u32, height: u32) -> pipeline::Frame {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut noise = pipeline::noise::Xorshift64::new(0x9E37_79B9_7F4A_7C15);
     let mut pixels = Vec::with_capacity(pipeline::Frame::byte_len(width, height));
     for y in 0..height {
         for x in 0..width {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let noise = (state >> 56) as u32;
-            pixels.push(((x * 255 / width + noise) / 2) as u8);
-            pixels.push(((y * 255 / height + noise) / 2) as u8);
-            pixels.push((((x ^ y) & 0xff) + noise) as u8 / 2);
+            let grain = (noise.next_u64() >> 56) as u32;
+            pixels.push(((x * 255 / width + grain) / 2) as u8);
+            pixels.push(((y * 255 / height + grain) / 2) as u8);
+            pixels.push((((x ^ y) & 0xff) + grain) as u8 / 2);
         }
     }
     pipeline::Frame::new(width, height, pixels)

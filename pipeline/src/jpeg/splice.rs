@@ -191,14 +191,11 @@ mod tests {
 
     /// Smooth colour with grain and (when asked) an alpha gradient.
     fn image(width: u32, height: u32, channels: Channels) -> Frame {
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut noise = crate::noise::Xorshift64::new(0x2545_F491_4F6C_DD1D);
         let pixels = (0..height)
             .flat_map(|y| (0..width).map(move |x| (x, y)))
             .flat_map(|(x, y)| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let grain = (state >> 59) as u32;
+                let grain = (noise.next_u64() >> 59) as u32;
                 let px = [(x * 3 + grain) as u8, (y * 2 + grain) as u8, ((x + y) + grain) as u8, (x * 5) as u8];
                 px.into_iter().take(channels.count()).collect::<Vec<_>>()
             })

@@ -4,14 +4,11 @@ use super::*;
 
 /// Smooth colour with grain: every coefficient position gets used.
 fn photo(width: u32, height: u32) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut noise = crate::noise::Xorshift64::new(0x9E37_79B9_7F4A_7C15);
     let mut pixels = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height {
         for x in 0..width {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let grain = (state >> 58) as i32 - 32;
+            let grain = (noise.next_u64() >> 58) as i32 - 32;
             let base = [x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)];
             pixels.extend(base.map(|b| (b as i32 + grain).clamp(0, 255) as u8));
         }
