@@ -43,6 +43,10 @@ struct Args {
     /// its zip: how soon it starts, how fast it streams, the server's memory.
     #[arg(long, default_value_t = 0)]
     batch_zip: usize,
+    /// The uploaded image's format: `jpeg`, or `png` (read by rows on the
+    /// master; its baselines are skipped).
+    #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
+    format: String,
     /// Rounds of every measurement, interleaved: each figure is the run
     /// with the median total (times on a shared machine drift by a third).
     #[arg(long, default_value_t = 3)]
@@ -54,13 +58,15 @@ const DEADLINE: Duration = Duration::from_secs(600);
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ops = vec![Operation::default(); args.blurs.max(1)];
-    eprintln!("generating a {0}x{0} JPEG…", args.size);
+    let png = args.format == "png";
+    let kind = if png { "PNG" } else { "JPEG" };
+    eprintln!("generating a {0}x{0} {kind}…", args.size);
     let image = photo_like(args.size, args.size);
-    let jpeg = encode_jpeg(&image)?;
+    let jpeg = if png { intake::encode_png(&image)? } else { encode_jpeg(&image)? };
     drop(image);
     let raw_mb = mb(Frame::byte_len(args.size, args.size) as u64);
     println!(
-        "Image: {0}x{0} JPEG, {1:.1} MB ({2:.0} MB raw RGB); operations: {3}x 51x51 Gaussian blur; {4} cores.\n",
+        "Image: {0}x{0} {kind}, {1:.1} MB ({2:.0} MB raw RGB); operations: {3}x 51x51 Gaussian blur; {4} cores.\n",
         args.size,
         mb(jpeg.len() as u64),
         raw_mb,
@@ -68,8 +74,15 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let split = master_split(&jpeg, ops::chain_halo(&ops), 512)?;
-    println!("The master's pass over the JPEG, cutting every tile's crop (one thread): {split:.2} s");
+    if png {
+        let pass = master_rows(&jpeg)?;
+        println!("The master's pass over the PNG, decoding every row (one thread): {pass:.2} s");
+    } else {
+        let split = master_split(&jpeg, ops::chain_halo(&ops), 512)?;
+        println!("The master's pass over the JPEG, cutting every tile's crop (one thread): {split:.2} s");
+    }
+    let name = if png { "bench.png" } else { "bench.jpg" };
+    let no_baselines = args.no_baselines || png;
     // Every measurement once per round, interleaved, so that a slow spell
     // of the machine falls on all of them alike.
     let runtime = tokio::runtime::Runtime::new()?;
@@ -79,14 +92,14 @@ fn main() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), (0..configs.len()).map(|_| Vec::new()).collect::<Vec<Vec<Run>>>());
     for round in 1..=args.rounds.max(1) {
         eprintln!("round {round} of {}…", args.rounds.max(1));
-        if !args.no_baselines {
+        if !no_baselines {
             singles.push(baseline(&jpeg, &ops, 512)?);
             if ops.len() == 1 {
                 opencvs.extend(opencv(&jpeg)?);
             }
         }
         for (i, &(tile, workers)) in configs.iter().enumerate() {
-            runs[i].push(runtime.block_on(distributed(&jpeg, &ops, workers, tile))?);
+            runs[i].push(runtime.block_on(distributed((name, &jpeg), &ops, workers, tile))?);
         }
     }
 
@@ -97,13 +110,13 @@ fn main() -> anyhow::Result<()> {
             "Single process (same crates, tiles on all cores): {:.2} s = decode {:.2} + blur {:.2} + encode {:.2}",
             single.total, single.decode, single.process, single.encode
         ),
-        None => println!("Baselines skipped (--no-baselines)\n"),
+        None => println!("Baselines skipped (--no-baselines, or a PNG)\n"),
     }
     match opencv {
         Some(seconds) => {
             println!("OpenCV, one process (read, GaussianBlur((51, 51), 0), write JPEG q90): {seconds:.2} s\n")
         }
-        None if args.no_baselines => {}
+        None if no_baselines => {}
         None if ops.len() > 1 => println!("OpenCV: compared on the one-blur chain only\n"),
         None => println!("OpenCV: not installed (scripts/setup.sh makes tools/venv)\n"),
     }
@@ -280,6 +293,17 @@ fn baseline(jpeg: &[u8], chain: &[Operation], tile: u32) -> anyhow::Result<Basel
     Ok(Baseline { decode, process, encode, total: started.elapsed().as_secs_f64() })
 }
 
+/// Seconds the master spends reading a PNG upload by rows (as RGB).
+fn master_rows(png: &[u8]) -> anyhow::Result<f64> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), png)?;
+    let started = Instant::now();
+    let mut rows = server::png_rows::PngRows::open(file.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut row = Vec::new();
+    while rows.next_row(pipeline::Channels::Rgb, &mut row).map_err(|e| anyhow::anyhow!("{e}"))? {}
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Seconds the master spends on a JPEG upload: cutting every tile's crop
 /// (tile, halo and margin) in one pass over the scan.
 fn master_split(jpeg: &[u8], halo: u32, tile: u32) -> anyhow::Result<f64> {
@@ -331,7 +355,7 @@ async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Resul
     let broker = Broker::start();
     let prefix = unique_prefix("bench");
     let data = tempfile::tempdir()?;
-    let env = [("TILEPIPE_TILE_SIZE", tile.to_string()), ("TILEPIPE_MAX_UPLOAD_BYTES", (1u64 << 30).to_string())];
+    let env = [("TILEPIPE_TILE_SIZE", tile.to_string()), ("TILEPIPE_MAX_UPLOAD_BYTES", (4u64 << 30).to_string())];
     let (server, api) = server_process(&binary("server"), &broker, &prefix, data.path(), &env);
     let pool: Vec<Process> =
         (0..workers).map(|i| worker_process(&binary("worker"), &broker, &prefix, &format!("bench-{i}"))).collect();
@@ -382,7 +406,12 @@ async fn concurrent(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32,
     Ok(())
 }
 
-async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<Run> {
+async fn distributed(
+    (name, image): (&str, &[u8]),
+    chain: &[Operation],
+    workers: usize,
+    tile: u32,
+) -> anyhow::Result<Run> {
     let System { broker, server, pool, api, .. } = &system(chain, workers, tile).await?;
 
     let bytes_before = broker_bytes(api).await?;
@@ -393,8 +422,8 @@ async fn distributed(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32
     let cpu_before = cpu();
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let part = reqwest::multipart::Part::bytes(jpeg.to_vec()).file_name("bench.jpg");
-    // The default result: the input's own format, JPEG q90, as the baselines write.
+    let part = reqwest::multipart::Part::bytes(image.to_vec()).file_name(name.to_owned());
+    // The default result: the input's own format (for a JPEG, q90, as the baselines write).
     let form = reqwest::multipart::Form::new().part("image", part).text("ops", serde_json::to_string(chain)?);
     let response = client.post(api.url("/api/jobs")).multipart(form).send().await?;
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);

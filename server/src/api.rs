@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 use crate::admission::Backlog;
 use crate::error::{AppError, AppResult};
-use crate::intake::{self, Source};
+use crate::intake::{self, Plan, Source};
 use crate::jobs::Submission;
 use crate::sse;
 use crate::state::AppState;
@@ -120,38 +120,37 @@ async fn admit(
     let tile_size = state.config.tile_size;
     let tiles = u64::from(pipeline::TileGrid::new(info.width, info.height, tile_size).len());
     let path = request.file.path().to_owned();
-    let layout = tokio::task::spawn_blocking(move || intake::cuttable_jpeg(&path, info))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let plan = tokio::task::spawn_blocking(move || intake::plan(&path, info)).await.map_err(anyhow::Error::from)??;
     let halo = ops::chain_halo(&request.ops);
-    let memory = intake::memory_needed(&info, layout.is_some(), tile_size, halo, output);
+    let memory = intake::memory_needed(&info, &plan, tile_size, halo, output);
     let mut ticket = state.admission.admit(&state.store, backlog, tiles, memory).await?;
     request.memory = ticket.reservation();
-    // Decoded before the answer, so a file whose header passes but whose
-    // pixels are cut short or corrupt is a 4xx, not a failed job later (a
-    // cut JPEG's scan is read as its tiles are cut, below).
-    let input = match layout {
-        Some(layout) => (Source::Jpeg(layout), std::time::Duration::ZERO),
-        None => {
+    // Read through before the answer, so a file whose header passes but
+    // whose pixels are cut short or corrupt is a 4xx, not a failed job
+    // later: decoded whole here, or (a JPEG to cut, a PNG read by rows) as
+    // its tiles are sent, below.
+    let input = match plan {
+        Plan::Cut(layout) => (Source::Jpeg(layout), Duration::ZERO),
+        plan => {
             let _turn = state.admission.decoder().await;
             let path = request.file.path().to_owned();
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
-                intake::decode_file(&path, info).map(|frame| (Source::Pixels(frame), started.elapsed()))
+                intake::prepare_file(&path, info, plan).map(|source| (source, started.elapsed()))
             })
             .await
             .map_err(anyhow::Error::from)??
         }
     };
     let (job, scan) = state.jobs.submit(request, input).await?;
-    // A JPEG's tiles are already being cut and sent; its scan must read to
-    // the end before the upload counts as accepted.
+    // The tiles of a JPEG or a PNG read by rows are already being sent; the
+    // file must read to the end before the upload counts as accepted.
     if let Some(scan) = scan
-        && let Ok(Err(malformed)) = scan.await
+        && let Ok(Err(refusal)) = scan.await
     {
         state.jobs.cancel(&job.id).await?;
         state.jobs.delete(&job.id).await?;
-        return Err(intake::corrupt_jpeg(&malformed));
+        return Err(refusal);
     }
     Ok(job)
 }

@@ -150,22 +150,54 @@ fn decode_from<R: BufRead + Seek>(reader: R, info: ImageInfo) -> Result<Frame, A
     Ok(Frame::new(width, height, samples))
 }
 
+/// How an accepted upload is read for its job.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// An upright baseline JPEG: its tiles are cut from the file losslessly
+    /// (see `pipeline::jpeg`), never decoded here.
+    Cut(pipeline::jpeg::Layout),
+    /// An upright, non-interlaced, still PNG: decoded a row at a time as
+    /// its tiles are sent (see [`crate::png_rows`]).
+    Rows,
+    /// Anything else: decoded whole, before the job starts.
+    Whole,
+}
+
+/// How the upload at `path` (whose header said `info`) is read.
+pub fn plan(path: &Path, info: ImageInfo) -> Result<Plan, AppError> {
+    if info.orientation != Orientation::NoTransforms {
+        return Ok(Plan::Whole);
+    }
+    Ok(match info.format {
+        ImageFormat::Jpeg => cuttable_jpeg(path, info)?.map_or(Plan::Whole, Plan::Cut),
+        ImageFormat::Png if crate::png_rows::PngRows::open(path)?.in_order() => Plan::Rows,
+        _ => Plan::Whole,
+    })
+}
+
 /// What a job's tiles are cut from.
 pub enum Source {
     /// The decoded image.
     Pixels(Frame),
-    /// An upright baseline JPEG: its tiles are cut from the file losslessly
-    /// (see `pipeline::jpeg`), never decoded here. Only its header has been
-    /// read: cutting the tiles reads the scan, and is what checks it.
+    /// A JPEG to cut. Only its header has been read: cutting the tiles reads
+    /// the scan, and is what checks it.
     Jpeg(pipeline::jpeg::Layout),
+    /// A PNG to decode a row at a time, as 8-bit `channels` (alpha only when
+    /// some pixel is not opaque, as for an image decoded whole). Only its
+    /// header has been read, unless it has alpha (every row has been, to
+    /// know that): decoding it is what checks it.
+    Png { channels: Channels },
 }
 
-/// Reads an accepted upload for its job: a JPEG that can be cut losslessly
-/// has only its header read; anything else is decoded.
-pub fn prepare_file(path: &Path, info: ImageInfo) -> Result<Source, AppError> {
-    match cuttable_jpeg(path, info)? {
-        Some(layout) => Ok(Source::Jpeg(layout)),
-        None => decode_file(path, info).map(Source::Pixels),
+/// Reads an accepted upload for its job as `plan` says.
+pub fn prepare_file(path: &Path, info: ImageInfo, plan: Plan) -> Result<Source, AppError> {
+    match plan {
+        Plan::Cut(layout) => Ok(Source::Jpeg(layout)),
+        Plan::Rows => {
+            let opaque = crate::png_rows::opaque(path)?;
+            Ok(Source::Png { channels: if opaque { Channels::Rgb } else { Channels::Rgba } })
+        }
+        Plan::Whole => decode_file(path, info).map(Source::Pixels),
     }
 }
 
@@ -186,18 +218,22 @@ pub fn cuttable_jpeg(path: &Path, info: ImageInfo) -> Result<Option<pipeline::jp
 /// in bytes: what it is read into (a band of a cut JPEG's coefficients, or
 /// the whole decoded image with the decoder's own buffer), plus what its
 /// result is encoded from (a band of tiles, or the whole image for WebP).
-pub fn memory_needed(info: &ImageInfo, cut_from_jpeg: bool, tile_size: u32, halo: u32, output: Output) -> u64 {
+pub fn memory_needed(info: &ImageInfo, plan: &Plan, tile_size: u32, halo: u32, output: Output) -> u64 {
     let (width, pixels) = (u64::from(info.width), u64::from(info.width) * u64::from(info.height));
     // RGB for a JPEG; RGBA at most otherwise (alpha is known only once decoded).
     let channels = if info.format == ImageFormat::Jpeg { 3 } else { 4 };
-    let input = if cut_from_jpeg {
+    let input = match plan {
         // The MCU rows the next crops need, as 16-bit coefficients (4:4:4: six bytes a pixel).
-        width * (u64::from(tile_size) + 2 * u64::from(halo) + 64) * 6
-    } else {
-        let decoded = u64::from(info.decoded_bytes_per_pixel);
-        let converted = if matches!(decoded, 3 | 4) { 0 } else { channels };
-        let turned = if turns(info.orientation) { decoded } else { 0 };
-        pixels * (decoded + converted + turned)
+        Plan::Cut(_) => width * (u64::from(tile_size) + 2 * u64::from(halo) + 64) * 6,
+        // The decoder's state, a band of rows on their way to the file and
+        // a row being converted (16-bit RGBA at most).
+        Plan::Rows => crate::png_rows::DECODER_MEMORY as u64 + width * channels * 40 + width * 8 * 4,
+        Plan::Whole => {
+            let decoded = u64::from(info.decoded_bytes_per_pixel);
+            let converted = if matches!(decoded, 3 | 4) { 0 } else { channels };
+            let turned = if turns(info.orientation) { decoded } else { 0 };
+            pixels * (decoded + converted + turned)
+        }
     };
     let result = match output {
         // The tiles read into one frame, and the encoder's output.
@@ -471,16 +507,21 @@ mod tests {
         };
         let raw = 8192 * 8192 * 3;
         let upright = Orientation::NoTransforms;
-        let jpeg = memory_needed(&info(ImageFormat::Jpeg, 3, upright), true, 512, 25, Output::Jpeg { quality: 90 });
+        let cut = Plan::Cut(pipeline::jpeg::Layout { width: 8192, height: 8192, mcu_width: 16, mcu_height: 16 });
+        let jpeg = memory_needed(&info(ImageFormat::Jpeg, 3, upright), &cut, 512, 25, Output::Jpeg { quality: 90 });
         assert!(jpeg < raw / 2, "{jpeg}");
-        let png = memory_needed(&info(ImageFormat::Png, 3, upright), false, 512, 25, Output::Png);
+        // A PNG read by rows needs a few rows; one decoded whole, itself.
+        let rows = memory_needed(&info(ImageFormat::Png, 8, upright), &Plan::Rows, 512, 25, Output::Png);
+        assert!(rows < raw / 2, "{rows}");
+        let png = memory_needed(&info(ImageFormat::Png, 3, upright), &Plan::Whole, 512, 25, Output::Png);
         assert!(png > raw && png < raw * 3 / 2, "{png}");
         // 16-bit RGBA is converted (and a turned image copied once more).
-        let deep = memory_needed(&info(ImageFormat::Png, 8, upright), false, 512, 25, Output::Png);
-        let turned = memory_needed(&info(ImageFormat::Png, 8, Orientation::Rotate90), false, 512, 25, Output::Png);
+        let deep = memory_needed(&info(ImageFormat::Png, 8, upright), &Plan::Whole, 512, 25, Output::Png);
+        let sideways = info(ImageFormat::Png, 8, Orientation::Rotate90);
+        let turned = memory_needed(&sideways, &Plan::Whole, 512, 25, Output::Png);
         assert!(deep > 4 * raw && turned > deep + 2 * raw, "{deep} {turned}");
         // A WebP result is assembled whole.
-        let webp = memory_needed(&info(ImageFormat::Jpeg, 3, upright), true, 512, 25, Output::Webp);
+        let webp = memory_needed(&info(ImageFormat::Jpeg, 3, upright), &cut, 512, 25, Output::Webp);
         assert!(webp > 2 * raw, "{webp}");
     }
 

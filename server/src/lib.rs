@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod metrics;
 pub mod origin;
+pub mod png_rows;
 pub mod sse;
 pub mod state;
 pub mod store;

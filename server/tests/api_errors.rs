@@ -3,6 +3,27 @@
 use app::api::ApiError;
 use testkit::*;
 
+fn bmp(frame: &pipeline::Frame) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let image = image::RgbImage::from_raw(frame.width, frame.height, frame.pixels.clone()).unwrap();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Bmp).unwrap();
+    bytes
+}
+
+/// A 24-bit BMP's headers saying `width` x `height`, and no pixels.
+fn bmp_header_only(width: i32, height: i32) -> Vec<u8> {
+    let mut out = b"BM".to_vec();
+    for field in [54 + width as u32 * height as u32 * 3, 0, 54, 40] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&[0; 24]);
+    out
+}
+
 async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> ApiError {
     assert_eq!(response.status(), status);
     let body: ApiError = response.json().await.expect("a JSON error body");
@@ -178,39 +199,40 @@ async fn the_memory_budget_admits_jobs_until_it_is_spent() {
     let broker = Broker::start();
     // No worker: admitted jobs stay running, holding their share.
     let server = TestServer::start_with(&broker, &unique_prefix("budget"), |c| c.memory_budget = 150 << 20).await;
-    // 4096x2048 RGB decoded whole: about 56 MiB each with its result band.
-    let image = png(&test_image(4096, 2048));
+    // 4096x2048 RGB decoded whole (a BMP; a PNG would be read by rows):
+    // about 56 MiB each with its result band.
+    let image = bmp(&test_image(4096, 2048));
     let first: app::api::Job = {
-        let response = server.upload("one.png", image.clone()).await;
+        let response = server.upload("one.bmp", image.clone()).await;
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
     };
-    assert_eq!(server.upload("two.png", image.clone()).await.status(), 201);
-    let busy = server.upload("three.png", image.clone()).await;
+    assert_eq!(server.upload("two.bmp", image.clone()).await.status(), 201);
+    let busy = server.upload("three.bmp", image.clone()).await;
     assert_eq!(busy.headers()["retry-after"], "10");
     let body = expect_error(busy, 503, "busy").await;
     assert!(body.message.contains("memory"), "{}", body.message);
     // Several at once: never more admitted than the budget holds.
-    let names: Vec<String> = (0..4).map(|i| format!("burst-{i}.png")).collect();
+    let names: Vec<String> = (0..4).map(|i| format!("burst-{i}.bmp")).collect();
     let burst = futures::future::join_all(names.iter().map(|name| server.upload(name, image.clone()))).await;
     assert!(burst.iter().all(|r| r.status() == 503), "{:?}", burst.iter().map(|r| r.status()).collect::<Vec<_>>());
 
     // An image the whole budget could not hold is refused for good.
-    let huge = expect_error(server.upload("huge.png", png_header_only(8000, 8000)).await, 413, "image_too_large").await;
+    let huge = expect_error(server.upload("huge.bmp", bmp_header_only(8000, 8000)).await, 413, "image_too_large").await;
     assert!(huge.message.contains("TILEPIPE_MEMORY_BUDGET"), "{}", huge.message);
 
     // A stopped job gives its share back.
     let cancelled = reqwest::Client::new().post(server.url(&format!("/api/jobs/{}/cancel", first.id))).send().await;
     assert!(cancelled.unwrap().status().is_success());
     eventually("the cancelled job's memory to come back", std::time::Duration::from_secs(10), || async {
-        (server.upload("three.png", image.clone()).await.status() == 201).then_some(())
+        (server.upload("three.bmp", image.clone()).await.status() == 201).then_some(())
     })
     .await;
 
     // Restarted, the two running jobs resume holding their shares before
     // the server takes an upload: a new one still finds the memory taken.
     let server = server.restart_with(&broker, |c| c.memory_budget = 150 << 20).await;
-    let body = expect_error(server.upload("four.png", image.clone()).await, 503, "busy").await;
+    let body = expect_error(server.upload("four.bmp", image.clone()).await, 503, "busy").await;
     assert!(body.message.contains("memory"), "{}", body.message);
     server.stop().await;
 }

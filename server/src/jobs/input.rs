@@ -1,9 +1,12 @@
-//! What a running job's tasks are made from: its decoded image, or lossless
-//! crops of its JPEG. A splitter thread cuts every crop in one pass over the
-//! scan, holding only the MCU rows the next crops need, appends each to the
-//! job's crop file (dispatch and any retry read it from there) and hands its
-//! index to dispatch. It runs ahead of dispatch at its own speed: that pass
-//! is also what checks the scan, and an upload is answered when it ends.
+//! What a running job's tasks are made from: its decoded pixels in a file
+//! (see [`Raster`]), or lossless crops of its JPEG. A reader thread makes
+//! them in one pass over the input, holding only the rows the next tiles
+//! need, and hands each tile's index to dispatch once its task can be made:
+//! it cuts every crop of a JPEG from the scan, appending each to the job's
+//! crop file, or decodes a PNG a row at a time into the raster. Dispatch and
+//! any retry read from those files. The reader runs ahead of dispatch at its
+//! own speed: that pass is also what checks the upload, which is answered
+//! when it ends.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -16,19 +19,23 @@ use pipeline::wire::{Source, Task, TaskHeader};
 use pipeline::{Channels, Frame, Rect, TileGrid};
 use tokio::sync::mpsc;
 
-/// Told once the splitter has read the whole scan of a new upload: whether
-/// it decoded, or how it is malformed. (Other failures, such as a full
-/// disk, fail the job instead: they are not the upload's fault.)
-pub type ScanVerdict = tokio::sync::oneshot::Sender<Result<(), JpegError>>;
+use super::raster::Raster;
+use crate::error::AppError;
+use crate::png_rows::PngRows;
+
+/// Told once the reader has read the whole of a new upload: whether it
+/// decoded, or the answer for a malformed file. (Other failures, such as a
+/// full disk, fail the job instead: they are not the upload's fault.)
+pub type ScanVerdict = tokio::sync::oneshot::Sender<Result<(), AppError>>;
 
 pub enum Input {
-    Pixels(Arc<Frame>),
+    Raster(Arc<Raster>),
     Jpeg { layout: Layout, crops: Arc<Crops> },
 }
 
 /// What one task's payload is made from, taken out of the job's lock.
 pub enum Payload {
-    Pixels(Arc<Frame>),
+    Region(Arc<Raster>),
     Crop(Arc<Crops>, u32),
 }
 
@@ -79,7 +86,7 @@ impl Crops {
 impl Input {
     pub fn channels(&self) -> Channels {
         match self {
-            Input::Pixels(frame) => frame.channels,
+            Input::Raster(raster) => raster.channels,
             Input::Jpeg { .. } => Channels::Rgb,
         }
     }
@@ -87,7 +94,7 @@ impl Input {
     /// The payload of `header`'s task, whose encoding and source it sets.
     pub fn payload(&self, header: &mut TaskHeader) -> Payload {
         match self {
-            Input::Pixels(frame) => Payload::Pixels(Arc::clone(frame)),
+            Input::Raster(raster) => Payload::Region(Arc::clone(raster)),
             Input::Jpeg { layout, crops } => {
                 let (x, y, width, height) = layout.bounds(covering(layout, header.rect, header.halo));
                 let (image_width, image_height) = (layout.width, layout.height);
@@ -100,11 +107,11 @@ impl Input {
 }
 
 impl Payload {
-    /// The task message (blocking: cuts pixels or reads the crop's file).
+    /// The task message (blocking: reads its region or its crop from the file).
     pub fn encode(self, header: TaskHeader) -> anyhow::Result<Vec<u8>> {
         match self {
-            Payload::Pixels(frame) => {
-                let input = frame.crop_with_halo(header.rect, header.halo);
+            Payload::Region(raster) => {
+                let input = raster.region(header.rect, header.halo)?;
                 Ok(Task { header, input }.encode())
             }
             Payload::Crop(crops, tile) => Ok(Task::encode_jpeg(&header, &crops.read(tile)?)),
@@ -152,17 +159,143 @@ pub fn split(
     };
     let result = split();
     if let Some(verdict) = verdict {
-        let malformed = result.as_ref().err().and_then(|e| e.downcast_ref::<JpegError>().cloned());
-        let _ = verdict.send(malformed.map_or(Ok(()), Err));
+        let malformed = result.as_ref().err().and_then(|e| e.downcast_ref::<JpegError>());
+        let _ = verdict.send(malformed.map_or(Ok(()), |e| Err(crate::intake::corrupt_jpeg(e))));
     }
     if let Err(e) = result {
         let _ = tx.send(Err(e.context("cutting the JPEG into tiles")));
     }
 }
 
+/// Rows written to the raster at once, at most.
+const BAND_ROWS: u32 = 32;
+
+/// Blocking: decodes the PNG at `path` a row at a time into `raster` (as
+/// its channels), and sends each of `tiles` (in grid order) once the rows
+/// its task reads are written. Stops early when the receiver is gone; sends
+/// the error if the file cannot be read or the raster written, and tells
+/// `verdict` whether the PNG was malformed.
+pub fn stream_png(
+    path: &Path,
+    grid: TileGrid,
+    halo: u32,
+    tiles: &[u32],
+    raster: &Raster,
+    tx: &mpsc::UnboundedSender<anyhow::Result<u32>>,
+    verdict: Option<ScanVerdict>,
+) {
+    let stream = || -> Result<(), AppError> {
+        let mut png = PngRows::open(path)?;
+        let (width, height) = png.size();
+        if (width, height) != (raster.width, raster.height) {
+            return Err(anyhow::anyhow!("the input file changed size").into());
+        }
+        let line = width as usize * raster.channels.count();
+        let (mut band, mut row) = (Vec::with_capacity(line * BAND_ROWS as usize), Vec::with_capacity(line));
+        let (mut written, mut next) = (0u32, tiles.iter().peekable());
+        for y in 0..height {
+            if !png.next_row(raster.channels, &mut row)? {
+                return Err(crate::png_rows::unreadable("the image data ends early"));
+            }
+            band.extend_from_slice(&row);
+            // The rows a tile's task reads: down to its halo, or the last.
+            let needed = |t: u32| grid.tile(t).map_or(height, |r| (r.y + r.height).saturating_add(halo).min(height));
+            let ready = next.peek().is_some_and(|&&t| needed(t) <= y + 1);
+            if ready || band.len() >= line * BAND_ROWS as usize || y + 1 == height {
+                raster.write_rows(written, &band).map_err(|e| anyhow::anyhow!("writing the job's pixels: {e}"))?;
+                written = y + 1;
+                band.clear();
+            }
+            while let Some(&&t) = next.peek().filter(|&&&t| needed(t) <= written) {
+                if tx.send(Ok(t)).is_err() {
+                    return Ok(()); // the job stopped
+                }
+                next.next();
+            }
+        }
+        // The rest of the file: a cut-off or corrupt end is a bad upload.
+        while png.next_row(raster.channels, &mut row)? {}
+        Ok(())
+    };
+    let result = stream();
+    if let Some(verdict) = verdict {
+        let refusal = match &result {
+            Err(AppError::Client { status, code, message }) => Err(AppError::client(*status, code, message.clone())),
+            _ => Ok(()),
+        };
+        let _ = verdict.send(refusal);
+    }
+    if let Err(e) = result {
+        let _ = tx.send(Err(anyhow::anyhow!("reading the PNG: {e}")));
+    }
+}
+
+/// Blocking: writes an image decoded whole into `raster`, so that the job
+/// need not keep it.
+pub fn write_whole(frame: &Frame, raster: &Raster) -> anyhow::Result<()> {
+    raster.write_rows(0, &frame.pixels).context("writing the job's pixels")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intake;
+
+    /// A noisy RGB PNG, and where it is written.
+    fn png_file(dir: &Path, (w, h): (u32, u32)) -> (std::path::PathBuf, Frame) {
+        let mut noise = pipeline::noise::Xorshift64::new(5);
+        let frame = Frame::new(w, h, (0..w * h * 3).map(|_| noise.next_u64() as u8).collect());
+        let path = dir.join("input.png");
+        std::fs::write(&path, intake::encode_png(&frame).unwrap()).unwrap();
+        (path, frame)
+    }
+
+    #[test]
+    fn a_png_read_by_rows_gives_every_tile_its_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, frame) = png_file(dir.path(), (100, 70));
+        let (grid, halo) = (TileGrid::new(100, 70, 32), 5);
+        let raster = Raster::create(&dir.path().join("pixels"), (100, 70), Channels::Rgb).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (verdict, told) = tokio::sync::oneshot::channel();
+        // Tile 1 was done before a restart: it is not read for.
+        let wanted: Vec<u32> = (0..grid.len()).filter(|&t| t != 1).collect();
+        stream_png(&path, grid, halo, &wanted, &raster, &tx, Some(verdict));
+        drop(tx);
+        let mut sent = Vec::new();
+        while let Ok(tile) = rx.try_recv() {
+            sent.push(tile.unwrap());
+        }
+        assert_eq!(sent, wanted, "every wanted tile, in grid order");
+        assert!(matches!(told.blocking_recv(), Ok(Ok(()))));
+        for t in wanted {
+            let rect = grid.tile(t).unwrap();
+            assert_eq!(raster.region(rect, halo).unwrap(), frame.crop_with_halo(rect, halo), "tile {t}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_png_read_by_rows_is_refused_and_fails_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = png_file(dir.path(), (100, 70));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle..middle + 64].fill(0xAA);
+        std::fs::write(&path, &bytes).unwrap();
+        let grid = TileGrid::new(100, 70, 32);
+        let raster = Raster::create(&dir.path().join("pixels"), (100, 70), Channels::Rgb).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (verdict, told) = tokio::sync::oneshot::channel();
+        stream_png(&path, grid, 5, &(0..grid.len()).collect::<Vec<_>>(), &raster, &tx, Some(verdict));
+        drop(tx);
+        let refusal = told.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(refusal, AppError::Client { code: "unreadable_image", .. }), "{refusal}");
+        let mut last = None;
+        while let Ok(tile) = rx.try_recv() {
+            last = Some(tile);
+        }
+        assert!(last.expect("an error is sent").is_err());
+    }
 
     #[test]
     fn crops_are_read_back_from_one_file_in_any_order() {

@@ -7,6 +7,7 @@
 //! (after failures and missed deadlines) and dead-letters hopeless ones.
 
 mod input;
+mod raster;
 mod results;
 mod retry;
 pub mod window;
@@ -20,7 +21,6 @@ use anyhow::Context;
 use app::api::{Event, Job, JobStatus, Output, Stages};
 use futures::StreamExt;
 use pipeline::codec::Encoding;
-use pipeline::jpeg::JpegError;
 
 use crate::admission::{Admission, Reservation};
 use pipeline::wire::{Control, TaskHeader, TileKey, Topics};
@@ -138,6 +138,14 @@ impl Active {
     }
 }
 
+/// What reads a starting job's input, after its tiles' states are known.
+enum Reader {
+    /// The image was decoded whole and written: every task can be made.
+    Done,
+    Jpeg(Arc<input::Crops>),
+    Png(Arc<raster::Raster>),
+}
+
 /// A running job as the engine's tasks share it.
 type Shared = Arc<Mutex<Active>>;
 
@@ -242,7 +250,7 @@ impl Jobs {
         self: &Arc<Self>,
         request: Submission,
         decoded: (Source, Duration),
-    ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), JpegError>>>)> {
+    ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), crate::error::AppError>>>)> {
         let Submission { file, filename, info, ops, output, cache_key, memory, batch_id } = request;
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.settings.jobs_dir.join(&id);
@@ -280,10 +288,10 @@ impl Jobs {
         self.events.emit(Event::Job(job.clone()));
         info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
 
-        // A JPEG's scan is read while its tiles are cut, after this returns:
-        // the caller hears whether it decoded.
+        // A JPEG's scan is read while its tiles are cut, a PNG's rows while
+        // they are sent, after this returns: the caller hears whether it decoded.
         let (verdict, scan) = match decoded.0 {
-            Source::Jpeg(_) => {
+            Source::Jpeg(_) | Source::Png { .. } => {
                 let (tx, rx) = oneshot::channel();
                 (Some(tx), Some(rx))
             }
@@ -343,13 +351,13 @@ impl Jobs {
     async fn resume_estimate(&self, id: &str) -> anyhow::Result<u64> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (info, cut_from_jpeg) = tokio::task::spawn_blocking(move || {
+        let (info, plan) = tokio::task::spawn_blocking(move || {
             let info = intake::inspect_file(&path, RESUMED)?;
-            intake::cuttable_jpeg(&path, info).map(|layout| (info, layout.is_some()))
+            intake::plan(&path, info).map(|plan| (info, plan))
         })
         .await??;
         let halo = ops::chain_halo(&job.ops);
-        Ok(intake::memory_needed(&info, cut_from_jpeg, job.tile_size, halo, job.output))
+        Ok(intake::memory_needed(&info, &plan, job.tile_size, halo, job.output))
     }
 
     /// Records a job whose result `source` already has (see [`crate::cache`]):
@@ -426,7 +434,8 @@ impl Jobs {
                 let resumed = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let info = intake::inspect_file(&path, RESUMED)?;
-                    intake::prepare_file(&path, info).map(|s| (s, started.elapsed()))
+                    let plan = intake::plan(&path, info)?;
+                    intake::prepare_file(&path, info, plan).map(|s| (s, started.elapsed()))
                 })
                 .await??;
                 let (source, read_time) = resumed;
@@ -442,11 +451,26 @@ impl Jobs {
         };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
-        let (size, input) = match source {
-            Source::Pixels(frame) => ((frame.width, frame.height), Input::Pixels(Arc::new(frame))),
+        // How the tasks are made: from the file the pixels are written to
+        // (all at once now, or by the reader thread), or from the crops.
+        let raster_at =
+            |channels| raster::Raster::create(&self.tiles_dir(id).join("pixels"), (grid.width, grid.height), channels);
+        let (size, input, reader) = match source {
+            Source::Pixels(frame) => {
+                let raster = Arc::new(raster_at(frame.channels)?);
+                let size = (frame.width, frame.height);
+                anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
+                let whole = Arc::clone(&raster);
+                tokio::task::spawn_blocking(move || input::write_whole(&frame, &whole)).await??;
+                (size, Input::Raster(raster), Reader::Done)
+            }
+            Source::Png { channels } => {
+                let raster = Arc::new(raster_at(channels)?);
+                ((raster.width, raster.height), Input::Raster(Arc::clone(&raster)), Reader::Png(raster))
+            }
             Source::Jpeg(layout) => {
-                let crops = input::Crops::create(&self.tiles_dir(id).join("crops"), grid.len())?;
-                ((layout.width, layout.height), Input::Jpeg { layout, crops: Arc::new(crops) })
+                let crops = Arc::new(input::Crops::create(&self.tiles_dir(id).join("crops"), grid.len())?);
+                ((layout.width, layout.height), Input::Jpeg { layout, crops: Arc::clone(&crops) }, Reader::Jpeg(crops))
             }
         };
         anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
@@ -480,10 +504,6 @@ impl Jobs {
         let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].done).collect();
         let placed: Vec<(u32, i32)> = not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placed?.0))).collect();
         let halo = ops::chain_halo(&job.ops);
-        let crops = match &input {
-            Input::Jpeg { crops, .. } => Some(Arc::clone(crops)),
-            Input::Pixels(_) => None,
-        };
         let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(|t| t.done).collect()));
         let channels = input.channels();
         let active = Active {
@@ -541,19 +561,27 @@ impl Jobs {
             }
         }
 
-        // The tiles to send, in grid order: at once from the decoded image,
-        // or as the splitter cuts them from the JPEG (every tile not done,
-        // so that those already on the broker have their crop for a retry).
+        // The tiles to send, in grid order: at once from an image decoded
+        // whole, or as the reader makes them (every tile not done, so that
+        // those already on the broker have their pixels for a retry).
         let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-        if let Some(crops) = crops {
-            tokio::task::spawn_blocking(move || {
-                input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
-            });
-        } else {
-            for tile in not_done {
-                let _ = tx.send(Ok(tile));
+        match reader {
+            Reader::Jpeg(crops) => {
+                tokio::task::spawn_blocking(move || {
+                    input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
+                });
             }
-            drop(tx);
+            Reader::Png(raster) => {
+                tokio::task::spawn_blocking(move || {
+                    input::stream_png(&input_path, grid, halo, &not_done, &raster, &tx, verdict);
+                });
+            }
+            Reader::Done => {
+                for tile in not_done {
+                    let _ = tx.send(Ok(tile));
+                }
+                drop(tx);
+            }
         }
         // Each as a slot frees up (a stopped job stops taking them), a few
         // sendings at a time.
