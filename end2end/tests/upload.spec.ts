@@ -37,8 +37,14 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   await expect(page.locator("#tile-map .tile")).toHaveCount(16);
   await expect(page.locator('#tile-map .tile[data-state="done"]')).toHaveCount(16);
   await expect(page.locator("#tile-map .tile").first()).toHaveAttribute("title", /done by e2e-worker-/);
-  // Before and after, with the elapsed time, throughput and stages.
+  // Before and after, from previews that fit the page, with the elapsed
+  // time, throughput and stages.
   await expect(page.locator(".compare img.after")).toBeVisible();
+  for (const which of ["before", "after"]) {
+    const img = page.locator(`.compare img.${which}`);
+    await expect(img).toHaveAttribute("src", /\/preview\/(input|result)$/);
+    await expect.poll(() => img.evaluate((i: HTMLImageElement) => i.complete && i.naturalWidth)).toBe(2048);
+  }
   await expect(page.locator("#status")).toContainText("MP/s");
   await expect(page.locator('#task-stream .stage-row[data-stage="decode"]')).toHaveCount(1);
   // The task stream has a bar per tile, over the workers' lanes.

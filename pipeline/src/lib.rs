@@ -7,6 +7,7 @@ pub mod geometry;
 pub mod jpeg;
 pub mod noise;
 pub mod ops;
+pub mod shrink;
 pub mod wire;
 
 pub use frame::{Channels, Frame};

@@ -31,6 +31,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/jobs/{id}/tiles", get(job_tiles))
         .route("/jobs/{id}/result", get(job_result))
         .route("/jobs/{id}/input", get(job_input))
+        .route("/jobs/{id}/preview/{which}", get(job_preview))
         .route("/workers", get(list_workers))
         .route("/stats", get(stats))
         .route("/limits", get(limits))
@@ -319,6 +320,33 @@ async fn job_input(State(state): State<AppState>, Path(id): Path<String>, reques
     // Sniffed at upload, named by its format since: never the client's name.
     let format = image::ImageFormat::from_path(&path).map_err(anyhow::Error::from)?;
     serve_file(path, format.to_mime_type(), request).await
+}
+
+/// `GET /api/jobs/{id}/preview/{input|result}`: the input, or the done
+/// job's result, as a JPEG at most 2048 px on its long side (made on the
+/// first request; see [`crate::preview`]).
+async fn job_preview(
+    State(state): State<AppState>,
+    Path((id, which)): Path<(String, String)>,
+    request: Request,
+) -> AppResult<Response> {
+    let id = job_id(&id)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    let image = match which.as_str() {
+        "input" => state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?,
+        "result" if job.status == JobStatus::Done => state.jobs.result_path(&id, job.output),
+        "result" => {
+            let message = format!("the job is {}; its result is not ready", job.status.as_str());
+            return Err(AppError::client(StatusCode::CONFLICT, "not_ready", message));
+        }
+        _ => return Err(AppError::not_found("preview (input or result)")),
+    };
+    let preview = state.jobs.preview_path(&id, &which);
+    crate::preview::ensure(&state, image, preview.clone()).await?;
+    let mut response = serve_file(preview, "image/jpeg", request).await?;
+    // A job's input and result never change.
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, max-age=86400"));
+    Ok(response)
 }
 
 /// `GET /api/limits`: what uploads are accepted.

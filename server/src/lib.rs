@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod origin;
 pub mod png_rows;
+pub mod preview;
 pub mod sse;
 pub mod state;
 pub mod store;

@@ -269,3 +269,77 @@ async fn alpha_goes_through_the_pipeline() {
     }
     server.stop().await;
 }
+
+/// Pages show a job through previews at most 2048 px on the long side, made
+/// from the files in one pass: the input's from the upload (a large JPEG's
+/// from its DC coefficients), the result's once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn previews_are_the_images_shrunk_to_fit_a_page() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("previews");
+    let server = TestServer::start(&broker, &prefix).await;
+    let api = server.api();
+    let base = server.url("");
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let decoded =
+        |bytes: &[u8]| image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap().into_rgb8();
+    // The mean difference from `expected` shrunk by `factor` as a preview
+    // is, and that of the shrunk image's own JPEG (q85, as previews are).
+    let distance = |preview: &image::RgbImage, expected: &pipeline::Frame, factor: u32| {
+        let side = expected.width.max(expected.height).div_ceil(factor);
+        let mut shrinker = pipeline::shrink::Shrinker::new((expected.width, expected.height), expected.channels, side);
+        expected.pixels.chunks_exact(expected.width as usize * 3).for_each(|row| shrinker.push(row));
+        let shrunk = shrinker.finish();
+        assert_eq!((shrunk.width, shrunk.height), (expected.width.div_ceil(factor), expected.height.div_ceil(factor)));
+        assert_eq!(preview.dimensions(), (shrunk.width, shrunk.height));
+        let from = |pixels: &[u8]| {
+            let total: u64 = pixels.iter().zip(&shrunk.pixels).map(|(&a, &b)| u64::from(a.abs_diff(b))).sum();
+            total as f64 / shrunk.pixels.len() as f64
+        };
+        let mut own = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut own, 85)
+            .encode(&shrunk.pixels, shrunk.width, shrunk.height, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        (from(preview.as_raw()), from(decoded(&own).as_raw()))
+    };
+
+    // No worker yet: the job waits, its input can be previewed, its result not.
+    let image = test_image(4100, 1100);
+    let job = api.submit_with("wide.png", png(&image), &[]).await;
+    let input = get(format!("/api/jobs/{}/preview/input", job.id)).await;
+    assert_eq!(input.status(), 200);
+    assert_eq!(input.headers()["content-type"], "image/jpeg");
+    let preview = decoded(&input.bytes().await.unwrap());
+    let (d, jpeg) = distance(&preview, &image, 3);
+    assert!(d <= jpeg + 0.5, "the input preview is {d} from the image shrunk (its JPEG: {jpeg})");
+    let early = get(format!("/api/jobs/{}/preview/result", job.id)).await;
+    assert_eq!(early.status(), 409);
+    assert_eq!(get(format!("/api/jobs/{}/preview/other", job.id)).await.status(), 404);
+
+    let _worker = TestWorker::start(&broker, &prefix, "w-previews");
+    let done = api.finished(&job.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, JobStatus::Done, "{:?}", done.error);
+    let result = get(format!("/api/jobs/{}/preview/result", job.id)).await;
+    assert_eq!(result.status(), 200);
+    let preview = decoded(&result.bytes().await.unwrap());
+    let expected = ops::process_whole(&[Operation::default()], &image);
+    let (d, jpeg) = distance(&preview, &expected, 3);
+    assert!(d <= jpeg + 0.5, "the result preview is {d} from the result shrunk (its JPEG: {jpeg})");
+
+    // A large JPEG's preview is its eighth, from the DC coefficients.
+    let wide = test_image(8192, 1024);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode(&wide.pixels, wide.width, wide.height, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let job = api.submit_with("wide.jpg", jpeg, &[]).await;
+    let input = get(format!("/api/jobs/{}/preview/input", job.id)).await;
+    assert_eq!(input.status(), 200);
+    let preview = decoded(&input.bytes().await.unwrap());
+    let (d, jpeg) = distance(&preview, &wide, 8);
+    assert!(d <= jpeg + 4.0, "the DC preview is {d} from the image shrunk (its JPEG: {jpeg})");
+    server.stop().await;
+}

@@ -354,14 +354,15 @@ fn JobTimeline(
     }
 }
 
-/// The original and the result on top of each other, split by a slider.
+/// The original and the result on top of each other, split by a slider:
+/// previews of at most 2048 px a side, however large the image.
 #[component]
 fn BeforeAfter(id: String) -> impl IntoView {
     let split = RwSignal::new(50.0);
     view! {
         <figure class="compare" style=move || format!("--split: {}%", split.get())>
-            <img class="before" src=format!("/api/jobs/{id}/input") alt="The original" loading="lazy" />
-            <img class="after" src=format!("/api/jobs/{id}/result") alt="The result" loading="lazy" />
+            <img class="before" src=format!("/api/jobs/{id}/preview/input") alt="The original" loading="lazy" />
+            <img class="after" src=format!("/api/jobs/{id}/preview/result") alt="The result" loading="lazy" />
             <input
                 type="range"
                 min="0"

@@ -19,6 +19,7 @@
 //! travels raw.
 
 mod bits;
+mod dc;
 mod huffman;
 mod splice;
 

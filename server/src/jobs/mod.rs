@@ -223,6 +223,11 @@ impl Jobs {
         self.settings.jobs_dir.join(job_id).join(format!("result.{}", output.extension()))
     }
 
+    /// Where the preview of a job's `input` or `result` is kept.
+    pub fn preview_path(&self, job_id: &str, which: &str) -> PathBuf {
+        self.settings.jobs_dir.join(job_id).join(format!("preview-{which}.jpg"))
+    }
+
     fn tiles_dir(&self, job_id: &str) -> PathBuf {
         self.settings.jobs_dir.join(job_id).join("tiles")
     }
