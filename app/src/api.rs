@@ -109,7 +109,8 @@ impl Batch {
 }
 
 /// How a job's result is encoded. In JSON, tagged by `format`:
-/// `{"format": "png"}`, `{"format": "jpeg", "quality": 90}`, `{"format": "webp"}`.
+/// `{"format": "png"}`, `{"format": "jpeg", "quality": 90}`, `{"format": "webp"}`,
+/// `{"format": "tiff"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "snake_case")]
 pub enum Output {
@@ -120,6 +121,8 @@ pub enum Output {
     Jpeg { quality: u8 },
     /// Lossless WebP.
     Webp,
+    /// Tiled TIFF, lossless (Deflate), BigTIFF past 4 GiB.
+    Tiff,
 }
 
 impl Output {
@@ -131,6 +134,7 @@ impl Output {
             Output::Png => "png",
             Output::Jpeg { .. } => "jpg",
             Output::Webp => "webp",
+            Output::Tiff => "tif",
         }
     }
 
@@ -139,13 +143,14 @@ impl Output {
             Output::Png => "image/png",
             Output::Jpeg { .. } => "image/jpeg",
             Output::Webp => "image/webp",
+            Output::Tiff => "image/tiff",
         }
     }
 
     /// The longest side the format can hold.
     pub fn max_dimension(self) -> u32 {
         match self {
-            Output::Png => u32::MAX >> 1,
+            Output::Png | Output::Tiff => u32::MAX >> 1,
             Output::Jpeg { .. } => u32::from(u16::MAX),
             Output::Webp => 16_383,
         }
@@ -157,6 +162,7 @@ impl Output {
             Output::Png => "PNG".into(),
             Output::Jpeg { quality } => format!("JPEG q{quality}"),
             Output::Webp => "WebP (lossless)".into(),
+            Output::Tiff => "TIFF (tiled, lossless)".into(),
         }
     }
 }

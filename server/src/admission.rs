@@ -131,6 +131,11 @@ impl Admission {
         mib(memory).min(u64::from(self.budget_mib)) as u32
     }
 
+    /// Whether the whole budget could hold `memory` bytes.
+    pub fn could_hold(&self, memory: u64) -> bool {
+        mib(memory) <= u64::from(self.budget_mib)
+    }
+
     /// MiB of the budget not reserved.
     pub fn memory_free_mib(&self) -> usize {
         self.memory.available_permits()

@@ -192,8 +192,9 @@ async fn drain(form: &mut Multipart, limit: usize) {
 }
 
 /// The result's encoding, from the form's `format`: `same` (the default:
-/// a PNG, JPEG or WebP input keeps its format, others become PNG), `png`,
-/// `jpeg` or `webp` (lossless); and `quality`, for JPEG, 1..=100 (default 90).
+/// a PNG, JPEG, WebP or TIFF input keeps its format, others become PNG),
+/// `png`, `jpeg`, `webp` (lossless) or `tiff` (tiled, lossless); and
+/// `quality`, for JPEG, 1..=100 (default 90).
 fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo) -> AppResult<Output> {
     let invalid = |message: String| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_output", message);
     let shown = |text: &str| text.chars().take(40).collect::<String>();
@@ -209,12 +210,14 @@ fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo
         "png" => Output::Png,
         "jpeg" | "jpg" => Output::Jpeg { quality },
         "webp" => Output::Webp,
+        "tiff" | "tif" => Output::Tiff,
         "same" | "" => match input.format {
             image::ImageFormat::Jpeg => Output::Jpeg { quality },
             image::ImageFormat::WebP => Output::Webp,
+            image::ImageFormat::Tiff => Output::Tiff,
             _ => Output::Png,
         },
-        other => return Err(invalid(format!("format must be same, png, jpeg or webp, got {}", shown(other)))),
+        other => return Err(invalid(format!("format must be same, png, jpeg, webp or tiff, got {}", shown(other)))),
     };
     if input.width.max(input.height) > output.max_dimension() {
         return Err(invalid(format!(

@@ -161,6 +161,15 @@ pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path)
     match output {
         Output::Png => write_png(tiles, file),
         Output::Jpeg { quality } => write_jpeg(tiles, quality, file),
+        Output::Tiff => {
+            let (grid, channels) = (tiles.grid, tiles.channels);
+            let mut tiff = crate::tiff::TiffWriter::new(file, (grid.width, grid.height), channels, grid.tile_size)?;
+            for (t, rect) in grid.tiles() {
+                tiff.write_tile(rect.width, rect.height, &tiles.read(t, rect)?)?;
+            }
+            tiff.finish()?.flush()?;
+            Ok(())
+        }
         Output::Webp => {
             let (grid, channels) = (tiles.grid, tiles.channels);
             let mut image = Frame::blank(grid.width, grid.height, channels);
@@ -272,7 +281,9 @@ mod tests {
     fn every_format_holds_the_whole_image() {
         let dir = tempfile::tempdir().unwrap();
         let (image, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
-        for (output, allowed) in [(Output::Png, 0), (Output::Webp, 0), (Output::Jpeg { quality: 95 }, 12)] {
+        for (output, allowed) in
+            [(Output::Png, 0), (Output::Webp, 0), (Output::Tiff, 0), (Output::Jpeg { quality: 95 }, 12)]
+        {
             let decoded = write_and_read(output, &tiles, dir.path());
             assert!(!decoded.color().has_alpha());
             let off = worst(decoded.into_rgb8().as_raw(), &image.pixels);
@@ -281,10 +292,10 @@ mod tests {
     }
 
     #[test]
-    fn alpha_is_kept_by_png_and_webp_and_flattened_onto_white_for_jpeg() {
+    fn alpha_is_kept_by_png_webp_and_tiff_and_flattened_onto_white_for_jpeg() {
         let dir = tempfile::tempdir().unwrap();
         let (image, tiles) = tiles_on_disk(dir.path(), Channels::Rgba);
-        for output in [Output::Png, Output::Webp] {
+        for output in [Output::Png, Output::Webp, Output::Tiff] {
             let decoded = write_and_read(output, &tiles, dir.path());
             assert!(decoded.into_rgba8().as_raw() == &image.pixels, "{output:?}");
         }

@@ -238,8 +238,9 @@ pub fn memory_needed(info: &ImageInfo, plan: &Plan, tile_size: u32, halo: u32, o
     let result = match output {
         // The tiles read into one frame, and the encoder's output.
         Output::Webp => pixels * channels * 2,
-        // A band of tiles, and the encoder's copy of it.
-        Output::Png => width * u64::from(tile_size) * channels * 2,
+        // A band of tiles, and the encoder's copy of it (for TIFF, one tile
+        // and its compressed copy).
+        Output::Png | Output::Tiff => width * u64::from(tile_size) * channels * 2,
         // A row of JPEG tiles (at most about the raw size at quality 100),
         // and a tile that came as PNG or raw being coded.
         Output::Jpeg { .. } => (width + 2 * u64::from(tile_size)) * u64::from(tile_size) * channels,

@@ -21,6 +21,7 @@ pub mod preview;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod tiff;
 pub mod upload;
 pub mod workers;
 

@@ -12,7 +12,9 @@ use app::api::Output;
 use pipeline::shrink::Shrinker;
 use pipeline::{Channels, Frame};
 
-use crate::error::AppResult;
+use axum::http::StatusCode;
+
+use crate::error::{AppError, AppResult};
 use crate::intake::{self, ImageInfo, Limits, Plan};
 use crate::png_rows::PngRows;
 use crate::state::AppState;
@@ -43,6 +45,11 @@ pub async fn ensure(state: &AppState, image: PathBuf, preview: PathBuf) -> AppRe
         (info, None) => {
             // Decoded whole: its share of the budget first, as a job's.
             let memory = intake::memory_needed(&info, &Plan::Whole, 1, 0, Output::Png);
+            if !state.admission.could_hold(memory) {
+                let message =
+                    "this image is too large to preview within the server's memory budget; download it instead";
+                return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+            }
             let _memory = state.admission.reserve(memory).await;
             tokio::task::spawn_blocking(move || whole(&image, info)).await.map_err(anyhow::Error::from)??
         }

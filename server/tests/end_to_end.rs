@@ -157,6 +157,11 @@ async fn results_come_in_the_chosen_format() {
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg_input, 95)
         .encode(&image.pixels, image.width, image.height, image::ExtendedColorType::Rgb8)
         .unwrap();
+    let mut tiff_input = Vec::new();
+    image::RgbImage::from_raw(image.width, image.height, image.pixels.clone())
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut tiff_input), image::ImageFormat::Tiff)
+        .unwrap();
 
     let cases = [
         // (upload, fields, expected output, content type, file extension)
@@ -171,6 +176,9 @@ async fn results_come_in_the_chosen_format() {
         ),
         ("c.jpg", jpeg_input.clone(), vec![], Output::Jpeg { quality: 90 }, "image/jpeg", "jpg"),
         ("d.png", png(&image), vec![("format", "same")], Output::Png, "image/png", "png"),
+        ("e.png", png(&image), vec![("format", "tiff")], Output::Tiff, "image/tiff", "tif"),
+        // A TIFF keeps its format.
+        ("f.tif", tiff_input, vec![], Output::Tiff, "image/tiff", "tif"),
     ];
     for (name, bytes, fields, output, mime, extension) in cases {
         let created = api.submit_with(name, bytes, &fields).await;

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 /// What the form sends as `format` and `quality`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputChoice {
-    /// `same`, `png`, `jpeg` or `webp`.
+    /// `same`, `png`, `jpeg`, `webp` or `tiff`.
     pub format: String,
     pub quality: u8,
 }
@@ -16,8 +16,13 @@ impl Default for OutputChoice {
     }
 }
 
-const FORMATS: [(&str, &str); 4] =
-    [("same", "Same as the input"), ("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WebP (lossless)")];
+const FORMATS: [(&str, &str); 5] = [
+    ("same", "Same as the input"),
+    ("png", "PNG"),
+    ("jpeg", "JPEG"),
+    ("webp", "WebP (lossless)"),
+    ("tiff", "TIFF (tiled, lossless)"),
+];
 
 #[component]
 pub fn OutputPicker(choice: RwSignal<OutputChoice>) -> impl IntoView {

@@ -130,7 +130,7 @@ impl Active {
             source: None,
             jpeg_quality: match self.output {
                 Output::Jpeg { quality } => Some(quality),
-                Output::Png | Output::Webp => None,
+                Output::Png | Output::Webp | Output::Tiff => None,
             },
         };
         let payload = self.input.payload(&mut header);
