@@ -28,9 +28,9 @@ pub struct Args {
     #[arg(long)]
     pub ops: Option<String>,
 
-    /// The result's format: same (as the input: PNG, JPEG and WebP stay so,
-    /// others become PNG), png, jpeg or webp.
-    #[arg(long, default_value = "same", value_parser = ["same", "png", "jpeg", "webp"])]
+    /// The result's format: same (as the input: PNG, JPEG, WebP and TIFF
+    /// stay so, others become PNG), png, jpeg, webp or tiff.
+    #[arg(long, default_value = "same", value_parser = ["same", "png", "jpeg", "webp", "tiff"])]
     pub format: String,
 
     /// JPEG quality, 1 to 100.
@@ -316,6 +316,7 @@ fn extension(file: &Path, format: &str) -> &'static str {
     match (format, input.as_str()) {
         ("jpeg", _) | ("same", "jpg" | "jpeg") => "jpg",
         ("webp", _) | ("same", "webp") => "webp",
+        ("tiff", _) | ("same", "tif" | "tiff") => "tif",
         _ => "png",
     }
 }
@@ -378,7 +379,7 @@ mod tests {
         let files = ["a/x.png", "b/x.png", "y.JPG", "z.tiff", "w.webp"].map(PathBuf::from);
         let same = targets(&files, "same", Path::new("out"));
         let names: Vec<_> = same.iter().map(|t| t.display().to_string()).collect();
-        assert_eq!(names, ["out/x.png", "out/x.png.png", "out/y.jpg", "out/z.png", "out/w.webp"]);
+        assert_eq!(names, ["out/x.png", "out/x.png.png", "out/y.jpg", "out/z.tif", "out/w.webp"]);
         let jpeg = targets(&files[2..3], "jpeg", Path::new("out"));
         assert_eq!(jpeg, [PathBuf::from("out/y.jpg")]);
     }
