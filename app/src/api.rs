@@ -186,6 +186,10 @@ pub struct Stages {
     pub collect_ms: f64,
     /// Encoding and writing the result.
     pub encode_ms: f64,
+    /// From the upload's last byte to its first task on the broker (none
+    /// for a job resumed after a restart).
+    #[serde(default)]
+    pub first_task_ms: Option<f64>,
 }
 
 impl Job {

@@ -345,6 +345,7 @@ mod tests {
             process_ms: 3_000.0,
             collect_ms: 2_000.0,
             encode_ms: 250.0,
+            first_task_ms: None,
         };
         assert_eq!(
             stage_spans(&stages).unwrap(),

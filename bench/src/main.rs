@@ -123,17 +123,18 @@ fn main() -> anyhow::Result<()> {
     let single = single.map(|b| b.total);
 
     println!(
-        "| workers | tile | total s | upload s | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
+        "| workers | tile | total s | upload s | first task ms | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (&(tile, workers), rounds) in configs.iter().zip(runs) {
         let totals: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.total)).collect();
         let run = median_by(rounds, |r| r.total).context("at least one round")?;
         let s = &run.stages;
         println!(
-            "| {workers} | {tile} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} |",
+            "| {workers} | {tile} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} |",
             run.total,
             run.upload,
+            s.first_task_ms.unwrap_or(f64::NAN),
             s.decode_ms / 1e3,
             s.dispatch_ms / 1e3,
             s.process_ms / 1e3,
@@ -298,7 +299,8 @@ fn master_rows(png: &[u8]) -> anyhow::Result<f64> {
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), png)?;
     let started = Instant::now();
-    let mut rows = server::png_rows::PngRows::open(file.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    use server::rows::Rows;
+    let mut rows = server::rows::PngRows::open(file.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut row = Vec::new();
     while rows.next_row(pipeline::Channels::Rgb, &mut row).map_err(|e| anyhow::anyhow!("{e}"))? {}
     Ok(started.elapsed().as_secs_f64())

@@ -163,7 +163,8 @@ pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path)
         Output::Jpeg { quality } => write_jpeg(tiles, quality, file),
         Output::Tiff => {
             let (grid, channels) = (tiles.grid, tiles.channels);
-            let mut tiff = crate::tiff::TiffWriter::new(file, (grid.width, grid.height), channels, grid.tile_size)?;
+            let mut tiff =
+                crate::tiff_writer::TiffWriter::new(file, (grid.width, grid.height), channels, grid.tile_size)?;
             for (t, rect) in grid.tiles() {
                 tiff.write_tile(rect.width, rect.height, &tiles.read(t, rect)?)?;
             }

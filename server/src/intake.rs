@@ -156,9 +156,10 @@ pub enum Plan {
     /// An upright baseline JPEG: its tiles are cut from the file losslessly
     /// (see `pipeline::jpeg`), never decoded here.
     Cut(pipeline::jpeg::Layout),
-    /// An upright, non-interlaced, still PNG: decoded a row at a time as
-    /// its tiles are sent (see [`crate::png_rows`]).
-    Rows,
+    /// An upright, non-interlaced, still PNG, or a plain TIFF: decoded a
+    /// row at a time as its tiles are sent (see [`crate::rows`]), by a
+    /// reader that holds at most this many bytes.
+    Rows(u64),
     /// Anything else: decoded whole, before the job starts.
     Whole,
 }
@@ -168,11 +169,10 @@ pub fn plan(path: &Path, info: ImageInfo) -> Result<Plan, AppError> {
     if info.orientation != Orientation::NoTransforms {
         return Ok(Plan::Whole);
     }
-    Ok(match info.format {
-        ImageFormat::Jpeg => cuttable_jpeg(path, info)?.map_or(Plan::Whole, Plan::Cut),
-        ImageFormat::Png if crate::png_rows::PngRows::open(path)?.in_order() => Plan::Rows,
-        _ => Plan::Whole,
-    })
+    if info.format == ImageFormat::Jpeg {
+        return Ok(cuttable_jpeg(path, info)?.map_or(Plan::Whole, Plan::Cut));
+    }
+    Ok(crate::rows::open(path, info.format)?.map_or(Plan::Whole, |rows| Plan::Rows(rows.memory())))
 }
 
 /// What a job's tiles are cut from.
@@ -182,20 +182,22 @@ pub enum Source {
     /// A JPEG to cut. Only its header has been read: cutting the tiles reads
     /// the scan, and is what checks it.
     Jpeg(pipeline::jpeg::Layout),
-    /// A PNG to decode a row at a time, as 8-bit `channels` (alpha only when
-    /// some pixel is not opaque, as for an image decoded whole). Only its
-    /// header has been read, unless it has alpha (every row has been, to
-    /// know that): decoding it is what checks it.
-    Png { channels: Channels },
+    /// An image of `format` to decode a row at a time, as 8-bit `channels`
+    /// (alpha only when some pixel is not opaque, as for an image decoded
+    /// whole). Only its header has been read, unless it has alpha (every row
+    /// has been, to know that): decoding it is what checks it.
+    Rows { format: ImageFormat, channels: Channels },
 }
 
 /// Reads an accepted upload for its job as `plan` says.
 pub fn prepare_file(path: &Path, info: ImageInfo, plan: Plan) -> Result<Source, AppError> {
     match plan {
         Plan::Cut(layout) => Ok(Source::Jpeg(layout)),
-        Plan::Rows => {
-            let opaque = crate::png_rows::opaque(path)?;
-            Ok(Source::Png { channels: if opaque { Channels::Rgb } else { Channels::Rgba } })
+        Plan::Rows(_) => {
+            let rows = crate::rows::open(path, info.format)?
+                .ok_or_else(|| anyhow::anyhow!("the file can no longer be read by rows"))?;
+            let channels = if crate::rows::opaque(rows)? { Channels::Rgb } else { Channels::Rgba };
+            Ok(Source::Rows { format: info.format, channels })
         }
         Plan::Whole => decode_file(path, info).map(Source::Pixels),
     }
@@ -225,9 +227,8 @@ pub fn memory_needed(info: &ImageInfo, plan: &Plan, tile_size: u32, halo: u32, o
     let input = match plan {
         // The MCU rows the next crops need, as 16-bit coefficients (4:4:4: six bytes a pixel).
         Plan::Cut(_) => width * (u64::from(tile_size) + 2 * u64::from(halo) + 64) * 6,
-        // The decoder's state, a band of rows on their way to the file and
-        // a row being converted (16-bit RGBA at most).
-        Plan::Rows => crate::png_rows::DECODER_MEMORY as u64 + width * channels * 40 + width * 8 * 4,
+        // The reader's, and a band of rows on their way to the file.
+        Plan::Rows(reader) => reader + width * channels * 40,
         Plan::Whole => {
             let decoded = u64::from(info.decoded_bytes_per_pixel);
             let converted = if matches!(decoded, 3 | 4) { 0 } else { channels };
@@ -512,7 +513,8 @@ mod tests {
         let jpeg = memory_needed(&info(ImageFormat::Jpeg, 3, upright), &cut, 512, 25, Output::Jpeg { quality: 90 });
         assert!(jpeg < raw / 2, "{jpeg}");
         // A PNG read by rows needs a few rows; one decoded whole, itself.
-        let rows = memory_needed(&info(ImageFormat::Png, 8, upright), &Plan::Rows, 512, 25, Output::Png);
+        let reader = 16 << 20;
+        let rows = memory_needed(&info(ImageFormat::Png, 8, upright), &Plan::Rows(reader), 512, 25, Output::Png);
         assert!(rows < raw / 2, "{rows}");
         let png = memory_needed(&info(ImageFormat::Png, 3, upright), &Plan::Whole, 512, 25, Output::Png);
         assert!(png > raw && png < raw * 3 / 2, "{png}");

@@ -16,12 +16,12 @@ pub mod jobs;
 pub mod kafka;
 pub mod metrics;
 pub mod origin;
-pub mod png_rows;
 pub mod preview;
+pub mod rows;
 pub mod sse;
 pub mod state;
 pub mod store;
-pub mod tiff;
+pub mod tiff_writer;
 pub mod upload;
 pub mod workers;
 

@@ -2,9 +2,9 @@
 //! side, as a JPEG, so that a page never downloads a gigapixel image to show
 //! it. Each is made in one pass over the file: a large baseline JPEG from
 //! its DC coefficients (an eighth of its size, without an inverse DCT), a
-//! PNG a row at a time; any other image is decoded whole, under the memory
-//! budget.
-//! Made on first request, and kept beside the job's files.
+//! PNG or a TIFF a row at a time (see [`crate::rows`]); any other image is
+//! decoded whole, under the memory budget. Made on first request, and kept
+//! beside the job's files.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 
 use crate::error::{AppError, AppResult};
 use crate::intake::{self, ImageInfo, Limits, Plan};
-use crate::png_rows::PngRows;
 use crate::state::AppState;
 
 /// The long side of a preview, at most: a screen's worth.
@@ -76,8 +75,10 @@ fn streamed(path: &Path, plan: &Plan) -> AppResult<Option<Frame>> {
                 Err(e) => Err(intake::corrupt_jpeg(&e)),
             }
         }
-        Plan::Rows => {
-            let mut rows = PngRows::open(path)?;
+        Plan::Rows(_) => {
+            let format = image::ImageFormat::from_path(path).map_err(anyhow::Error::from)?;
+            let mut rows = crate::rows::open(path, format)?
+                .ok_or_else(|| anyhow::anyhow!("the file can no longer be read by rows"))?;
             let channels = if rows.has_alpha() { Channels::Rgba } else { Channels::Rgb };
             let mut shrinker = Shrinker::new(rows.size(), channels, MAX_SIDE);
             let mut row = Vec::new();

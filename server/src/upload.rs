@@ -24,6 +24,8 @@ pub struct Upload {
     pub len: u64,
     /// SHA-256 of the bytes, for the result cache.
     pub sha256: [u8; 32],
+    /// When its last byte came in.
+    pub received: std::time::Instant,
 }
 
 impl Upload {
@@ -71,7 +73,7 @@ pub async fn receive(mut field: Field<'_>, dir: &Path, limits: Limits) -> AppRes
         len += chunk.len() as u64;
     }
     file.flush().await.map_err(anyhow::Error::from)?;
-    Ok(Upload { path, len, sha256: hasher.finalize().into() })
+    Ok(Upload { path, len, sha256: hasher.finalize().into(), received: std::time::Instant::now() })
 }
 
 /// A copy of a stored file as a new upload in `dir` (a job run again).
@@ -92,7 +94,7 @@ pub async fn copy(source: &Path, dir: &Path) -> AppResult<Upload> {
             hasher.update(&buffer[..n]);
             len += n as u64;
         }
-        Ok(Upload { path, len, sha256: hasher.finalize().into() })
+        Ok(Upload { path, len, sha256: hasher.finalize().into(), received: std::time::Instant::now() })
     });
     Ok(copied.await.map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)?)
 }

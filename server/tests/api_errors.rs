@@ -86,7 +86,7 @@ async fn bad_uploads_and_ids_get_json_errors() {
     };
     let fine = || png(&test_image(1024, 1024));
     let body = expect_error(with_output(fine(), &[("format", "gif")]).await.unwrap(), 422, "invalid_output").await;
-    assert_eq!(body.message, "format must be same, png, jpeg or webp, got gif");
+    assert_eq!(body.message, "format must be same, png, jpeg, webp or tiff, got gif");
     let body = expect_error(
         with_output(fine(), &[("format", "jpeg"), ("quality", "0")]).await.unwrap(),
         422,

@@ -33,6 +33,9 @@ async fn two_workers_process_an_image_seamlessly() {
     assert_eq!(job.tiles_done, 9);
     let stages = job.stages.expect("a done job says where its time went");
     assert!(stages.decode_ms > 0.0 && stages.process_ms >= stages.collect_ms && stages.encode_ms > 0.0, "{stages:?}");
+    // Timed from the upload's last byte: a fresh job's first task.
+    let first = stages.first_task_ms.expect("a fresh upload's first task is timed");
+    assert!(first.is_finite() && first >= 0.0, "{stages:?}");
 
     // Every tile is recorded as done, by one of our workers.
     let tiles: Vec<app::api::Tile> =

@@ -35,6 +35,8 @@ async fn a_master_killed_mid_job_resumes_from_its_files() {
     let (_master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
     let done = api.finished(&job.id, DEADLINE).await;
     api.assert_exact(&done, &image, &[Operation::default()]).await;
+    let first_task = done.stages.as_ref().and_then(|s| s.first_task_ms);
+    assert_eq!(first_task, None, "a resumed job's first task is not timed from an upload");
     // Tiles done before the crash were kept, not done again.
     for tile in api.tiles(&job.id).await {
         if let Some(earlier) = before.get(&tile.idx) {

@@ -284,6 +284,12 @@ fn JobTimeline(
         };
         bars.with(|b| failures.with(|f| timeline::lanes(b, f, alive.iter().map(String::as_str))))
     });
+    let first_task = move || {
+        let ms = job.with(|j| j.as_ref()?.stages?.first_task_ms)?;
+        Some(
+            view! { " The first task was on the broker " <span id="first-task">{format!("{ms:.0} ms")}</span> " after the upload's last byte." },
+        )
+    };
     let stages = move || {
         let spans = job.with(|j| j.as_ref().and_then(|j| j.stages.as_ref()).and_then(timeline::stage_spans))?;
         let axis = axis.get();
@@ -349,6 +355,7 @@ fn JobTimeline(
             <p class="legend muted small">
                 "Each bar is a tile, from when its worker started it to when its result reached the master. "
                 "Outlined in amber: it had been sent before. Red mark: a worker failed it."
+                {first_task}
             </p>
         </section>
     }

@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 
 use super::raster::Raster;
 use crate::error::AppError;
-use crate::png_rows::PngRows;
 
 /// Told once the reader has read the whole of a new upload: whether it
 /// decoded, or the answer for a malformed file. (Other failures, such as a
@@ -170,13 +169,13 @@ pub fn split(
 /// Rows written to the raster at once, at most.
 const BAND_ROWS: u32 = 32;
 
-/// Blocking: decodes the PNG at `path` a row at a time into `raster` (as
-/// its channels), and sends each of `tiles` (in grid order) once the rows
-/// its task reads are written. Stops early when the receiver is gone; sends
-/// the error if the file cannot be read or the raster written, and tells
-/// `verdict` whether the PNG was malformed.
-pub fn stream_png(
-    path: &Path,
+/// Blocking: decodes the image at `path` (of `format`) a row at a time
+/// into `raster` (as its channels), and sends each of `tiles` (in grid
+/// order) once the rows its task reads are written. Stops early when the
+/// receiver is gone; sends the error if the file cannot be read or the
+/// raster written, and tells `verdict` whether the file was malformed.
+pub fn stream_rows(
+    (path, format): (&Path, image::ImageFormat),
     grid: TileGrid,
     halo: u32,
     tiles: &[u32],
@@ -185,8 +184,10 @@ pub fn stream_png(
     verdict: Option<ScanVerdict>,
 ) {
     let stream = || -> Result<(), AppError> {
-        let mut png = PngRows::open(path)?;
-        let (width, height) = png.size();
+        let what = format.extensions_str()[0];
+        let mut rows = crate::rows::open(path, format)?
+            .ok_or_else(|| crate::rows::unreadable(what, "it can no longer be read by rows"))?;
+        let (width, height) = rows.size();
         if (width, height) != (raster.width, raster.height) {
             return Err(anyhow::anyhow!("the input file changed size").into());
         }
@@ -194,8 +195,8 @@ pub fn stream_png(
         let (mut band, mut row) = (Vec::with_capacity(line * BAND_ROWS as usize), Vec::with_capacity(line));
         let (mut written, mut next) = (0u32, tiles.iter().peekable());
         for y in 0..height {
-            if !png.next_row(raster.channels, &mut row)? {
-                return Err(crate::png_rows::unreadable("the image data ends early"));
+            if !rows.next_row(raster.channels, &mut row)? {
+                return Err(crate::rows::unreadable(what, "the image data ends early"));
             }
             band.extend_from_slice(&row);
             // The rows a tile's task reads: down to its halo, or the last.
@@ -214,7 +215,7 @@ pub fn stream_png(
             }
         }
         // The rest of the file: a cut-off or corrupt end is a bad upload.
-        while png.next_row(raster.channels, &mut row)? {}
+        while rows.next_row(raster.channels, &mut row)? {}
         Ok(())
     };
     let result = stream();
@@ -226,7 +227,7 @@ pub fn stream_png(
         let _ = verdict.send(refusal);
     }
     if let Err(e) = result {
-        let _ = tx.send(Err(anyhow::anyhow!("reading the PNG: {e}")));
+        let _ = tx.send(Err(anyhow::anyhow!("reading the image: {e}")));
     }
 }
 
@@ -260,7 +261,7 @@ mod tests {
         let (verdict, told) = tokio::sync::oneshot::channel();
         // Tile 1 was done before a restart: it is not read for.
         let wanted: Vec<u32> = (0..grid.len()).filter(|&t| t != 1).collect();
-        stream_png(&path, grid, halo, &wanted, &raster, &tx, Some(verdict));
+        stream_rows((&path, image::ImageFormat::Png), grid, halo, &wanted, &raster, &tx, Some(verdict));
         drop(tx);
         let mut sent = Vec::new();
         while let Ok(tile) = rx.try_recv() {
@@ -286,7 +287,8 @@ mod tests {
         let raster = Raster::create(&dir.path().join("pixels"), (100, 70), Channels::Rgb).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (verdict, told) = tokio::sync::oneshot::channel();
-        stream_png(&path, grid, 5, &(0..grid.len()).collect::<Vec<_>>(), &raster, &tx, Some(verdict));
+        let all: Vec<u32> = (0..grid.len()).collect();
+        stream_rows((&path, image::ImageFormat::Png), grid, 5, &all, &raster, &tx, Some(verdict));
         drop(tx);
         let refusal = told.blocking_recv().unwrap().unwrap_err();
         assert!(matches!(refusal, AppError::Client { code: "unreadable_image", .. }), "{refusal}");

@@ -80,6 +80,9 @@ struct Clock {
     decoded_at_ms: i64,
     dispatched_at: Option<Instant>,
     last_result_at: Option<Instant>,
+    /// When a fresh upload's last byte came in, and its first task was on the broker.
+    received_at: Option<Instant>,
+    first_task_at: Option<Instant>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -143,7 +146,7 @@ enum Reader {
     /// The image was decoded whole and written: every task can be made.
     Done,
     Jpeg(Arc<input::Crops>),
-    Png(Arc<raster::Raster>),
+    Rows(Arc<raster::Raster>, image::ImageFormat),
 }
 
 /// A running job as the engine's tasks share it.
@@ -163,8 +166,16 @@ pub enum Share {
 /// share of the memory budget; a job resumed after a restart reads its input
 /// again, with the share reserved for it.
 enum Start {
-    Fresh { source: Source, read_time: Duration, verdict: Option<input::ScanVerdict>, memory: Option<Reservation> },
-    Resumed { memory: Option<Reservation> },
+    Fresh {
+        source: Source,
+        read_time: Duration,
+        verdict: Option<input::ScanVerdict>,
+        memory: Option<Reservation>,
+        received_at: Instant,
+    },
+    Resumed {
+        memory: Option<Reservation>,
+    },
 }
 
 /// A checked upload and what to do with it.
@@ -262,7 +273,7 @@ impl Jobs {
         tokio::fs::create_dir_all(&dir).await?;
         let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
         let grid = TileGrid::new(info.width, info.height, self.settings.tile_size);
-        let input_bytes = file.len;
+        let (input_bytes, received_at) = (file.len, file.received);
         let recorded = async {
             file.keep_as(&input).await.with_context(|| format!("moving the upload to {}", input.display()))?;
             self.store
@@ -296,14 +307,14 @@ impl Jobs {
         // A JPEG's scan is read while its tiles are cut, a PNG's rows while
         // they are sent, after this returns: the caller hears whether it decoded.
         let (verdict, scan) = match decoded.0 {
-            Source::Jpeg(_) | Source::Png { .. } => {
+            Source::Jpeg(_) | Source::Rows { .. } => {
                 let (tx, rx) = oneshot::channel();
                 (Some(tx), Some(rx))
             }
             Source::Pixels(_) => (None, None),
         };
         let (source, read_time) = decoded;
-        let fresh = Start::Fresh { source, read_time, verdict, memory };
+        let fresh = Start::Fresh { source, read_time, verdict, memory, received_at };
         let this = Arc::clone(self);
         tokio::spawn(async move { this.run(&id, fresh).await });
         Ok((job, scan))
@@ -431,8 +442,10 @@ impl Jobs {
     async fn start(self: &Arc<Self>, id: &str, how: Start) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (source, decode_time, verdict, memory) = match how {
-            Start::Fresh { source, read_time, verdict, memory } => (source, read_time, verdict, memory),
+        let (source, decode_time, verdict, memory, received_at) = match how {
+            Start::Fresh { source, read_time, verdict, memory, received_at } => {
+                (source, read_time, verdict, memory, Some(received_at))
+            }
             Start::Resumed { memory } => {
                 // Resuming: read the stored upload again.
                 let path = input_path.clone();
@@ -444,7 +457,7 @@ impl Jobs {
                 })
                 .await??;
                 let (source, read_time) = resumed;
-                (source, read_time, None, memory)
+                (source, read_time, None, memory, None)
             }
         };
         let clock = Clock {
@@ -453,6 +466,8 @@ impl Jobs {
             decoded_at_ms: now_ms(),
             dispatched_at: None,
             last_result_at: None,
+            received_at,
+            first_task_at: None,
         };
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
@@ -469,9 +484,9 @@ impl Jobs {
                 tokio::task::spawn_blocking(move || input::write_whole(&frame, &whole)).await??;
                 (size, Input::Raster(raster), Reader::Done)
             }
-            Source::Png { channels } => {
+            Source::Rows { format, channels } => {
                 let raster = Arc::new(raster_at(channels)?);
-                ((raster.width, raster.height), Input::Raster(Arc::clone(&raster)), Reader::Png(raster))
+                ((raster.width, raster.height), Input::Raster(Arc::clone(&raster)), Reader::Rows(raster, format))
             }
             Source::Jpeg(layout) => {
                 let crops = Arc::new(input::Crops::create(&self.tiles_dir(id).join("crops"), grid.len())?);
@@ -576,9 +591,9 @@ impl Jobs {
                     input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
                 });
             }
-            Reader::Png(raster) => {
+            Reader::Rows(raster, format) => {
                 tokio::task::spawn_blocking(move || {
-                    input::stream_png(&input_path, grid, halo, &not_done, &raster, &tx, verdict);
+                    input::stream_rows((&input_path, format), grid, halo, &not_done, &raster, &tx, verdict);
                 });
             }
             Reader::Done => {
@@ -674,6 +689,9 @@ impl Jobs {
         }
         .await;
         let mut a = active.lock().expect("lock");
+        if sent.is_ok() {
+            a.clock.first_task_at.get_or_insert_with(Instant::now);
+        }
         let state = &mut a.tiles[tile as usize];
         state.sending = false;
         let (partition, offset, attempts) = sent?;
@@ -750,6 +768,7 @@ impl Jobs {
             process_ms: ms(last_result - clock.decoded_at),
             collect_ms: ms(last_result - dispatched),
             encode_ms: ms(encode_started.elapsed()),
+            first_task_ms: clock.received_at.zip(clock.first_task_at).map(|(received, first)| ms(first - received)),
         };
         if let Err(e) = self.store.set_stages(id, &stages).await {
             warn!(job = %id, error = %e, "recording stage times");

@@ -1,22 +1,21 @@
-//! A PNG read a row at a time, as 8-bit RGB or RGBA: how a non-interlaced
-//! PNG's job is fed, so its pixels are never whole in memory. The rows are
-//! exactly those of decoding the whole file ([`crate::intake::decode`]):
-//! their samples go through the same `image` conversions, one row at a time.
+//! A PNG read a row at a time (non-interlaced, still ones): the png crate's
+//! row reader, each row converted by the same `image` conversions as the
+//! whole decode.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use axum::http::StatusCode;
 use image::{ColorType, DynamicImage, ImageBuffer};
 use pipeline::Channels;
 
+use super::Rows;
 use crate::error::AppError;
 
 /// What the decoder may allocate beyond the rows it hands out: its inflate
 /// state and two rows (at most 65535 px x 8 bytes each).
-pub const DECODER_MEMORY: usize = 16 << 20;
+const DECODER_MEMORY: usize = 16 << 20;
 
 pub struct PngRows {
     reader: png::Reader<BufReader<File>>,
@@ -59,18 +58,18 @@ impl PngRows {
         let info = self.reader.info();
         !info.interlaced && info.animation_control.is_none()
     }
+}
 
-    pub fn has_alpha(&self) -> bool {
-        self.colour.has_alpha()
-    }
-
-    pub fn size(&self) -> (u32, u32) {
+impl Rows for PngRows {
+    fn size(&self) -> (u32, u32) {
         (self.width, self.height)
     }
 
-    /// Puts the next row into `out` as `channels` samples, the alpha
-    /// dropped for RGB (only right when it is opaque); false after the last.
-    pub fn next_row(&mut self, channels: Channels, out: &mut Vec<u8>) -> Result<bool, AppError> {
+    fn has_alpha(&self) -> bool {
+        self.colour.has_alpha()
+    }
+
+    fn next_row(&mut self, channels: Channels, out: &mut Vec<u8>) -> Result<bool, AppError> {
         let (colour, width) = (self.colour, self.width);
         let reader = &mut self.reader;
         catch_unwind(AssertUnwindSafe(move || {
@@ -82,22 +81,11 @@ impl PngRows {
         .map_err(|_| unreadable("the decoder failed"))?
         .map_err(|e: png::DecodingError| unreadable(&e.to_string()))
     }
-}
 
-/// Whether every pixel of the PNG at `path` is opaque, reading it a row at
-/// a time (true at once for one without alpha).
-pub fn opaque(path: &Path) -> Result<bool, AppError> {
-    let mut rows = PngRows::open(path)?;
-    if !rows.has_alpha() {
-        return Ok(true);
+    fn memory(&self) -> u64 {
+        // The decoder's state, and a row in and out of conversion (16-bit RGBA at most).
+        DECODER_MEMORY as u64 + u64::from(self.width) * 8 * 4
     }
-    let mut row = Vec::new();
-    while rows.next_row(Channels::Rgba, &mut row)? {
-        if row.iter().skip(3).step_by(4).any(|&a| a != 255) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// One row of decoded samples (16-bit ones big-endian) as 8-bit `channels`.
@@ -131,12 +119,8 @@ fn convert(data: &[u8], colour: ColorType, width: u32, channels: Channels, out: 
     }
 }
 
-pub fn unreadable(why: &str) -> AppError {
-    AppError::client(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unreadable_image",
-        format!("the png file could not be read: {why}"),
-    )
+fn unreadable(why: &str) -> AppError {
+    super::unreadable("png", why)
 }
 
 #[cfg(test)]
@@ -171,7 +155,11 @@ mod tests {
 
     /// Every row read by rows, as the job would read them.
     fn by_rows(path: &Path) -> (Channels, Vec<u8>) {
-        let channels = if opaque(path).unwrap() { Channels::Rgb } else { Channels::Rgba };
+        let channels = if super::super::opaque(Box::new(PngRows::open(path).unwrap())).unwrap() {
+            Channels::Rgb
+        } else {
+            Channels::Rgba
+        };
         let mut rows = PngRows::open(path).unwrap();
         assert!(rows.in_order());
         let (mut all, mut row) = (Vec::new(), Vec::new());
@@ -211,7 +199,7 @@ mod tests {
             let path = dir.path().join(format!("{name}.png"));
             std::fs::write(&path, &bytes).unwrap();
             let info = intake::inspect(&bytes, ANY).unwrap();
-            assert!(matches!(intake::plan(&path, info).unwrap(), Plan::Rows), "{name}");
+            assert!(matches!(intake::plan(&path, info).unwrap(), Plan::Rows(_)), "{name}");
             let whole = intake::decode(&bytes, info).unwrap();
             let (channels, rows) = by_rows(&path);
             assert_eq!(channels, whole.channels, "{name}");
