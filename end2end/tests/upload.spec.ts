@@ -47,6 +47,7 @@ test("drop an image, watch it reach 100 %, download the result", async ({ page }
   }
   await expect(page.locator("#status")).toContainText("MP/s");
   await expect(page.locator('#task-stream .stage-row[data-stage="decode"]')).toHaveCount(1);
+  await expect(page.locator("#first-task")).toHaveText(/^\d+ ms$/);
   // The task stream has a bar per tile, over the workers' lanes.
   const bars = () => page.locator("#task-stream tr.lane").evaluateAll((rows) => rows.reduce((n, r) => n + Number(r.getAttribute("data-tiles")), 0));
   await expect.poll(bars).toBe(16);
