@@ -147,6 +147,15 @@ impl Admission {
     }
 }
 
+/// Gives back what `reservation` holds beyond `keep` bytes (in whole MiB):
+/// a job whose decoded image has been let go.
+pub fn shrink(reservation: &mut Reservation, keep: u64) {
+    let (held, keep) = (reservation.num_permits(), mib(keep) as usize);
+    if held > keep {
+        drop(reservation.split(held - keep));
+    }
+}
+
 /// Bytes in whole MiB, rounded up.
 fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)

@@ -144,6 +144,9 @@ async fn admit(
         }
     };
     let (job, scan) = state.jobs.submit(request, input).await?;
+    // Recorded: the store counts the job now, so the ticket must not too
+    // (while the scan below is read, other uploads would see it twice).
+    drop(ticket);
     // The tiles of a JPEG or a PNG read by rows are already being sent; the
     // file must read to the end before the upload counts as accepted.
     if let Some(scan) = scan

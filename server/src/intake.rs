@@ -236,6 +236,13 @@ pub fn memory_needed(info: &ImageInfo, plan: &Plan, tile_size: u32, halo: u32, o
             pixels * (decoded + converted + turned)
         }
     };
+    input + memory_to_finish((info.width, info.height), channels, tile_size, output)
+}
+
+/// What a job needs of the memory budget once its input is read: what its
+/// result is encoded from, and tasks and results in flight.
+pub fn memory_to_finish((width, height): (u32, u32), channels: u64, tile_size: u32, output: Output) -> u64 {
+    let (width, pixels) = (u64::from(width), u64::from(width) * u64::from(height));
     let result = match output {
         // The tiles read into one frame, and the encoder's output.
         Output::Webp => pixels * channels * 2,
@@ -248,7 +255,7 @@ pub fn memory_needed(info: &ImageInfo, plan: &Plan, tile_size: u32, halo: u32, o
     };
     // Tasks being encoded and results being decoded.
     const IN_FLIGHT: u64 = 16 << 20;
-    input + result + IN_FLIGHT
+    result + IN_FLIGHT
 }
 
 /// The answer to an upload whose JPEG scan turned out corrupt while its

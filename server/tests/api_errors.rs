@@ -191,48 +191,62 @@ async fn limits_refuse_bombs_floods_and_oversized_uploads() {
 }
 
 /// Each job reserves the memory it is estimated to need from the master's
-/// budget when it is admitted, atomically with its creation, and gives it
-/// back when it stops: the excess gets 503 (never an OOM), an image the
-/// budget could never hold gets 413.
+/// budget when it is admitted, atomically with its creation, gives back
+/// what its decoded image took once that is let go, and the rest when it
+/// stops: the excess gets 503 (never an OOM), an image the budget could
+/// never hold gets 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_budget_admits_jobs_until_it_is_spent() {
+    async fn upload(server: &TestServer, name: &str, image: &[u8]) -> reqwest::Response {
+        // A WebP result is assembled whole: its share stays large.
+        server.api().upload_with(name, image.to_vec(), &[("format", "webp")]).await
+    }
     let broker = Broker::start();
     // No worker: admitted jobs stay running, holding their share.
-    let server = TestServer::start_with(&broker, &unique_prefix("budget"), |c| c.memory_budget = 150 << 20).await;
-    // 4096x2048 RGB decoded whole (a BMP; a PNG would be read by rows):
-    // about 56 MiB each with its result band.
-    let image = bmp(&test_image(4096, 2048));
+    let budget = |c: &mut server::Config| c.memory_budget = 120 << 20;
+    let server = TestServer::start_with(&broker, &unique_prefix("budget"), budget).await;
+    // 2048x2048 decoded whole (a BMP; a PNG would be read by rows): 60 MiB
+    // each, 41 once the decoded image is let go. 1280x1280: 34, then 26.
+    let (image, small) = (bmp(&test_image(2048, 2048)), bmp(&test_image(1280, 1280)));
     let first: app::api::Job = {
-        let response = server.upload("one.bmp", image.clone()).await;
+        let response = upload(&server, "one.bmp", &image).await;
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
     };
-    assert_eq!(server.upload("two.bmp", image.clone()).await.status(), 201);
-    let busy = server.upload("three.bmp", image.clone()).await;
+    assert_eq!(upload(&server, "two.bmp", &image).await.status(), 201);
+    let busy = upload(&server, "three.bmp", &image).await;
     assert_eq!(busy.headers()["retry-after"], "10");
     let body = expect_error(busy, 503, "busy").await;
     assert!(body.message.contains("memory"), "{}", body.message);
     // Several at once: never more admitted than the budget holds.
     let names: Vec<String> = (0..4).map(|i| format!("burst-{i}.bmp")).collect();
-    let burst = futures::future::join_all(names.iter().map(|name| server.upload(name, image.clone()))).await;
+    let burst = futures::future::join_all(names.iter().map(|name| upload(&server, name, &image))).await;
     assert!(burst.iter().all(|r| r.status() == 503), "{:?}", burst.iter().map(|r| r.status()).collect::<Vec<_>>());
+    // Once both decoded images are let go, a small job fits (it could not
+    // while either was held: 120 - 60 - 41 < 34).
+    eventually("the decoded images' memory to come back", std::time::Duration::from_secs(10), || async {
+        (upload(&server, "small.bmp", &small).await.status() == 201).then_some(())
+    })
+    .await;
+    expect_error(upload(&server, "small-2.bmp", &small).await, 503, "busy").await;
 
     // An image the whole budget could not hold is refused for good.
-    let huge = expect_error(server.upload("huge.bmp", bmp_header_only(8000, 8000)).await, 413, "image_too_large").await;
+    let huge =
+        expect_error(upload(&server, "huge.bmp", &bmp_header_only(8000, 8000)).await, 413, "image_too_large").await;
     assert!(huge.message.contains("TILEPIPE_MEMORY_BUDGET"), "{}", huge.message);
 
     // A stopped job gives its share back.
     let cancelled = reqwest::Client::new().post(server.url(&format!("/api/jobs/{}/cancel", first.id))).send().await;
     assert!(cancelled.unwrap().status().is_success());
     eventually("the cancelled job's memory to come back", std::time::Duration::from_secs(10), || async {
-        (server.upload("three.bmp", image.clone()).await.status() == 201).then_some(())
+        (upload(&server, "small-2.bmp", &small).await.status() == 201).then_some(())
     })
     .await;
 
-    // Restarted, the two running jobs resume holding their shares before
-    // the server takes an upload: a new one still finds the memory taken.
-    let server = server.restart_with(&broker, |c| c.memory_budget = 150 << 20).await;
-    let body = expect_error(server.upload("four.bmp", image.clone()).await, 503, "busy").await;
+    // Restarted, the running jobs resume holding their shares before the
+    // server takes an upload: a new one still finds the memory taken.
+    let server = server.restart_with(&broker, budget).await;
+    let body = expect_error(upload(&server, "four.bmp", &image).await, 503, "busy").await;
     assert!(body.message.contains("memory"), "{}", body.message);
     server.stop().await;
 }

@@ -442,7 +442,7 @@ impl Jobs {
     async fn start(self: &Arc<Self>, id: &str, how: Start) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (source, decode_time, verdict, memory, received_at) = match how {
+        let (source, decode_time, verdict, mut memory, received_at) = match how {
             Start::Fresh { source, read_time, verdict, memory, received_at } => {
                 (source, read_time, verdict, memory, Some(received_at))
             }
@@ -480,8 +480,13 @@ impl Jobs {
                 let raster = Arc::new(raster_at(frame.channels)?);
                 let size = (frame.width, frame.height);
                 anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
-                let whole = Arc::clone(&raster);
+                let (whole, channels) = (Arc::clone(&raster), frame.channels.count() as u64);
                 tokio::task::spawn_blocking(move || input::write_whole(&frame, &whole)).await??;
+                // The frame is gone: the job needs only what finishing takes.
+                if let Some(memory) = memory.as_mut() {
+                    let keep = intake::memory_to_finish(size, channels, grid.tile_size, job.output);
+                    crate::admission::shrink(memory, keep);
+                }
                 (size, Input::Raster(raster), Reader::Done)
             }
             Source::Rows { format, channels } => {
