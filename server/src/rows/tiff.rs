@@ -15,9 +15,10 @@ use pipeline::Channels;
 use super::Rows;
 use crate::error::AppError;
 
-/// The most a band of strips or tiles may hold: a TIFF stored as a few huge
+/// The most a band of strips or tiles may hold (a row of 512 px RGBA tiles
+/// of a 32768 px wide image, and two tiles): a TIFF stored as a few huge
 /// strips is decoded whole instead, under the memory budget.
-const MAX_BAND: u64 = 64 << 20;
+const MAX_BAND: u64 = 96 << 20;
 
 pub struct TiffRows {
     decoder: Decoder<BufReader<File>>,
@@ -59,14 +60,24 @@ impl TiffRows {
             let size = decoder.dimensions()?;
             let chunk = decoder.chunk_dimensions();
             let tiled = decoder.get_chunk_type() == ChunkType::Tile;
-            let width = if tiled { u64::from(size.0.div_ceil(chunk.0.max(1)) * chunk.0) } else { u64::from(size.0) };
-            if chunk.0 == 0 || chunk.1 == 0 || width * u64::from(chunk.1) * samples as u64 > MAX_BAND {
+            let rows = Self { decoder, size, samples, chunk, tiled, band: Vec::new(), top: 0, rows: 0, next: 0 };
+            // Header fields are hostile: in u64, before anything is allocated.
+            if chunk.0 == 0 || chunk.1 == 0 || rows.chunks_bytes() > MAX_BAND {
                 return Ok(None);
             }
-            Ok(Some(Self { decoder, size, samples, chunk, tiled, band: Vec::new(), top: 0, rows: 0, next: 0 }))
+            Ok(Some(rows))
         }))
         .map_err(|_| unreadable("the decoder failed"))?;
         opened.map_err(|e| unreadable(&e.to_string()))
+    }
+
+    /// A band of strips or a row of tiles, and a chunk being decoded into
+    /// it (with its compressed bytes), at most.
+    fn chunks_bytes(&self) -> u64 {
+        let (width, chunk) = (u64::from(self.size.0), (u64::from(self.chunk.0), u64::from(self.chunk.1)));
+        let covered = if self.tiled { width.div_ceil(chunk.0) * chunk.0 } else { width };
+        let samples = self.samples as u64;
+        covered * chunk.1 * samples + 2 * chunk.0 * chunk.1 * samples
     }
 
     /// Decodes the band of strips or tiles holding row `self.next`.
@@ -138,10 +149,7 @@ impl Rows for TiffRows {
     }
 
     fn memory(&self) -> u64 {
-        // A band, and a chunk being decoded into it (with its compressed bytes).
-        let width = if self.tiled { self.size.0.div_ceil(self.chunk.0) * self.chunk.0 } else { self.size.0 };
-        let band = u64::from(width) * u64::from(self.chunk.1) * self.samples as u64;
-        band + 2 * u64::from(self.chunk.0) * u64::from(self.chunk.1) * self.samples as u64
+        self.chunks_bytes()
     }
 }
 
