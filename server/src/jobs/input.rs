@@ -3,7 +3,8 @@
 //! them in one pass over the input, holding only the rows the next tiles
 //! need, and hands each tile's index to dispatch once its task can be made:
 //! it cuts every crop of a JPEG from the scan, appending each to the job's
-//! crop file, or decodes a PNG a row at a time into the raster. Dispatch and
+//! crop file, or decodes a PNG or a TIFF a row at a time into the raster
+//! (an image decoded whole is written there at once). Dispatch and
 //! any retry read from those files. The reader runs ahead of dispatch at its
 //! own speed: that pass is also what checks the upload, which is answered
 //! when it ends.
