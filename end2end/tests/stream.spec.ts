@@ -78,7 +78,11 @@ test("a running job's rate matches its own progress, and each tile shows within 
   await expect(page.locator("#task-stream [role=status]")).toHaveText(/^tile \d+/);
   await page.keyboard.press("Escape");
   await expect(page.locator("#task-stream .tip")).toHaveCount(0);
-  // Along the first lane until the pointer meets a bar.
+  // Along the first lane until the pointer meets a bar, once the previews
+  // above have loaded (the stream stays where it was measured).
+  for (const img of await page.locator(".compare img").all()) {
+    await expect.poll(() => img.evaluate((i: HTMLImageElement) => i.complete)).toBe(true);
+  }
   const box = (await stream.boundingBox())!;
   for (let x = 2; x < box.width; x += 3) {
     await page.mouse.move(box.x + x, box.y + 5);
