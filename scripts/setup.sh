@@ -54,9 +54,15 @@ fi
 
 # --- npm ----------------------------------------------------------------------
 # wasm-opt from npm's binaryen: Debian's binaryen 108 emits wasm that breaks in browsers.
-if [[ ! -x tools/node_modules/.bin/wasm-opt ]]; then
-  log "npm: installing binaryen (wasm-opt)"
+# OpenSeadragon, the deep-zoom viewer of the job page, served from public/vendor.
+osd=tools/node_modules/openseadragon/build/openseadragon
+if [[ ! -x tools/node_modules/.bin/wasm-opt || ! -f $osd/openseadragon.min.js ]]; then
+  log "npm: installing binaryen (wasm-opt) and OpenSeadragon"
   (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! cmp -s "$osd/openseadragon.min.js" public/vendor/openseadragon/openseadragon.min.js; then
+  mkdir -p public/vendor/openseadragon
+  cp -r "$osd/openseadragon.min.js" "$osd/images" public/vendor/openseadragon/
 fi
 if [[ ! -d end2end/node_modules/@playwright/test ]]; then
   log "npm: installing Playwright (browser comes from Debian's chromium)"

@@ -167,6 +167,20 @@ impl Output {
     }
 }
 
+/// `GET /api/jobs/{id}/zoom`: a done job's result as a Deep Zoom pyramid,
+/// built on the first request. Its tiles are
+/// `/api/jobs/{id}/zoom/{level}/{column}_{row}.{format}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Zoom {
+    /// Being built (status 202): the share of the result read so far, 0 to 1.
+    Building { progress: f32 },
+    /// Ready (status 200). Level `k` is the result shrunk `2^(max - k)`
+    /// times, `max` being the level of the full size; tiles are `tile_size`
+    /// px a side plus `overlap` px on each inner edge.
+    Ready { width: u32, height: u32, tile_size: u32, overlap: u32, format: String },
+}
+
 /// Milliseconds a job spent in each stage on the master (the last run of it,
 /// if it was resumed). Dispatch and processing overlap: tiles are processed
 /// while later ones are still being sent.

@@ -14,7 +14,7 @@ use crate::live::Live;
 /// nothing missed while offline stays missing, and a one-second clock.
 pub fn connect(live: Live) {
     // Browsers cannot give an EventSource headers: a token goes in the query.
-    let url = match stored_token() {
+    let url = match token() {
         Some(token) => format!("/api/events?token={}", web_sys::js_sys::encode_uri_component(&token)),
         None => "/api/events".to_owned(),
     };
@@ -64,9 +64,9 @@ async fn load_snapshot(live: Live) {
 }
 
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
-    let had_token = stored_token().is_some();
+    let had_token = token().is_some();
     let response = send(|| Request::get(url), None).await?;
-    if !had_token && stored_token().is_some() && response.ok() {
+    if !had_token && token().is_some() && response.ok() {
         // Reads needed the token just given: reconnect the event stream with it.
         let _ = window().location().reload();
     }
@@ -76,7 +76,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, St
 const TOKEN_KEY: &str = "tilepipe-token";
 
 /// The access token given earlier in this browser session, if any.
-fn stored_token() -> Option<String> {
+pub fn token() -> Option<String> {
     window().session_storage().ok()??.get_item(TOKEN_KEY).ok()?
 }
 
@@ -100,7 +100,7 @@ async fn send(make: impl Fn() -> RequestBuilder, form: Option<&web_sys::FormData
     let mut asked = false;
     loop {
         let mut builder = make();
-        if let Some(token) = stored_token() {
+        if let Some(token) = token() {
             builder = builder.header("Authorization", &format!("Bearer {token}"));
         }
         let request = match form {
@@ -168,7 +168,7 @@ async fn post_form(
     let failed = |_| "the browser cannot send the upload".to_owned();
     let xhr = web_sys::XmlHttpRequest::new().map_err(failed)?;
     xhr.open("POST", url).map_err(failed)?;
-    if let Some(token) = stored_token() {
+    if let Some(token) = token() {
         xhr.set_request_header("Authorization", &format!("Bearer {token}")).map_err(failed)?;
     }
     let on_progress = Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {

@@ -43,6 +43,10 @@ struct Args {
     /// its zip: how soon it starts, how fast it streams, the server's memory.
     #[arg(long, default_value_t = 0)]
     batch_zip: usize,
+    /// Also build the result's zoomable pyramid (what "Explore at full
+    /// resolution" asks for): how long, and the server's memory meanwhile.
+    #[arg(long)]
+    zoom: bool,
     /// The uploaded image's format: `jpeg`, or `png` (read by rows on the
     /// master; its baselines are skipped).
     #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
@@ -160,6 +164,46 @@ fn main() -> anyhow::Result<()> {
     if args.batch_zip > 0 {
         runtime.block_on(batch_zip(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.batch_zip))?;
     }
+    if args.zoom {
+        runtime.block_on(zoom((name, &jpeg), &ops, args.workers[0], args.tile_sizes[0]))?;
+    }
+    Ok(())
+}
+
+/// The job once more, then its result's Deep Zoom pyramid built on request
+/// and polled until ready: the time, and the server's resident memory
+/// before and at most while it is built.
+async fn zoom((name, image): (&str, &[u8]), chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<()> {
+    let System { server, api, .. } = &system(chain, workers, tile).await?;
+    let job = api.submit_with(name, image.to_vec(), &[("ops", &serde_json::to_string(chain)?)]).await;
+    let job = api.finished(&job.id, DEADLINE).await;
+    anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
+    let before = server.memory_bytes().unwrap_or(0);
+    let mut peak = before;
+    let started = Instant::now();
+    let url = api.url(&format!("/api/jobs/{}/zoom", job.id));
+    loop {
+        let response = reqwest::get(&url).await?;
+        peak = peak.max(server.memory_bytes().unwrap_or(0));
+        match response.status().as_u16() {
+            200 => break,
+            202 => {}
+            status => anyhow::bail!("the pyramid answered {status}: {}", response.text().await?),
+        }
+        anyhow::ensure!(started.elapsed() < DEADLINE, "the pyramid was not built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let megapixels = f64::from(job.width) * f64::from(job.height) / 1e6;
+    println!(
+        "\nThe result's zoomable pyramid ({}, {}x{}): built in {took:.2} s ({:.0} MP/s); server resident {:.0} MB before, at most {:.0} MB while building",
+        job.output.label(),
+        job.width,
+        job.height,
+        megapixels / took,
+        mb(before),
+        mb(peak),
+    );
     Ok(())
 }
 

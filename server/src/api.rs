@@ -32,6 +32,8 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/jobs/{id}/result", get(job_result))
         .route("/jobs/{id}/input", get(job_input))
         .route("/jobs/{id}/preview/{which}", get(job_preview))
+        .route("/jobs/{id}/zoom", get(job_zoom))
+        .route("/jobs/{id}/zoom/{level}/{tile}", get(zoom_tile))
         .route("/workers", get(list_workers))
         .route("/stats", get(stats))
         .route("/limits", get(limits))
@@ -287,11 +289,7 @@ async fn job_result(State(state): State<AppState>, Path(id): Path<String>, reque
     let id = job_id(&id)?;
     let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     if job.status != JobStatus::Done {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            "not_ready",
-            format!("the job is {}; its result is not ready", job.status.as_str()),
-        ));
+        return Err(not_ready(&job));
     }
     let stem = job.filename.rsplit_once('.').map_or(job.filename.as_str(), |(s, _)| s);
     let download: String =
@@ -341,18 +339,72 @@ async fn job_preview(
     let image = match which.as_str() {
         "input" => state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?,
         "result" if job.status == JobStatus::Done => state.jobs.result_path(&id, job.output),
-        "result" => {
-            let message = format!("the job is {}; its result is not ready", job.status.as_str());
-            return Err(AppError::client(StatusCode::CONFLICT, "not_ready", message));
-        }
+        "result" => return Err(not_ready(&job)),
         _ => return Err(AppError::not_found("preview (input or result)")),
     };
     let preview = state.jobs.preview_path(&id, &which);
-    crate::preview::ensure(&state, image, preview.clone()).await?;
-    let mut response = serve_file(preview, "image/jpeg", request).await?;
-    // A job's input and result never change.
+    if let Err(e) = crate::preview::ensure(&state, image, preview.clone()).await {
+        // Deleted while its file was read: gone, not broken.
+        return Err(match state.store.job(&id).await {
+            Ok(None) => AppError::not_found("job"),
+            _ => e,
+        });
+    }
+    let response = serve_file(preview, "image/jpeg", request).await?;
+    Ok(unchanging(response))
+}
+
+/// A job's input and result never change, nor anything made of them.
+fn unchanging(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, max-age=86400"));
-    Ok(response)
+    response
+}
+
+fn not_ready(job: &Job) -> AppError {
+    let message = format!("the job is {}; its result is not ready", job.status.as_str());
+    AppError::client(StatusCode::CONFLICT, "not_ready", message)
+}
+
+/// `GET /api/jobs/{id}/zoom`: the done job's result as a Deep Zoom pyramid
+/// (see [`crate::zoom`]): 200 with its description once built; 202 with
+/// the progress while it is built, which the first request starts.
+async fn job_zoom(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Response> {
+    use axum::response::IntoResponse;
+    let id = job_id(&id)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
+    if job.status != JobStatus::Done {
+        return Err(not_ready(&job));
+    }
+    let files = (state.jobs.result_path(&id, job.output), state.jobs.zoom_dir(&id));
+    let zoom = state.zooms.status(&state, &id, files).await?;
+    let status = match zoom {
+        app::api::Zoom::Building { .. } => StatusCode::ACCEPTED,
+        app::api::Zoom::Ready { .. } => StatusCode::OK,
+    };
+    Ok((status, Json(zoom)).into_response())
+}
+
+/// `GET /api/jobs/{id}/zoom/{level}/{column}_{row}.{jpg|png}`: a tile of
+/// the job's pyramid.
+async fn zoom_tile(
+    State(state): State<AppState>,
+    Path((id, level, tile)): Path<(String, String, String)>,
+    request: Request,
+) -> AppResult<Response> {
+    let id = job_id(&id)?;
+    let parsed = (|| {
+        let level: u32 = level.parse().ok()?;
+        let (name, extension) = tile.split_once('.')?;
+        let (column, row) = name.split_once('_')?;
+        let format = [crate::zoom::pyramid::TileFormat::Jpeg, crate::zoom::pyramid::TileFormat::Png]
+            .into_iter()
+            .find(|f| f.extension() == extension)?;
+        Some((level, column.parse::<u32>().ok()?, row.parse::<u32>().ok()?, format))
+    })();
+    let (level, column, row, format) = parsed.ok_or_else(|| AppError::not_found("tile"))?;
+    let name = format!("{column}_{row}.{}", format.extension());
+    let path = state.jobs.zoom_dir(&id).join(level.to_string()).join(name);
+    Ok(unchanging(serve_file(path, format.mime(), request).await?))
 }
 
 /// `GET /api/limits`: what uploads are accepted.

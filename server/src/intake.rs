@@ -28,6 +28,10 @@ pub struct ImageInfo {
 /// What sizes of image are accepted (the browser checks the same way).
 pub use app::api::SizeLimits as Limits;
 
+/// The limits of a file read again from disk: it was checked against the
+/// real ones when it came, so it is held to none.
+pub const CHECKED: Limits = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
+
 /// Memory a decoder may use to read a header and its metadata (ICC
 /// profiles, EXIF): real ones are at most a few megabytes.
 pub const HEADER_MEMORY: u64 = 16 << 20;

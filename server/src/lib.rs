@@ -24,6 +24,7 @@ pub mod store;
 pub mod tiff_writer;
 pub mod upload;
 pub mod workers;
+pub mod zoom;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +126,7 @@ impl Server {
             store,
             events,
             jobs: Arc::clone(&jobs),
+            zooms: Arc::default(),
             metrics,
             shutdown: shutdown.clone(),
         };

@@ -15,14 +15,11 @@ use pipeline::{Channels, Frame};
 use axum::http::StatusCode;
 
 use crate::error::{AppError, AppResult};
-use crate::intake::{self, ImageInfo, Limits, Plan};
+use crate::intake::{self, ImageInfo, Plan};
 use crate::state::AppState;
 
 /// The long side of a preview, at most: a screen's worth.
 pub const MAX_SIDE: u32 = 2048;
-
-/// Files already on disk were checked when they came.
-const ANY: Limits = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
 
 /// The preview of the image at `image`, made at `preview` if it is not
 /// there yet (files that are there are complete: written, then renamed).
@@ -33,7 +30,7 @@ pub async fn ensure(state: &AppState, image: PathBuf, preview: PathBuf) -> AppRe
     let _turn = state.admission.decoder().await;
     let path = image.clone();
     let streamed = tokio::task::spawn_blocking(move || -> AppResult<_> {
-        let info = intake::inspect_file(&path, ANY)?;
+        let info = intake::inspect_file(&path, intake::CHECKED)?;
         let plan = intake::plan(&path, info)?;
         Ok((info, streamed(&path, &plan)?))
     })
@@ -152,7 +149,7 @@ mod tests {
         for (name, bytes) in cases {
             let path = dir.path().join(name);
             std::fs::write(&path, bytes).unwrap();
-            let info = intake::inspect_file(&path, ANY).unwrap();
+            let info = intake::inspect_file(&path, intake::CHECKED).unwrap();
             let plan = intake::plan(&path, info).unwrap();
             let frame = match streamed(&path, &plan).unwrap() {
                 Some(frame) => frame,

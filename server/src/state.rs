@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::origin::AllowedHosts;
 use crate::sse::Events;
 use crate::store::Store;
+use crate::zoom::Zooms;
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -22,6 +23,8 @@ pub struct AppState {
     pub store: Store,
     pub events: Events,
     pub jobs: Arc<Jobs>,
+    /// Zoomable pyramids of results being built.
+    pub zooms: Arc<Zooms>,
     pub metrics: Arc<Metrics>,
     pub allowed_hosts: Arc<AllowedHosts>,
     /// One permit per event stream served.

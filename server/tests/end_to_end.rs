@@ -354,3 +354,70 @@ async fn previews_are_the_images_shrunk_to_fit_a_page() {
     assert!(d <= jpeg + 4.0, "the DC preview is {d} from the image shrunk (its JPEG: {jpeg})");
     server.stop().await;
 }
+
+/// A done job's result can be explored at full resolution: its Deep Zoom
+/// pyramid is built on the first request (202 with progress until then),
+/// its full-size tiles are the result's pixels, and its smallest level is
+/// one pixel. A JPEG result is read by bands, a PNG one by rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_results_pyramid_is_built_on_request_and_served_by_tile() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("zoom");
+    let server = TestServer::start(&broker, &prefix).await;
+    let api = server.api();
+    let base = server.url("");
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let image = test_image(1100, 1030);
+    let blur = serde_json::to_string(&[Operation::default()]).unwrap();
+
+    // Not before the job is done.
+    let png_job = api.submit_with("a.png", png(&image), &[("ops", &blur)]).await;
+    assert_eq!(get(format!("/api/jobs/{}/zoom", png_job.id)).await.status(), 409);
+    let jpeg_job = api.submit_with("a.png", png(&image), &[("ops", &blur), ("format", "jpeg")]).await;
+    let _worker = TestWorker::start(&broker, &prefix, "w-zoom");
+    let expected = ops::process_whole(&[Operation::default()], &image);
+
+    for (job, tolerance) in [(png_job, 2.0), (jpeg_job, 4.0)] {
+        let done = api.finished(&job.id, Duration::from_secs(120)).await;
+        assert_eq!(done.status, JobStatus::Done, "{:?}", done.error);
+        let zoom = eventually("the pyramid to be built", Duration::from_secs(60), || async {
+            let response = get(format!("/api/jobs/{}/zoom", job.id)).await;
+            let status = response.status().as_u16();
+            match response.json::<app::api::Zoom>().await.unwrap() {
+                app::api::Zoom::Building { progress } => {
+                    assert!(status == 202 && (0.0..=1.0).contains(&progress), "{status} {progress}");
+                    None
+                }
+                ready => {
+                    assert_eq!(status, 200);
+                    Some(ready)
+                }
+            }
+        })
+        .await;
+        let app::api::Zoom::Ready { width, height, tile_size, overlap, format } = zoom else { unreachable!() };
+        assert_eq!((width, height, tile_size, overlap, format.as_str()), (1100, 1030, 254, 1, "jpg"));
+
+        // Level 11 is the full size (2^11 >= 1100): its second tile starts
+        // a pixel left of x = 254 and ends a pixel right of 508.
+        let tile = get(format!("/api/jobs/{}/zoom/11/1_0.jpg", job.id)).await;
+        assert_eq!((tile.status().as_u16(), tile.headers()["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+        let tile = image::load_from_memory(&tile.bytes().await.unwrap()).unwrap().into_rgb8();
+        assert_eq!(tile.dimensions(), (256, 255));
+        let region = expected.crop(pipeline::Rect { x: 253, y: 0, width: 256, height: 255 });
+        let total: u64 = tile.as_raw().iter().zip(&region.pixels).map(|(&a, &b)| u64::from(a.abs_diff(b))).sum();
+        let mean = total as f64 / region.pixels.len() as f64;
+        assert!(mean <= tolerance, "the tile is {mean} from the result's pixels");
+        let smallest = get(format!("/api/jobs/{}/zoom/0/0_0.jpg", job.id)).await;
+        let smallest = image::load_from_memory(&smallest.bytes().await.unwrap()).unwrap();
+        assert_eq!((smallest.width(), smallest.height()), (1, 1));
+        for wrong in ["12/0_0.jpg", "11/5_0.jpg", "x/0_0.jpg", "11/0_0.gif", "11/0-0.jpg", "11/..%2F0_0.jpg"] {
+            let response = get(format!("/api/jobs/{}/zoom/{wrong}", job.id)).await;
+            assert_eq!(response.status(), 404, "{wrong}");
+        }
+    }
+    server.stop().await;
+}

@@ -13,6 +13,7 @@ use crate::live::Live;
 use crate::pages::chain::describe;
 use crate::pages::stream::{Colour, TaskStream, Ticks};
 use crate::pages::tiles::TileMap;
+use crate::pages::zoom::Explore;
 use crate::pages::{human_bytes, human_duration};
 use crate::timeline::{self, Axis, Bar, Failure};
 
@@ -81,10 +82,15 @@ fn JobView(id: String) -> impl IntoView {
         })
     };
     // Beside it, the result once done; the live numbers until then.
-    let done =
-        Memo::new(move |_| job.with(|j| j.as_ref().filter(|j| j.status == JobStatus::Done).map(|j| j.id.clone())));
+    let done = Memo::new(move |_| {
+        job.with(|j| j.as_ref().filter(|j| j.status == JobStatus::Done).map(|j| (j.id.clone(), j.width, j.height)))
+    });
     let side = move || match done.get() {
-        Some(id) => view! { <BeforeAfter id /> }.into_any(),
+        Some((id, width, height)) => view! {
+            <BeforeAfter id=id.clone() width height />
+            <Explore id />
+        }
+        .into_any(),
         None => view! { <LiveNumbers job rate bars /> }.into_any(),
     };
     let timeline = move || grid.get().map(|_| view! { <JobTimeline job bars failures axis /> }.into_any());
@@ -362,14 +368,15 @@ fn JobTimeline(
 }
 
 /// The original and the result on top of each other, split by a slider:
-/// previews of at most 2048 px a side, however large the image.
+/// previews of at most 2048 px a side, however large the image. The image's
+/// size holds their place while they load, so nothing below them moves.
 #[component]
-fn BeforeAfter(id: String) -> impl IntoView {
+fn BeforeAfter(id: String, width: u32, height: u32) -> impl IntoView {
     let split = RwSignal::new(50.0);
     view! {
         <figure class="compare" style=move || format!("--split: {}%", split.get())>
-            <img class="before" src=format!("/api/jobs/{id}/preview/input") alt="The original" loading="lazy" />
-            <img class="after" src=format!("/api/jobs/{id}/preview/result") alt="The result" loading="lazy" />
+            <img class="before" src=format!("/api/jobs/{id}/preview/input") alt="The original" width=width height=height loading="lazy" />
+            <img class="after" src=format!("/api/jobs/{id}/preview/result") alt="The result" width=width height=height loading="lazy" />
             <input
                 type="range"
                 min="0"

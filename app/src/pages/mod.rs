@@ -6,6 +6,7 @@ pub mod output;
 pub mod stream;
 pub mod tiles;
 pub mod upload;
+pub mod zoom;
 
 /// "1.4 MB", "512 KB", "37 B".
 pub fn human_bytes(bytes: u64) -> String {

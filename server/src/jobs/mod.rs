@@ -30,7 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::intake::{self, ImageInfo, Limits, Source};
+use crate::intake::{self, ImageInfo, Source};
 use crate::kafka::TaskProgress;
 use crate::metrics::Metrics;
 use crate::sse::Events;
@@ -239,6 +239,11 @@ impl Jobs {
         self.settings.jobs_dir.join(job_id).join(format!("preview-{which}.jpg"))
     }
 
+    /// Where a job's zoomable pyramid is kept (see [`crate::zoom`]).
+    pub fn zoom_dir(&self, job_id: &str) -> PathBuf {
+        self.settings.jobs_dir.join(job_id).join("zoom")
+    }
+
     fn tiles_dir(&self, job_id: &str) -> PathBuf {
         self.settings.jobs_dir.join(job_id).join("tiles")
     }
@@ -368,7 +373,7 @@ impl Jobs {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let path = self.input_path(id).await.context("the job's input file is gone")?;
         let (info, plan) = tokio::task::spawn_blocking(move || {
-            let info = intake::inspect_file(&path, RESUMED)?;
+            let info = intake::inspect_file(&path, intake::CHECKED)?;
             intake::plan(&path, info).map(|plan| (info, plan))
         })
         .await??;
@@ -451,7 +456,7 @@ impl Jobs {
                 let path = input_path.clone();
                 let resumed = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
-                    let info = intake::inspect_file(&path, RESUMED)?;
+                    let info = intake::inspect_file(&path, intake::CHECKED)?;
                     let plan = intake::plan(&path, info)?;
                     intake::prepare_file(&path, info, plan).map(|s| (s, started.elapsed()))
                 })
@@ -862,10 +867,6 @@ fn streamed_result(tiles_dir: &std::path::Path) -> PathBuf {
 }
 
 /// Where a finished tile's raw RGB pixels are kept until the result is written.
-/// A stored job's input was checked against the limits when it was
-/// uploaded; read again, it is held to none.
-const RESUMED: Limits = Limits { min_dimension: 1, max_dimension: u32::MAX, max_pixels: u64::MAX };
-
 fn tile_file(tiles_dir: &std::path::Path, tile: u32) -> PathBuf {
     tiles_dir.join(format!("{tile}.rgb"))
 }
