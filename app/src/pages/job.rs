@@ -86,13 +86,11 @@ fn JobView(id: String) -> impl IntoView {
         job.with(|j| j.as_ref().filter(|j| j.status == JobStatus::Done).map(|j| (j.id.clone(), j.width, j.height)))
     });
     let side = move || match done.get() {
-        Some((id, width, height)) => view! {
-            <BeforeAfter id=id.clone() width height />
-            <Explore id />
-        }
-        .into_any(),
+        Some((id, width, height)) => view! { <BeforeAfter id width height /> }.into_any(),
         None => view! { <LiveNumbers job rate bars /> }.into_any(),
     };
+    // Below both, as wide as the page: the result to explore.
+    let explore = move || done.get().map(|(id, ..)| view! { <Explore id /> });
     let timeline = move || grid.get().map(|_| view! { <JobTimeline job bars failures axis /> }.into_any());
 
     let card = move || {
@@ -163,6 +161,7 @@ fn JobView(id: String) -> impl IntoView {
                 <div class="job-map">{tile_map}</div>
                 <div class="job-side">{side}</div>
             </div>
+            {explore}
             {timeline}
             <p><a href="/">"Process another image"</a></p>
         </section>

@@ -46,7 +46,11 @@ pub fn Explore(id: String) -> impl IntoView {
             <progress max="1" value=progress aria-label="Preparing the zoomable view"></progress>
         }
         .into_any(),
-        Stage::Ready(zoom) => view! { <Viewer id=id.clone() zoom /> }.into_any(),
+        Stage::Ready(zoom) => view! {
+            <Viewer id=id.clone() zoom />
+            <button class="button secondary" on:click=move |_| stage.set(Stage::Idle)>"Close the viewer"</button>
+        }
+        .into_any(),
         Stage::Failed(message) => view! {
             <p class="error" role="alert">{message}</p>
             <button class="button secondary" on:click=start.clone()>"Try again"</button>
