@@ -10,9 +10,6 @@ use crate::live::Live;
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Cell {
     done_by: Option<(String, f64)>,
-    /// When its result reached the master (for measuring how soon the page
-    /// shows it).
-    done_at: Option<i64>,
     attempts: u32,
     processing: Option<String>,
 }
@@ -33,152 +30,288 @@ pub fn TileMap(
     seeded: ReadSignal<Option<Vec<Tile>>>,
 ) -> impl IntoView {
     let live = Live::get();
-    let (cols, rows) = (width.div_ceil(tile_size), height.div_ceil(tile_size));
-    let cells: Vec<RwSignal<Cell>> = (0..cols * rows).map(|_| RwSignal::new(Cell::default())).collect();
+    let grid = Grid { width, height, tile_size };
+    let (cols, rows) = grid.cells();
+    // One store for every cell and a version that says it changed: a
+    // signal per cell would cost more than the map for 16,000 tiles.
+    let cells = StoredValue::new(vec![Cell::default(); (cols * rows) as usize]);
+    let version = RwSignal::new(0u32);
+    let latest_done_at = RwSignal::new(None::<i64>);
+    let change = move |apply: &mut dyn FnMut(&mut Vec<Cell>)| {
+        cells.update_value(|cells| apply(cells));
+        version.update(|v| *v = v.wrapping_add(1));
+    };
 
-    Effect::new({
-        let cells = cells.clone();
-        move || seeded.with(|tiles| seed(&cells, tiles.as_deref().unwrap_or_default()))
+    Effect::new(move || {
+        seeded.with(|tiles| change(&mut |cells| seed(cells, tiles.as_deref().unwrap_or_default())));
     });
     // Tiles done since: only the events not yet applied.
     let cursor = StoredValue::new(0usize);
     Effect::new({
-        let (id, cells) = (id.clone(), cells.clone());
+        let id = id.clone();
         move || {
             live.tiles.with(|tiles| {
                 let Some(done) = tiles.get(&id) else { return };
-                for t in &done[cursor.get_value().min(done.len())..] {
-                    if let Some(cell) = cells.get(t.tile as usize) {
-                        cell.update(|c| {
+                let new = &done[cursor.get_value().min(done.len())..];
+                if new.is_empty() {
+                    return;
+                }
+                change(&mut |cells| {
+                    for t in new {
+                        if let Some(c) = cells.get_mut(t.tile as usize) {
                             c.done_by = Some((t.worker_id.clone(), t.elapsed_ms));
-                            c.done_at = Some(t.done_at);
                             c.attempts = c.attempts.max(t.attempts);
                             c.processing = None;
-                        });
+                        }
                     }
-                }
+                });
+                // When the newest result reached the master: how soon the page shows it is measured.
+                latest_done_at.set(new.last().map(|t| t.done_at));
                 cursor.set_value(done.len());
             });
         }
     });
     // Tiles in progress, from the workers' heartbeats.
     let busy = StoredValue::new(Vec::<u32>::new());
-    Effect::new({
-        let (id, cells) = (id.clone(), cells.clone());
-        move || {
-            let now: Vec<(u32, String)> = live.workers.with(|workers| {
-                workers
-                    .values()
-                    .filter_map(|w| {
-                        let key = pipeline::wire::TileKey::parse(w.current_tile.as_deref()?)?;
-                        (key.job_id == id && w.status == crate::api::WorkerStatus::Alive)
-                            .then(|| (key.tile, w.id.clone()))
-                    })
-                    .collect()
-            });
+    Effect::new(move || {
+        let now: Vec<(u32, String)> = live.workers.with(|workers| {
+            workers
+                .values()
+                .filter_map(|w| {
+                    let key = pipeline::wire::TileKey::parse(w.current_tile.as_deref()?)?;
+                    (key.job_id == id && w.status == crate::api::WorkerStatus::Alive).then(|| (key.tile, w.id.clone()))
+                })
+                .collect()
+        });
+        change(&mut |cells| {
             for t in busy.get_value() {
-                if let Some(cell) = cells.get(t as usize) {
-                    cell.update(|c| c.processing = None);
+                if let Some(c) = cells.get_mut(t as usize) {
+                    c.processing = None;
                 }
             }
             for (t, worker) in &now {
-                if let Some(cell) = cells.get(*t as usize) {
-                    cell.update(|c| c.processing = c.done_by.is_none().then(|| worker.clone()));
+                if let Some(c) = cells.get_mut(*t as usize) {
+                    c.processing = c.done_by.is_none().then(|| worker.clone());
                 }
             }
-            busy.set_value(now.into_iter().map(|(t, _)| t).collect());
-        }
+        });
+        busy.set_value(now.into_iter().map(|(t, _)| t).collect());
     });
 
-    let track = |n: u32, total: u32| {
-        (0..n)
-            .map(|i| format!("{}fr", if i + 1 == n { total - i * tile_size } else { tile_size }))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    // What a screen reader hears instead of hundreds of cells.
-    let summary = {
-        let cells = cells.clone();
-        move || {
-            let (done, processing) = cells.iter().fold((0, 0), |(d, p), cell| {
-                cell.with(|c| {
-                    (
-                        d + usize::from(c.done_by.is_some()),
-                        p + usize::from(c.done_by.is_none() && c.processing.is_some()),
-                    )
-                })
-            });
-            format!("Tile map: {cols} by {rows} tiles, {done} done, {processing} processing")
-        }
-    };
-    let view_cells = cells
-        .into_iter()
-        .enumerate()
-        .map(|(idx, cell)| {
-            let state = move || {
-                cell.with(|c| match (&c.done_by, &c.processing) {
-                    (Some(_), _) => "done",
-                    (None, Some(_)) => "processing",
-                    (None, None) => "queued",
-                })
-            };
-            let colour = move || {
-                cell.with(|c| {
-                    let who = c.done_by.as_ref().map(|(w, _)| w).or(c.processing.as_ref())?;
-                    Some(format!("hsl({} 65% 52%)", worker_hue(who)))
-                })
-            };
-            let title = move || {
-                cell.with(|c| {
-                    let mut text = match (&c.done_by, &c.processing) {
-                        (Some((w, ms)), _) => format!("tile {idx}: done by {w} in {ms:.1} ms"),
-                        (None, Some(w)) => format!("tile {idx}: {w} is processing it"),
-                        (None, None) => format!("tile {idx}: queued"),
-                    };
-                    if c.attempts > 1 {
-                        text.push_str(&format!(" (sent {} times)", c.attempts));
-                    }
-                    text
-                })
-            };
-            view! {
-                <div
-                    class="tile"
-                    data-state=state
-                    data-retried=move || cell.with(|c| c.attempts > 1).then_some("true")
-                    data-done-at=move || cell.with(|c| c.done_at)
-                    style:background-color=colour
-                    title=title
-                ></div>
-            }
+    let counts = Memo::new(move |_| {
+        version.track();
+        cells.with_value(|cells| {
+            cells.iter().fold((0u32, 0u32), |(d, p), c| {
+                (d + u32::from(c.done_by.is_some()), p + u32::from(c.done_by.is_none() && c.processing.is_some()))
+            })
         })
-        .collect_view();
+    });
+    // What a screen reader hears instead of thousands of cells.
+    let summary = move || {
+        let (done, processing) = counts.get();
+        format!("Tile map: {cols} by {rows} tiles, {done} done, {processing} processing")
+    };
+
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    #[cfg(feature = "hydrate")]
+    {
+        // Redrawn once per frame at most, whatever the number of events.
+        let resized = RwSignal::new(0u32);
+        let handle = window_event_listener(leptos::ev::resize, move |_| resized.update(|n| *n += 1));
+        on_cleanup(move || handle.remove());
+        let pending = StoredValue::new(false);
+        Effect::new(move || {
+            version.track();
+            resized.track();
+            if pending.get_value() {
+                return;
+            }
+            pending.set_value(true);
+            request_animation_frame(move || {
+                pending.set_value(false);
+                if let Some(canvas) = canvas.get_untracked() {
+                    cells.with_value(|cells| draw::map(&canvas, grid, cells));
+                }
+            });
+        });
+    }
+
+    let hovered = RwSignal::new(None::<(String, f64, f64)>);
+    let on_move = move |ev: leptos::ev::MouseEvent| {
+        let Some(element) = canvas.get_untracked() else { return };
+        let point = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        let size = (f64::from(element.client_width()), f64::from(element.client_height()));
+        let text = grid
+            .at(size, point)
+            .and_then(|idx| cells.with_value(|cells| cells.get(idx as usize).map(|c| c.describe(idx))));
+        hovered.set(text.map(|text| (text, point.0, point.1)));
+    };
     view! {
-        <div
-            id="tile-map"
-            class="tile-map"
-            role="img"
-            aria-label=summary
-            style:grid-template-columns=track(cols, width)
-            style:grid-template-rows=track(rows, height)
-            style:aspect-ratio=format!("{width} / {height}")
-        >
-            {view_cells}
+        <div class="tile-map-wrap">
+            <canvas
+                node_ref=canvas
+                id="tile-map"
+                class="tile-map"
+                role="img"
+                aria-label=summary
+                data-tiles=cols * rows
+                data-done=move || counts.get().0
+                data-processing=move || counts.get().1
+                data-done-at=move || latest_done_at.get()
+                style:aspect-ratio=format!("{width} / {height}")
+                on:mousemove=on_move
+                on:mouseleave=move |_| hovered.set(None)
+            ></canvas>
+            {move || hovered.get().map(|(text, x, y)| view! {
+                <div class="tip" style:left=format!("{x}px") style:top=format!("{}px", y + 14.0)>{text}</div>
+            })}
         </div>
     }
 }
 
-fn seed(cells: &[RwSignal<Cell>], tiles: &[Tile]) {
-    for t in tiles {
-        if let Some(cell) = cells.get(t.idx as usize) {
-            cell.update(|c| {
-                c.attempts = t.attempts;
-                if t.status == TileStatus::Done {
-                    c.done_by = Some((t.worker_id.clone().unwrap_or_default(), t.elapsed_ms.unwrap_or_default()));
-                    c.done_at = t.done_at;
-                    c.processing = None;
-                }
-            });
+impl Cell {
+    /// What hovering the tile says.
+    fn describe(&self, idx: u32) -> String {
+        let mut text = match (&self.done_by, &self.processing) {
+            (Some((w, ms)), _) => format!("tile {idx}: done by {w} in {ms:.1} ms"),
+            (None, Some(w)) => format!("tile {idx}: {w} is processing it"),
+            (None, None) => format!("tile {idx}: queued"),
+        };
+        if self.attempts > 1 {
+            text.push_str(&format!(" (sent {} times)", self.attempts));
         }
+        text
+    }
+}
+
+/// A job's tile grid, and where its tiles lie on a map of some size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Grid {
+    width: u32,
+    height: u32,
+    tile_size: u32,
+}
+
+impl Grid {
+    fn cells(self) -> (u32, u32) {
+        (self.width.div_ceil(self.tile_size.max(1)), self.height.div_ceil(self.tile_size.max(1)))
+    }
+
+    /// Tile `idx`'s rectangle on a map of `size` pixels: x, y, w, h, its
+    /// edges on whole pixels (so the lines between tiles are crisp).
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn rect(self, (w, h): (f64, f64), idx: u32) -> (f64, f64, f64, f64) {
+        let (cols, _) = self.cells();
+        let (sx, sy) = (w / f64::from(self.width), h / f64::from(self.height));
+        let (col, row) = (idx % cols, idx / cols);
+        let edge = |i: u32, limit: u32, scale: f64| (f64::from((i * self.tile_size).min(limit)) * scale).round();
+        let (x0, x1) = (edge(col, self.width, sx), edge(col + 1, self.width, sx));
+        let (y0, y1) = (edge(row, self.height, sy), edge(row + 1, self.height, sy));
+        (x0, y0, x1 - x0, y1 - y0)
+    }
+
+    /// The tile under `point` on a map of `size`.
+    fn at(self, (w, h): (f64, f64), (x, y): (f64, f64)) -> Option<u32> {
+        if w <= 0.0 || h <= 0.0 || x < 0.0 || y < 0.0 || x >= w || y >= h {
+            return None;
+        }
+        let (cols, rows) = self.cells();
+        let col = ((x / w * f64::from(self.width)) as u32 / self.tile_size).min(cols - 1);
+        let row = ((y / h * f64::from(self.height)) as u32 / self.tile_size).min(rows - 1);
+        Some(row * cols + col)
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod draw {
+    use wasm_bindgen::JsCast;
+    use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+
+    use super::{Cell, Grid, worker_hue};
+
+    /// The colour of `--warn`, readable on both schemes.
+    const RETRIED: &str = "#c98a12";
+
+    pub fn map(canvas: &HtmlCanvasElement, grid: Grid, cells: &[Cell]) {
+        let Some(ctx) =
+            canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
+        else {
+            return;
+        };
+        // Drawn in device pixels, so every edge falls on one.
+        let ratio = leptos::prelude::window().device_pixel_ratio();
+        let size =
+            ((f64::from(canvas.client_width()) * ratio).round(), (f64::from(canvas.client_height()) * ratio).round());
+        canvas.set_width(size.0 as u32);
+        canvas.set_height(size.1 as u32);
+        ctx.clear_rect(0.0, 0.0, size.0, size.1);
+        // Queued tiles in the canvas's CSS colour, so both schemes look right.
+        let queued = leptos::prelude::window()
+            .get_computed_style(canvas)
+            .ok()
+            .flatten()
+            .and_then(|s| s.get_property_value("color").ok())
+            .unwrap_or_else(|| "#888".into());
+        // A line between tiles (their right and bottom pixel) while they
+        // are large enough to show it.
+        let (_, _, tile_w, tile_h) = grid.rect(size, 0);
+        let gap = if tile_w.min(tile_h) >= 4.0 * ratio { 1.0 } else { 0.0 };
+        ctx.set_line_width(2.0 * ratio);
+        ctx.set_stroke_style_str(RETRIED);
+        let mut fills = std::collections::HashMap::new();
+        for (idx, cell) in cells.iter().enumerate() {
+            let (x, y, w, h) = grid.rect(size, idx as u32);
+            let (w, h) = ((w - gap).max(1.0), (h - gap).max(1.0));
+            match (&cell.done_by, &cell.processing) {
+                (Some((worker, _)), _) => {
+                    let hue = worker_hue(worker);
+                    ctx.set_fill_style_str(fills.entry((hue, 1)).or_insert_with(|| format!("hsl({hue} 65% 52%)")))
+                }
+                (None, Some(worker)) => {
+                    let hue = worker_hue(worker);
+                    ctx.set_fill_style_str(
+                        fills.entry((hue, 0)).or_insert_with(|| format!("hsl({hue} 65% 52% / 0.45)")),
+                    )
+                }
+                (None, None) => ctx.set_fill_style_str(&queued),
+            }
+            ctx.fill_rect(x, y, w, h);
+            if cell.attempts > 1 {
+                ctx.stroke_rect(x + ratio, y + ratio, (w - 2.0 * ratio).max(1.0), (h - 2.0 * ratio).max(1.0));
+            }
+        }
+    }
+}
+
+fn seed(cells: &mut [Cell], tiles: &[Tile]) {
+    for t in tiles {
+        if let Some(c) = cells.get_mut(t.idx as usize) {
+            c.attempts = t.attempts;
+            if t.status == TileStatus::Done {
+                c.done_by = Some((t.worker_id.clone().unwrap_or_default(), t.elapsed_ms.unwrap_or_default()));
+                c.processing = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Grid;
+
+    /// Edge tiles are smaller, and a point finds the tile drawn under it.
+    #[test]
+    fn tiles_are_placed_like_the_image_and_found_under_the_pointer() {
+        let grid = Grid { width: 1100, height: 600, tile_size: 512 };
+        assert_eq!(grid.cells(), (3, 2));
+        let size = (550.0, 300.0);
+        assert_eq!(grid.rect(size, 0), (0.0, 0.0, 256.0, 256.0));
+        assert_eq!(grid.rect(size, 2), (512.0, 0.0, 38.0, 256.0));
+        assert_eq!(grid.rect(size, 5), (512.0, 256.0, 38.0, 44.0));
+        assert_eq!(grid.at(size, (0.0, 0.0)), Some(0));
+        assert_eq!(grid.at(size, (520.0, 290.0)), Some(5));
+        assert_eq!(grid.at(size, (255.9, 256.1)), Some(3));
+        assert_eq!(grid.at(size, (550.0, 10.0)), None);
+        assert_eq!(grid.at(size, (-1.0, 10.0)), None);
     }
 }
