@@ -290,11 +290,6 @@ async fn previews_are_the_images_shrunk_to_fit_a_page() {
     let prefix = unique_prefix("previews");
     let server = TestServer::start(&broker, &prefix).await;
     let api = server.api();
-    let base = server.url("");
-    let get = |path: String| {
-        let url = format!("{base}{path}");
-        async move { reqwest::get(url).await.unwrap() }
-    };
     let decoded =
         |bytes: &[u8]| image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap().into_rgb8();
     // The mean difference from `expected` shrunk by `factor` as a preview
@@ -320,20 +315,20 @@ async fn previews_are_the_images_shrunk_to_fit_a_page() {
     // No worker yet: the job waits, its input can be previewed, its result not.
     let image = test_image(4100, 1100);
     let job = api.submit_with("wide.png", png(&image), &[]).await;
-    let input = get(format!("/api/jobs/{}/preview/input", job.id)).await;
+    let input = api.get(&format!("/api/jobs/{}/preview/input", job.id)).await;
     assert_eq!(input.status(), 200);
     assert_eq!(input.headers()["content-type"], "image/jpeg");
     let preview = decoded(&input.bytes().await.unwrap());
     let (d, jpeg) = distance(&preview, &image, 3);
     assert!(d <= jpeg + 0.5, "the input preview is {d} from the image shrunk (its JPEG: {jpeg})");
-    let early = get(format!("/api/jobs/{}/preview/result", job.id)).await;
+    let early = api.get(&format!("/api/jobs/{}/preview/result", job.id)).await;
     assert_eq!(early.status(), 409);
-    assert_eq!(get(format!("/api/jobs/{}/preview/other", job.id)).await.status(), 404);
+    assert_eq!(api.get(&format!("/api/jobs/{}/preview/other", job.id)).await.status(), 404);
 
     let _worker = TestWorker::start(&broker, &prefix, "w-previews");
     let done = api.finished(&job.id, Duration::from_secs(120)).await;
     assert_eq!(done.status, JobStatus::Done, "{:?}", done.error);
-    let result = get(format!("/api/jobs/{}/preview/result", job.id)).await;
+    let result = api.get(&format!("/api/jobs/{}/preview/result", job.id)).await;
     assert_eq!(result.status(), 200);
     let preview = decoded(&result.bytes().await.unwrap());
     let expected = ops::process_whole(&[Operation::default()], &image);
@@ -347,7 +342,7 @@ async fn previews_are_the_images_shrunk_to_fit_a_page() {
         .encode(&wide.pixels, wide.width, wide.height, image::ExtendedColorType::Rgb8)
         .unwrap();
     let job = api.submit_with("wide.jpg", jpeg, &[]).await;
-    let input = get(format!("/api/jobs/{}/preview/input", job.id)).await;
+    let input = api.get(&format!("/api/jobs/{}/preview/input", job.id)).await;
     assert_eq!(input.status(), 200);
     let preview = decoded(&input.bytes().await.unwrap());
     let (d, jpeg) = distance(&preview, &wide, 8);
@@ -365,17 +360,12 @@ async fn a_results_pyramid_is_built_on_request_and_served_by_tile() {
     let prefix = unique_prefix("zoom");
     let server = TestServer::start(&broker, &prefix).await;
     let api = server.api();
-    let base = server.url("");
-    let get = |path: String| {
-        let url = format!("{base}{path}");
-        async move { reqwest::get(url).await.unwrap() }
-    };
     let image = test_image(1100, 1030);
     let blur = serde_json::to_string(&[Operation::default()]).unwrap();
 
     // Not before the job is done.
     let png_job = api.submit_with("a.png", png(&image), &[("ops", &blur)]).await;
-    assert_eq!(get(format!("/api/jobs/{}/zoom", png_job.id)).await.status(), 409);
+    assert_eq!(api.get(&format!("/api/jobs/{}/zoom", png_job.id)).await.status(), 409);
     let jpeg_job = api.submit_with("a.png", png(&image), &[("ops", &blur), ("format", "jpeg")]).await;
     let _worker = TestWorker::start(&broker, &prefix, "w-zoom");
     let expected = ops::process_whole(&[Operation::default()], &image);
@@ -384,7 +374,7 @@ async fn a_results_pyramid_is_built_on_request_and_served_by_tile() {
         let done = api.finished(&job.id, Duration::from_secs(120)).await;
         assert_eq!(done.status, JobStatus::Done, "{:?}", done.error);
         let zoom = eventually("the pyramid to be built", Duration::from_secs(60), || async {
-            let response = get(format!("/api/jobs/{}/zoom", job.id)).await;
+            let response = api.get(&format!("/api/jobs/{}/zoom", job.id)).await;
             let status = response.status().as_u16();
             match response.json::<app::api::Zoom>().await.unwrap() {
                 app::api::Zoom::Building { progress } => {
@@ -403,7 +393,7 @@ async fn a_results_pyramid_is_built_on_request_and_served_by_tile() {
 
         // Level 11 is the full size (2^11 >= 1100): its second tile starts
         // a pixel left of x = 254 and ends a pixel right of 508.
-        let tile = get(format!("/api/jobs/{}/zoom/11/1_0.jpg", job.id)).await;
+        let tile = api.get(&format!("/api/jobs/{}/zoom/11/1_0.jpg", job.id)).await;
         assert_eq!((tile.status().as_u16(), tile.headers()["content-type"].to_str().unwrap()), (200, "image/jpeg"));
         let tile = image::load_from_memory(&tile.bytes().await.unwrap()).unwrap().into_rgb8();
         assert_eq!(tile.dimensions(), (256, 255));
@@ -411,11 +401,11 @@ async fn a_results_pyramid_is_built_on_request_and_served_by_tile() {
         let total: u64 = tile.as_raw().iter().zip(&region.pixels).map(|(&a, &b)| u64::from(a.abs_diff(b))).sum();
         let mean = total as f64 / region.pixels.len() as f64;
         assert!(mean <= tolerance, "the tile is {mean} from the result's pixels");
-        let smallest = get(format!("/api/jobs/{}/zoom/0/0_0.jpg", job.id)).await;
+        let smallest = api.get(&format!("/api/jobs/{}/zoom/0/0_0.jpg", job.id)).await;
         let smallest = image::load_from_memory(&smallest.bytes().await.unwrap()).unwrap();
         assert_eq!((smallest.width(), smallest.height()), (1, 1));
         for wrong in ["12/0_0.jpg", "11/5_0.jpg", "x/0_0.jpg", "11/0_0.gif", "11/0-0.jpg", "11/..%2F0_0.jpg"] {
-            let response = get(format!("/api/jobs/{}/zoom/{wrong}", job.id)).await;
+            let response = api.get(&format!("/api/jobs/{}/zoom/{wrong}", job.id)).await;
             assert_eq!(response.status(), 404, "{wrong}");
         }
     }

@@ -210,12 +210,17 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path`, answered as it was.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Job {
-        reqwest::get(self.url(&format!("/api/jobs/{id}"))).await.unwrap().json().await.unwrap()
+        self.get(&format!("/api/jobs/{id}")).await.json().await.unwrap()
     }
 
     pub async fn tiles(&self, id: &str) -> Vec<Tile> {
-        reqwest::get(self.url(&format!("/api/jobs/{id}/tiles"))).await.unwrap().json().await.unwrap()
+        self.get(&format!("/api/jobs/{id}/tiles")).await.json().await.unwrap()
     }
 
     /// Uploads `bytes` as a file named `name`; returns the raw response.

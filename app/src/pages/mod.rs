@@ -1,4 +1,6 @@
 pub mod batch;
+#[cfg(feature = "hydrate")]
+mod canvas;
 pub mod chain;
 pub mod dashboard;
 pub mod job;

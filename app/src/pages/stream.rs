@@ -45,36 +45,25 @@ pub fn TaskStream(
     });
 
     #[cfg(feature = "hydrate")]
-    {
-        // Redrawn once per frame at most, whatever the number of events.
-        let resized = RwSignal::new(0u32);
-        let handle = window_event_listener(leptos::ev::resize, move |_| resized.update(|n| *n += 1));
-        on_cleanup(move || handle.remove());
-        let pending = StoredValue::new(false);
-        Effect::new(move || {
+    crate::pages::canvas::redraw_on_change(
+        move || {
             bars.track();
             failures.track();
             lanes.track();
             axis.track();
-            resized.track();
-            if pending.get_value() {
-                return;
-            }
-            pending.set_value(true);
-            request_animation_frame(move || {
-                pending.set_value(false);
-                if let Some(canvas) = canvas.get_untracked() {
-                    bars.with_untracked(|bars| {
-                        failures.with_untracked(|failures| {
-                            lanes.with_untracked(|lanes| {
-                                draw::plot(&canvas, bars, failures, lanes, axis.get_untracked(), colour, lane_height)
-                            })
+        },
+        move || {
+            if let Some(canvas) = canvas.get_untracked() {
+                bars.with_untracked(|bars| {
+                    failures.with_untracked(|failures| {
+                        lanes.with_untracked(|lanes| {
+                            draw::plot(&canvas, bars, failures, lanes, axis.get_untracked(), colour, lane_height)
                         })
-                    });
-                }
-            });
-        });
-    }
+                    })
+                });
+            }
+        },
+    );
 
     let on_move = move |ev: leptos::ev::MouseEvent| {
         let Some(element) = canvas.get_untracked() else { return };
@@ -242,15 +231,14 @@ pub fn clock(ms: i64) -> String {
 mod draw {
     use std::collections::HashMap;
 
-    use wasm_bindgen::JsCast;
-    use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+    use web_sys::HtmlCanvasElement;
 
     use super::Colour;
+    use crate::pages::canvas::{RETRIED, context, css_colour};
     use crate::pages::tiles::worker_hue;
     use crate::timeline::{Axis, Bar, Failure};
 
-    /// The colours of `--warn` and `--bad`, readable on both schemes.
-    const RETRIED: &str = "#c98a12";
+    /// The colour of `--bad`, readable on both schemes.
     const FAILED: &str = "#d64545";
 
     pub fn plot(
@@ -262,27 +250,13 @@ mod draw {
         colour: Colour,
         lane_height: f64,
     ) {
-        let Some(ctx) =
-            canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
-        else {
-            return;
-        };
-        let ratio = leptos::prelude::window().device_pixel_ratio();
         let width = f64::from(canvas.client_width());
         let height = lanes.len().max(1) as f64 * lane_height;
-        canvas.set_width((width * ratio).round() as u32);
-        canvas.set_height((height * ratio).round() as u32);
+        let Some((ctx, ratio)) = context(canvas, (width, height)) else { return };
         let _ = ctx.set_transform(ratio, 0.0, 0.0, ratio, 0.0, 0.0);
-        ctx.clear_rect(0.0, 0.0, width, height);
 
         // Lane lines in the canvas's CSS colour, so both schemes look right.
-        let line = leptos::prelude::window()
-            .get_computed_style(canvas)
-            .ok()
-            .flatten()
-            .and_then(|s| s.get_property_value("color").ok())
-            .unwrap_or_else(|| "#888".into());
-        ctx.set_fill_style_str(&line);
+        ctx.set_fill_style_str(&css_colour(canvas));
         for lane in 1..lanes.len() {
             ctx.fill_rect(0.0, lane as f64 * lane_height - 0.5, width, 1.0);
         }

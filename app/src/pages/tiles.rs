@@ -114,27 +114,14 @@ pub fn TileMap(
 
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     #[cfg(feature = "hydrate")]
-    {
-        // Redrawn once per frame at most, whatever the number of events.
-        let resized = RwSignal::new(0u32);
-        let handle = window_event_listener(leptos::ev::resize, move |_| resized.update(|n| *n += 1));
-        on_cleanup(move || handle.remove());
-        let pending = StoredValue::new(false);
-        Effect::new(move || {
-            version.track();
-            resized.track();
-            if pending.get_value() {
-                return;
+    crate::pages::canvas::redraw_on_change(
+        move || version.track(),
+        move || {
+            if let Some(canvas) = canvas.get_untracked() {
+                cells.with_value(|cells| draw::map(&canvas, grid, cells));
             }
-            pending.set_value(true);
-            request_animation_frame(move || {
-                pending.set_value(false);
-                if let Some(canvas) = canvas.get_untracked() {
-                    cells.with_value(|cells| draw::map(&canvas, grid, cells));
-                }
-            });
-        });
-    }
+        },
+    );
 
     let hovered = RwSignal::new(None::<(String, f64, f64)>);
     let on_move = move |ev: leptos::ev::MouseEvent| {
@@ -224,34 +211,18 @@ impl Grid {
 
 #[cfg(feature = "hydrate")]
 mod draw {
-    use wasm_bindgen::JsCast;
-    use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+    use web_sys::HtmlCanvasElement;
 
     use super::{Cell, Grid, worker_hue};
-
-    /// The colour of `--warn`, readable on both schemes.
-    const RETRIED: &str = "#c98a12";
+    use crate::pages::canvas::{RETRIED, context, css_colour};
 
     pub fn map(canvas: &HtmlCanvasElement, grid: Grid, cells: &[Cell]) {
-        let Some(ctx) =
-            canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
-        else {
-            return;
-        };
+        let css = (f64::from(canvas.client_width()), f64::from(canvas.client_height()));
+        let Some((ctx, ratio)) = context(canvas, css) else { return };
         // Drawn in device pixels, so every edge falls on one.
-        let ratio = leptos::prelude::window().device_pixel_ratio();
-        let size =
-            ((f64::from(canvas.client_width()) * ratio).round(), (f64::from(canvas.client_height()) * ratio).round());
-        canvas.set_width(size.0 as u32);
-        canvas.set_height(size.1 as u32);
-        ctx.clear_rect(0.0, 0.0, size.0, size.1);
+        let size = (f64::from(canvas.width()), f64::from(canvas.height()));
         // Queued tiles in the canvas's CSS colour, so both schemes look right.
-        let queued = leptos::prelude::window()
-            .get_computed_style(canvas)
-            .ok()
-            .flatten()
-            .and_then(|s| s.get_property_value("color").ok())
-            .unwrap_or_else(|| "#888".into());
+        let queued = css_colour(canvas);
         // A line between tiles (their right and bottom pixel) while they
         // are large enough to show it.
         let (_, _, tile_w, tile_h) = grid.rect(size, 0);
