@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::Store;
 
 /// How much work the server takes on.
@@ -87,7 +87,7 @@ impl Admission {
                  (TILEPIPE_MEMORY_BUDGET); a baseline JPEG of the same size needs far less",
                 needed, self.budget_mib
             );
-            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
         }
         let _gate = self.gate.lock().await;
         let (active_jobs, queued_tiles) = store.backlog().await?;

@@ -14,7 +14,7 @@ use pipeline::{Operation, ops};
 use tower::ServiceExt;
 
 use crate::admission::Backlog;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::intake::{self, Plan, Source};
 use crate::jobs::Submission;
 use crate::sse;
@@ -50,7 +50,7 @@ async fn create_job(
     State(state): State<AppState>,
     form: Result<Multipart, MultipartRejection>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
-    let mut form = form.map_err(|e| AppError::client(e.status(), "bad_multipart", e.body_text()))?;
+    let mut form = form.map_err(|e| AppError::client(e.status(), ErrorCode::BadMultipart, e.body_text()))?;
     // Refused before the body is written to disk, not after; still read
     // (and dropped, bounded), so the client gets the answer, not a broken pipe.
     if let Err(refused) = crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await {
@@ -66,7 +66,7 @@ async fn create_job(
             let text = field.text().await.map_err(multipart_error)?;
             chain = serde_json::from_str(&text).map_err(|e| {
                 let message = format!("ops is not a valid operation list: {e}");
-                AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", message)
+                AppError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidOps, message)
             })?;
         } else if field.name() == Some("format") {
             format = Some(field.text().await.map_err(multipart_error)?);
@@ -80,9 +80,9 @@ async fn create_job(
         }
     }
     let (filename, file) =
-        image.ok_or_else(|| AppError::bad_request("missing_image", "the form has no image file field"))?;
+        image.ok_or_else(|| AppError::bad_request(ErrorCode::MissingImage, "the form has no image file field"))?;
     ops::validate_chain(&chain)
-        .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_ops", e.to_string()))?;
+        .map_err(|e| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidOps, e.to_string()))?;
     // The client's file name is shown, never used as a path.
     let filename: String = filename.chars().filter(|c| !c.is_control()).take(200).collect();
     let choose = |info: &intake::ImageInfo| output(format.as_deref(), quality.as_deref(), info);
@@ -169,7 +169,7 @@ async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> App
     let old = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     if !matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
         let message = format!("the job is {}; only failed or cancelled jobs are run again", old.status.as_str());
-        return Err(AppError::client(StatusCode::CONFLICT, "not_failed", message));
+        return Err(AppError::client(StatusCode::CONFLICT, ErrorCode::NotFailed, message));
     }
     let input = state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?;
     let file = upload::copy(&input, &upload::dir(&state.config.data_dir)).await?;
@@ -201,7 +201,8 @@ async fn drain(form: &mut Multipart, limit: usize) {
 /// `png`, `jpeg`, `webp` (lossless) or `tiff` (tiled, lossless); and
 /// `quality`, for JPEG, 1..=100 (default 90).
 fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo) -> AppResult<Output> {
-    let invalid = |message: String| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_output", message);
+    let invalid =
+        |message: String| AppError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidOutput, message);
     let shown = |text: &str| text.chars().take(40).collect::<String>();
     let quality = match quality.map(str::trim) {
         None | Some("") => Output::JPEG_QUALITY,
@@ -257,7 +258,7 @@ async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     if !state.jobs.cancel(&id).await? {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "already_finished",
+            ErrorCode::AlreadyFinished,
             format!("the job is already {}", job.status.as_str()),
         ));
     }
@@ -271,7 +272,7 @@ async fn delete_job(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     if !job.status.is_finished() {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "still_running",
+            ErrorCode::StillRunning,
             format!("the job is {}; cancel it before deleting it", job.status.as_str()),
         ));
     }
@@ -362,7 +363,7 @@ fn unchanging(mut response: Response) -> Response {
 
 fn not_ready(job: &Job) -> AppError {
     let message = format!("the job is {}; its result is not ready", job.status.as_str());
-    AppError::client(StatusCode::CONFLICT, "not_ready", message)
+    AppError::client(StatusCode::CONFLICT, ErrorCode::NotReady, message)
 }
 
 /// `GET /api/jobs/{id}/zoom`: the done job's result as a Deep Zoom pyramid

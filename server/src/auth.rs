@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -40,7 +40,8 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
             } else {
                 "this server needs an access token: send Authorization: Bearer <token>"
             };
-            let mut response = AppError::client(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            let mut response =
+                AppError::client(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             response
         }

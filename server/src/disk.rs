@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::jobs::Jobs;
 use crate::store::Store;
 use plumbing::ms_ago;
@@ -29,7 +29,7 @@ pub async fn ensure_free(dir: PathBuf, floor: u64) -> AppResult<()> {
     if free < floor {
         return Err(AppError::client(
             StatusCode::INSUFFICIENT_STORAGE,
-            "disk_full",
+            ErrorCode::DiskFull,
             format!("the server is low on disk space ({} MB free); try again later", free / 1_000_000),
         ));
     }

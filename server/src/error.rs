@@ -7,10 +7,88 @@ use axum::response::{IntoResponse, Response};
 
 use app::api::ApiError;
 
+/// What went wrong, for programs: the envelope's `error`, one stable
+/// snake_case word each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    AlreadyFinished,
+    BadMultipart,
+    BadRange,
+    BadRequest,
+    Busy,
+    CrossOrigin,
+    DiskFull,
+    EmptyFile,
+    EmptyImage,
+    /// Any other status without a code of its own.
+    Error,
+    ImageTooLarge,
+    ImageTooSmall,
+    Internal,
+    InvalidOps,
+    InvalidOutput,
+    MethodNotAllowed,
+    MissingImage,
+    NotFailed,
+    NotFound,
+    NotReady,
+    StillRunning,
+    Timeout,
+    TooLarge,
+    Unauthorized,
+    UnknownHost,
+    Unprocessable,
+    UnreadableImage,
+    UnsupportedFormat,
+    UnsupportedMediaType,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyFinished => "already_finished",
+            Self::BadMultipart => "bad_multipart",
+            Self::BadRange => "bad_range",
+            Self::BadRequest => "bad_request",
+            Self::Busy => "busy",
+            Self::CrossOrigin => "cross_origin",
+            Self::DiskFull => "disk_full",
+            Self::EmptyFile => "empty_file",
+            Self::EmptyImage => "empty_image",
+            Self::Error => "error",
+            Self::ImageTooLarge => "image_too_large",
+            Self::ImageTooSmall => "image_too_small",
+            Self::Internal => "internal",
+            Self::InvalidOps => "invalid_ops",
+            Self::InvalidOutput => "invalid_output",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MissingImage => "missing_image",
+            Self::NotFailed => "not_failed",
+            Self::NotFound => "not_found",
+            Self::NotReady => "not_ready",
+            Self::StillRunning => "still_running",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::UnknownHost => "unknown_host",
+            Self::Unprocessable => "unprocessable",
+            Self::UnreadableImage => "unreadable_image",
+            Self::UnsupportedFormat => "unsupported_format",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{message}")]
-    Client { status: StatusCode, code: &'static str, message: String },
+    Client { status: StatusCode, code: ErrorCode, message: String },
     /// The backlog is full: 503 with Retry-After.
     #[error("{message}")]
     Busy { retry_after_secs: u32, message: String },
@@ -21,16 +99,16 @@ pub enum AppError {
 }
 
 impl AppError {
-    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn client(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         AppError::Client { status, code, message: message.into() }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::client(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::client(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::client(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
     }
 
     pub fn status_code(&self) -> StatusCode {
@@ -50,12 +128,12 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let body = match self {
-            AppError::Client { code, message, .. } => ApiError { error: code.into(), message: bounded(message) },
-            AppError::Busy { message, .. } => ApiError { error: "busy".into(), message },
+            AppError::Client { code, message, .. } => ApiError { error: code.to_string(), message: bounded(message) },
+            AppError::Busy { message, .. } => ApiError { error: ErrorCode::Busy.to_string(), message },
             other => {
                 // Details stay in the log; the client learns only that it was us.
                 tracing::error!(error = %other, "internal error");
-                ApiError { error: "internal".into(), message: "internal server error".into() }
+                ApiError { error: ErrorCode::Internal.to_string(), message: "internal server error".into() }
             }
         };
         let mut response = (status, Json(body)).into_response();
@@ -101,16 +179,16 @@ pub async fn envelope(response: Response) -> Response {
         text
     };
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::RANGE_NOT_SATISFIABLE => "bad_range",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::RANGE_NOT_SATISFIABLE => ErrorCode::BadRange,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::Unprocessable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Error,
     };
     let mut wrapped = AppError::client(status, code, message).into_response();
     for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::CONTENT_RANGE] {

@@ -11,7 +11,7 @@ use image::metadata::Orientation;
 use image::{ImageDecoder, ImageFormat, ImageReader};
 use pipeline::{Channels, Frame};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 /// What the header of an acceptable upload says. `width` and `height` are
 /// as displayed, after the EXIF orientation.
@@ -60,12 +60,12 @@ fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<Imag
     (&mut reader).take(64).read_to_end(&mut start).map_err(anyhow::Error::from)?;
     reader.rewind().map_err(anyhow::Error::from)?;
     if start.is_empty() {
-        return Err(AppError::bad_request("empty_file", "the uploaded file is empty"));
+        return Err(AppError::bad_request(ErrorCode::EmptyFile, "the uploaded file is empty"));
     }
     let format = image::guess_format(&start).ok().filter(|f| SUPPORTED.contains(f)).ok_or_else(|| {
         AppError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_format",
+            ErrorCode::UnsupportedFormat,
             "not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF or GIF)",
         )
     })?;
@@ -88,15 +88,19 @@ fn inspect_from<R: BufRead + Seek>(mut reader: R, limits: Limits) -> Result<Imag
     let ((width, height), orientation, decoded_bytes_per_pixel) = header.map_err(|e| unreadable(format, e))?;
     let (width, height) = if turns(orientation) { (height, width) } else { (width, height) };
     if width == 0 || height == 0 {
-        return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "empty_image", "the image has no pixels"));
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::EmptyImage,
+            "the image has no pixels",
+        ));
     }
     match limits.check(width, height) {
         Ok(()) => {}
         Err(SizeRefusal::TooLarge(message)) => {
-            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
         }
         Err(SizeRefusal::TooSmall(message)) => {
-            return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, "image_too_small", message));
+            return Err(AppError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ImageTooSmall, message));
         }
     }
     Ok(ImageInfo { format, width, height, orientation, decoded_bytes_per_pixel })
@@ -267,7 +271,7 @@ pub fn memory_to_finish((width, height): (u32, u32), channels: u64, tile_size: u
 pub fn corrupt_jpeg(error: &pipeline::jpeg::JpegError) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "unreadable_image",
+        ErrorCode::UnreadableImage,
         format!("the jpg file is malformed and could not be read ({error})"),
     )
 }
@@ -275,7 +279,7 @@ pub fn corrupt_jpeg(error: &pipeline::jpeg::JpegError) -> AppError {
 fn unreadable_panic(format: ImageFormat) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "unreadable_image",
+        ErrorCode::UnreadableImage,
         format!("the {} file is malformed and could not be read", format.extensions_str()[0]),
     )
 }
@@ -283,7 +287,7 @@ fn unreadable_panic(format: ImageFormat) -> AppError {
 fn unreadable(format: ImageFormat, e: image::ImageError) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "unreadable_image",
+        ErrorCode::UnreadableImage,
         format!("the {} file could not be read: {e}", format.extensions_str()[0]),
     )
 }
@@ -317,7 +321,7 @@ mod tests {
 
     const LIMITS: Limits = Limits { min_dimension: 1024, max_dimension: 65_535, max_pixels: 300_000_000 };
 
-    fn code(r: Result<ImageInfo, AppError>) -> (StatusCode, &'static str) {
+    fn code(r: Result<ImageInfo, AppError>) -> (StatusCode, ErrorCode) {
         match r.unwrap_err() {
             AppError::Client { status, code, .. } => (status, code),
             other => panic!("unexpected {other}"),
@@ -382,11 +386,17 @@ mod tests {
 
     #[test]
     fn refuses_small_empty_and_unknown() {
-        assert_eq!(code(inspect(&png(1023, 2000), LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, "image_too_small"));
-        assert_eq!(code(inspect(&[], LIMITS)), (StatusCode::BAD_REQUEST, "empty_file"));
-        assert_eq!(code(inspect(b"hello, world", LIMITS)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"));
+        assert_eq!(
+            code(inspect(&png(1023, 2000), LIMITS)),
+            (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ImageTooSmall)
+        );
+        assert_eq!(code(inspect(&[], LIMITS)), (StatusCode::BAD_REQUEST, ErrorCode::EmptyFile));
+        assert_eq!(
+            code(inspect(b"hello, world", LIMITS)),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedFormat)
+        );
         let truncated = &png(2000, 2000)[..12];
-        assert_eq!(code(inspect(truncated, LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_image"));
+        assert_eq!(code(inspect(truncated, LIMITS)), (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnreadableImage));
     }
 
     #[test]
@@ -469,7 +479,9 @@ mod tests {
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         // The CRC no longer matches; the dimensions are still read first.
         match inspect(&bomb, LIMITS) {
-            Err(AppError::Client { code, .. }) => assert!(["image_too_large", "unreadable_image"].contains(&code)),
+            Err(AppError::Client { code, .. }) => {
+                assert!([ErrorCode::ImageTooLarge, ErrorCode::UnreadableImage].contains(&code))
+            }
             other => panic!("bomb accepted: {other:?}"),
         }
     }

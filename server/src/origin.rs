@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// The names this server answers to.
@@ -100,7 +100,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         crate::http::drain(request, state.config.max_upload_bytes).await;
         return AppError::client(
             StatusCode::MISDIRECTED_REQUEST,
-            "unknown_host",
+            ErrorCode::UnknownHost,
             format!("this server does not answer to the host {shown:?}; add it to TILEPIPE_ALLOWED_HOSTS"),
         )
         .into_response();
@@ -110,7 +110,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         crate::http::drain(request, state.config.max_upload_bytes).await;
         return AppError::client(
             StatusCode::FORBIDDEN,
-            "cross_origin",
+            ErrorCode::CrossOrigin,
             "requests that change something must come from this server's own pages",
         )
         .into_response();

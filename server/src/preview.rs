@@ -14,7 +14,7 @@ use pipeline::{Channels, Frame};
 
 use axum::http::StatusCode;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::intake::{self, ImageInfo, Plan};
 use crate::state::AppState;
 
@@ -44,7 +44,7 @@ pub async fn ensure(state: &AppState, image: PathBuf, preview: PathBuf) -> AppRe
             if !state.admission.could_hold(memory) {
                 let message =
                     "this image is too large to preview within the server's memory budget; download it instead";
-                return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+                return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
             }
             let _memory = state.admission.reserve(memory).await;
             tokio::task::spawn_blocking(move || whole(&image, info)).await.map_err(anyhow::Error::from)??

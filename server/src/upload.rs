@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::intake::{self, Limits};
 
 /// Bytes read before the header is checked early; enough for the header of
@@ -106,7 +106,13 @@ async fn check_early(head: Vec<u8>, limits: Limits) -> AppResult<()> {
         tokio::task::spawn_blocking(move || intake::inspect(&head, limits)).await.map_err(anyhow::Error::from)?;
     match checked {
         Err(e @ AppError::Client { code, .. })
-            if ["unsupported_format", "image_too_large", "image_too_small", "empty_image"].contains(&code) =>
+            if [
+                ErrorCode::UnsupportedFormat,
+                ErrorCode::ImageTooLarge,
+                ErrorCode::ImageTooSmall,
+                ErrorCode::EmptyImage,
+            ]
+            .contains(&code) =>
         {
             Err(e)
         }
@@ -120,13 +126,13 @@ pub fn multipart_error(e: MultipartError) -> AppError {
     while let Some(c) = cause {
         if c.is::<tower_http::timeout::TimeoutError>() {
             let message = "the upload paused for too long and was abandoned";
-            return AppError::client(StatusCode::REQUEST_TIMEOUT, "timeout", message);
+            return AppError::client(StatusCode::REQUEST_TIMEOUT, ErrorCode::Timeout, message);
         }
         cause = c.source();
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::client(status, "too_large", "the upload is larger than the server accepts")
+        AppError::client(status, ErrorCode::TooLarge, "the upload is larger than the server accepts")
     } else {
-        AppError::client(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
+        AppError::client(StatusCode::BAD_REQUEST, ErrorCode::BadMultipart, e.body_text())
     }
 }

@@ -222,7 +222,7 @@ pub fn stream_rows(
     let result = stream();
     if let Some(verdict) = verdict {
         let refusal = match &result {
-            Err(AppError::Client { status, code, message }) => Err(AppError::client(*status, code, message.clone())),
+            Err(AppError::Client { status, code, message }) => Err(AppError::client(*status, *code, message.clone())),
             _ => Ok(()),
         };
         let _ = verdict.send(refusal);
@@ -241,6 +241,7 @@ pub fn write_whole(frame: &Frame, raster: &Raster) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::intake;
 
     /// A noisy RGB PNG, and where it is written.
@@ -292,7 +293,7 @@ mod tests {
         stream_rows((&path, image::ImageFormat::Png), grid, 5, &all, &raster, &tx, Some(verdict));
         drop(tx);
         let refusal = told.blocking_recv().unwrap().unwrap_err();
-        assert!(matches!(refusal, AppError::Client { code: "unreadable_image", .. }), "{refusal}");
+        assert!(matches!(refusal, AppError::Client { code: ErrorCode::UnreadableImage, .. }), "{refusal}");
         let mut last = None;
         while let Ok(tile) = rx.try_recv() {
             last = Some(tile);

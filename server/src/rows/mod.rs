@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use image::ImageFormat;
 use pipeline::Channels;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 pub use png::PngRows;
 pub use tiff::TiffRows;
 
@@ -59,7 +59,7 @@ pub fn opaque(mut rows: Box<dyn Rows>) -> Result<bool, AppError> {
 pub fn unreadable(format: &str, why: &str) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "unreadable_image",
+        ErrorCode::UnreadableImage,
         format!("the {format} file could not be read: {why}"),
     )
 }

@@ -126,6 +126,7 @@ fn unreadable(why: &str) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::intake::{self, Limits, Plan};
 
     const ANY: Limits = Limits { min_dimension: 1, max_dimension: 65_535, max_pixels: u64::MAX };
@@ -239,7 +240,7 @@ mod tests {
             }
         };
         let e = failed.expect("a cut-off file fails");
-        assert!(matches!(e, AppError::Client { code: "unreadable_image", .. }), "{e}");
+        assert!(matches!(e, AppError::Client { code: ErrorCode::UnreadableImage, .. }), "{e}");
         std::fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").unwrap();
         assert!(PngRows::open(&path).is_err());
     }

@@ -19,7 +19,7 @@ use pipeline::Channels;
 use pipeline::jpeg::{Jpeg, McuRect};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::intake::{self, Plan};
 use crate::state::AppState;
 use pyramid::{Pyramid, TileFormat};
@@ -101,7 +101,7 @@ async fn run(state: &AppState, result: &Path, dir: &Path, build: &Arc<Build>) ->
     let memory = reader + pyramid::memory(info.width, Channels::Rgba);
     if !admission.could_hold(memory) {
         let message = "this result is too large to explore within the server's memory budget; download it instead";
-        return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message));
+        return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
     }
     let _memory = admission.reserve(memory).await;
     let _turn = admission.decoder().await;
