@@ -4,8 +4,10 @@
 use pipeline::Operation;
 use serde::{Deserialize, Serialize};
 
+/// Stored as the same snake_case word (`jobs.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type), sqlx(rename_all = "snake_case"))]
 pub enum JobStatus {
     /// Accepted; the image is being decoded and cut into tiles.
     Queued,
@@ -26,17 +28,6 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => JobStatus::Queued,
-            "running" => JobStatus::Running,
-            "done" => JobStatus::Done,
-            "failed" => JobStatus::Failed,
-            "cancelled" => JobStatus::Cancelled,
-            _ => return None,
-        })
     }
 
     pub fn is_finished(self) -> bool {
@@ -313,8 +304,10 @@ pub struct Stats {
     pub workers_lost: u64,
 }
 
+/// Stored as the same snake_case word (`tiles.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type), sqlx(rename_all = "snake_case"))]
 pub enum TileStatus {
     Queued,
     Done,

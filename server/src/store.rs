@@ -38,7 +38,7 @@ struct TileRow {
     pub y: u32,
     pub width: u32,
     pub height: u32,
-    pub status: String,
+    pub status: TileStatus,
     pub worker_id: Option<String>,
     pub elapsed_ms: Option<f64>,
     pub done_at: Option<i64>,
@@ -59,7 +59,7 @@ pub struct PendingTile {
 struct JobRow {
     id: String,
     filename: String,
-    status: String,
+    status: JobStatus,
     width: u32,
     height: u32,
     tile_size: u32,
@@ -82,7 +82,7 @@ impl TryFrom<JobRow> for Job {
     fn try_from(r: JobRow) -> Result<Self, Self::Error> {
         let decode = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
         Ok(Job {
-            status: JobStatus::parse(&r.status).ok_or_else(|| decode(format!("job status {:?}", r.status).into()))?,
+            status: r.status,
             ops: serde_json::from_str(&r.ops).map_err(|e| decode(e.into()))?,
             id: r.id,
             filename: r.filename,
@@ -111,7 +111,7 @@ impl From<TileRow> for Tile {
             y: r.y,
             width: r.width,
             height: r.height,
-            status: if r.status == "done" { TileStatus::Done } else { TileStatus::Queued },
+            status: r.status,
             worker_id: r.worker_id,
             elapsed_ms: r.elapsed_ms,
             done_at: r.done_at,
@@ -203,7 +203,7 @@ impl Store {
         )
         .bind(job.id)
         .bind(job.filename)
-        .bind(if done { "done" } else { "queued" })
+        .bind(if done { JobStatus::Done } else { JobStatus::Queued })
         .bind(job.width)
         .bind(job.height)
         .bind(job.tile_size)
@@ -289,7 +289,7 @@ impl Store {
             "UPDATE jobs SET status = ?, error = ?, finished_at = ? \
              WHERE id = ? AND status IN ('queued', 'running')",
         )
-        .bind(status.as_str())
+        .bind(status)
         .bind(error)
         .bind(at)
         .bind(job_id)
