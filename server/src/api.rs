@@ -76,7 +76,17 @@ async fn create_job(
             let id = field.text().await.map_err(multipart_error)?;
             batch = Some(crate::batches::existing(&state, &id).await?.0);
         } else if let Some(name) = field.file_name().map(str::to_owned) {
-            image = Some((name, upload::receive(field, &upload::dir(&state.config.data_dir), limits).await?));
+            match upload::receive(field, &upload::dir(&state.config.data_dir), limits).await {
+                Ok(file) => image = Some((name, file)),
+                // Refused from its first bytes: the rest is still read (and
+                // dropped, bounded), so the client gets the answer, not a
+                // broken pipe while it sends.
+                Err(refused @ AppError::Client { status, .. }) if status != StatusCode::REQUEST_TIMEOUT => {
+                    drain(&mut form, state.config.max_upload_bytes).await;
+                    return Err(refused);
+                }
+                Err(failed) => return Err(failed),
+            }
         }
     }
     let (filename, file) =
