@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pipeline::wire::{MAX_MESSAGE_BYTES, Topics};
-use plumbing::kafka::{Logged, LoggedConsumer, client_config};
+use plumbing::kafka::{EnvOverrides, Logged, LoggedConsumer, client_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
@@ -19,18 +19,20 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("linger.ms", "2")
         .set("acks", "all")
+        .env_overrides()
         .create()
         .context("creating Kafka producer")
 }
 
 /// A consumer whose offsets are stored by the application only after a
 /// message's effects are durable, then committed in the background; `name`
-/// tells it apart in the logs.
+/// tells it apart in the logs, `fetch_wait_ms` is how promptly it hears of
+/// a new message (see [`plumbing::kafka::PROMPT_FETCH_WAIT_MS`]).
 pub fn consumer(
     brokers: &str,
-    group: &str,
-    topic: &str,
+    (group, topic): (&str, &str),
     from_earliest: bool,
+    fetch_wait_ms: u32,
     name: &'static str,
 ) -> anyhow::Result<LoggedConsumer> {
     let consumer: LoggedConsumer = client_config(brokers)
@@ -40,10 +42,11 @@ pub fn consumer(
         .set("auto.offset.reset", if from_earliest { "earliest" } else { "latest" })
         .set("session.timeout.ms", "10000")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("fetch.wait.max.ms", "25")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         // librdkafka prefetches up to 64 MB by default: results are read as
         // fast as they are stored, so a few MB ahead is plenty.
         .set("queued.max.messages.kbytes", "8192")
+        .env_overrides()
         .create_with_context(Logged::new(name))
         .context("creating Kafka consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
@@ -94,6 +97,7 @@ impl TaskProgress {
         let consumer = client_config(brokers)
             .set("group.id", &topics.workers_group)
             .set("enable.auto.commit", "false")
+            .env_overrides()
             .create()
             .context("creating Kafka progress reader")?;
         Ok(Self { consumer: Arc::new(consumer), topic: topics.tasks.clone() })

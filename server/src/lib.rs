@@ -79,7 +79,13 @@ impl Server {
         let shutdown = CancellationToken::new();
         let timeout = Duration::from_secs(config.worker_timeout_secs);
         let mut background = JoinSet::new();
-        let results = kafka::consumer(&config.brokers, &topics.master_group, &topics.results, true, "results")?;
+        let results = kafka::consumer(
+            &config.brokers,
+            (&topics.master_group, &topics.results),
+            true,
+            plumbing::kafka::PROMPT_FETCH_WAIT_MS,
+            "results",
+        )?;
         background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
         background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
         disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), &store).await;
@@ -93,7 +99,13 @@ impl Server {
             background.spawn(disk::keep_for(Arc::clone(&jobs), store.clone(), retention, shutdown.clone()));
         }
         let heartbeats_group = format!("{}-heartbeats", topics.master_group);
-        let heartbeats = kafka::consumer(&config.brokers, &heartbeats_group, &topics.heartbeats, false, "heartbeats")?;
+        let heartbeats = kafka::consumer(
+            &config.brokers,
+            (&heartbeats_group, &topics.heartbeats),
+            false,
+            plumbing::kafka::RELAXED_FETCH_WAIT_MS,
+            "heartbeats",
+        )?;
         background.spawn(workers::consume_heartbeats(
             heartbeats,
             store.clone(),

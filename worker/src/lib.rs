@@ -20,7 +20,7 @@ use pipeline::ops;
 use pipeline::wire::{
     Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, TileKey, Topics,
 };
-use plumbing::kafka::{Logged, LoggedConsumer, client_config};
+use plumbing::kafka::{EnvOverrides, Logged, LoggedConsumer, client_config};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
@@ -78,6 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("linger.ms", "0")
         .set("acks", "all")
+        .env_overrides()
         .create()
         .context("creating Kafka producer")?;
     let consumer: LoggedConsumer = client
@@ -93,9 +94,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("topic.metadata.refresh.interval.ms", "5000")
         // One tile at a time per worker: do not hoard tasks other members could take.
         .set("queued.max.messages.kbytes", "16384")
-        // The master keeps only a few tasks queued, so a worker must hear of a
-        // new one at once: a broker answers an empty fetch only after this.
-        .set("fetch.wait.max.ms", "25")
+        // The master keeps only a window of tasks queued, so a worker must
+        // hear of a new one soon.
+        .set("fetch.wait.max.ms", plumbing::kafka::PROMPT_FETCH_WAIT_MS.to_string())
+        .env_overrides()
         .create_with_context(Logged::new("tasks"))
         .context("creating Kafka consumer")?;
     // librdkafka wants a group even for assigned partitions; this one never
@@ -104,6 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set("group.id", format!("{}-control-{id}", topics.workers_group))
         .set("enable.auto.commit", "false")
         .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("fetch.wait.max.ms", plumbing::kafka::RELAXED_FETCH_WAIT_MS.to_string())
+        .env_overrides()
         .create_with_context(Logged::new("control"))
         .context("creating Kafka control consumer")?;
     // Learn which jobs are stopped before taking their tasks.

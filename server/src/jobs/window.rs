@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Tasks outstanding per live worker: one being processed, one arriving and
-/// some queued ahead of it (measured: see the README's benchmark notes).
-pub const DEFAULT_PER_WORKER: usize = 8;
+/// enough queued ahead of it to cover how late a worker may hear of a new
+/// task (`PROMPT_FETCH_WAIT_MS`; measured: see the README's benchmark notes).
+pub const DEFAULT_PER_WORKER: usize = 16;
 
 pub struct Window {
     permits: Arc<Semaphore>,
