@@ -122,6 +122,16 @@ impl Admission {
         Arc::clone(&self.memory).acquire_many_owned(self.clamped(memory)).await.expect("the budget is never closed")
     }
 
+    /// Reserves `memory` bytes for work on a stored file (a preview, a
+    /// pyramid), waiting like [`Admission::reserve`]; 413 with `refusal` if
+    /// the whole budget could never hold it.
+    pub async fn reserve_or_refuse(&self, memory: u64, refusal: &'static str) -> AppResult<Reservation> {
+        if !self.could_hold(memory) {
+            return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, refusal));
+        }
+        Ok(self.reserve(memory).await)
+    }
+
     /// The same, only if it is free now.
     pub fn try_reserve(&self, memory: u64) -> Option<Reservation> {
         Arc::clone(&self.memory).try_acquire_many_owned(self.clamped(memory)).ok()

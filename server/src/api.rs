@@ -403,18 +403,8 @@ async fn zoom_tile(
     request: Request,
 ) -> AppResult<Response> {
     let id = job_id(&id)?;
-    let parsed = (|| {
-        let level: u32 = level.parse().ok()?;
-        let (name, extension) = tile.split_once('.')?;
-        let (column, row) = name.split_once('_')?;
-        let format = [crate::zoom::pyramid::TileFormat::Jpeg, crate::zoom::pyramid::TileFormat::Png]
-            .into_iter()
-            .find(|f| f.extension() == extension)?;
-        Some((level, column.parse::<u32>().ok()?, row.parse::<u32>().ok()?, format))
-    })();
-    let (level, column, row, format) = parsed.ok_or_else(|| AppError::not_found("tile"))?;
-    let name = format!("{column}_{row}.{}", format.extension());
-    let path = state.jobs.zoom_dir(&id).join(level.to_string()).join(name);
+    let (path, format) =
+        crate::zoom::tile_file(&state.jobs.zoom_dir(&id), &level, &tile).ok_or_else(|| AppError::not_found("tile"))?;
     Ok(unchanging(serve_file(path, format.mime(), request).await?))
 }
 

@@ -172,6 +172,13 @@ pub enum Plan {
     Whole,
 }
 
+/// Blocking: the header and the reading plan of a file tilepipe stored (an
+/// upload being resumed, or a result), checked as an upload is.
+pub fn inspect_stored(path: &Path) -> Result<(ImageInfo, Plan), AppError> {
+    let info = inspect_file(path, CHECKED)?;
+    Ok((info, plan(path, info)?))
+}
+
 /// How the upload at `path` (whose header said `info`) is read.
 pub fn plan(path: &Path, info: ImageInfo) -> Result<Plan, AppError> {
     if info.orientation != Orientation::NoTransforms {

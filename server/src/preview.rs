@@ -12,9 +12,8 @@ use app::api::Output;
 use pipeline::shrink::Shrinker;
 use pipeline::{Channels, Frame};
 
-use axum::http::StatusCode;
 
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::AppResult;
 use crate::intake::{self, ImageInfo, Plan};
 use crate::state::AppState;
 
@@ -30,8 +29,7 @@ pub async fn ensure(state: &AppState, image: PathBuf, preview: PathBuf) -> AppRe
     let _turn = state.admission.decoder().await;
     let path = image.clone();
     let streamed = tokio::task::spawn_blocking(move || -> AppResult<_> {
-        let info = intake::inspect_file(&path, intake::CHECKED)?;
-        let plan = intake::plan(&path, info)?;
+        let (info, plan) = intake::inspect_stored(&path)?;
         Ok((info, streamed(&path, &plan)?))
     })
     .await
@@ -41,12 +39,8 @@ pub async fn ensure(state: &AppState, image: PathBuf, preview: PathBuf) -> AppRe
         (info, None) => {
             // Decoded whole: its share of the budget first, as a job's.
             let memory = intake::memory_needed(&info, &Plan::Whole, 1, 0, Output::Png);
-            if !state.admission.could_hold(memory) {
-                let message =
-                    "this image is too large to preview within the server's memory budget; download it instead";
-                return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
-            }
-            let _memory = state.admission.reserve(memory).await;
+            let refusal = "this image is too large to preview within the server's memory budget; download it instead";
+            let _memory = state.admission.reserve_or_refuse(memory, refusal).await?;
             tokio::task::spawn_blocking(move || whole(&image, info)).await.map_err(anyhow::Error::from)??
         }
     };

@@ -372,11 +372,7 @@ impl Jobs {
     async fn resume_estimate(&self, id: &str) -> anyhow::Result<u64> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (info, plan) = tokio::task::spawn_blocking(move || {
-            let info = intake::inspect_file(&path, intake::CHECKED)?;
-            intake::plan(&path, info).map(|plan| (info, plan))
-        })
-        .await??;
+        let (info, plan) = tokio::task::spawn_blocking(move || intake::inspect_stored(&path)).await??;
         let halo = ops::chain_halo(&job.ops);
         Ok(intake::memory_needed(&info, &plan, job.tile_size, halo, job.output))
     }
@@ -456,8 +452,7 @@ impl Jobs {
                 let path = input_path.clone();
                 let resumed = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
-                    let info = intake::inspect_file(&path, intake::CHECKED)?;
-                    let plan = intake::plan(&path, info)?;
+                    let (info, plan) = intake::inspect_stored(&path)?;
                     intake::prepare_file(&path, info, plan).map(|s| (s, started.elapsed()))
                 })
                 .await??;

@@ -14,12 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use app::api::{Output, Zoom};
-use axum::http::StatusCode;
 use pipeline::Channels;
 use pipeline::jpeg::{Jpeg, McuRect};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 use crate::intake::{self, Plan};
 use crate::state::AppState;
 use pyramid::{Pyramid, TileFormat};
@@ -87,23 +86,16 @@ async fn run(state: &AppState, result: &Path, dir: &Path, build: &Arc<Build>) ->
     crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
     let (admission, stop) = (&state.admission, &state.shutdown);
     let path = result.to_owned();
-    let (info, plan) = tokio::task::spawn_blocking(move || -> AppResult<_> {
-        let info = intake::inspect_file(&path, intake::CHECKED)?;
-        Ok((info, intake::plan(&path, info)?))
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
+    let (info, plan) =
+        tokio::task::spawn_blocking(move || intake::inspect_stored(&path)).await.map_err(anyhow::Error::from)??;
     let reader = match &plan {
         Plan::Cut(layout) => u64::from(layout.width) * u64::from(JPEG_BAND + 4 * layout.mcu_height) * 3 * 3,
         Plan::Rows(reader) => *reader,
         Plan::Whole => intake::memory_needed(&info, &Plan::Whole, 1, 0, Output::Png),
     };
     let memory = reader + pyramid::memory(info.width, Channels::Rgba);
-    if !admission.could_hold(memory) {
-        let message = "this result is too large to explore within the server's memory budget; download it instead";
-        return Err(AppError::client(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge, message));
-    }
-    let _memory = admission.reserve(memory).await;
+    let refusal = "this result is too large to explore within the server's memory budget; download it instead";
+    let _memory = admission.reserve_or_refuse(memory, refusal).await?;
     let _turn = admission.decoder().await;
     let (result, dir, progress, stop) = (result.to_owned(), dir.to_owned(), Arc::clone(build), stop.clone());
     tokio::task::spawn_blocking(move || write(&result, &dir, plan, info, &progress.progress, &stop))
@@ -214,9 +206,40 @@ fn jpeg_rows(path: &Path, mut each: impl FnMut(&[u8]) -> anyhow::Result<()>) -> 
     failed.map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// The file of the pyramid tile a request names `{level}` and
+/// `{column}_{row}.{jpg|png}`, and its format; `None` unless every part
+/// parses, so no path is ever built from the request's own text.
+pub fn tile_file(dir: &Path, level: &str, tile: &str) -> Option<(PathBuf, TileFormat)> {
+    let level: u32 = level.parse().ok()?;
+    let (name, extension) = tile.split_once('.')?;
+    let (column, row) = name.split_once('_')?;
+    let format = TileFormat::from_extension(extension)?;
+    let (column, row): (u32, u32) = (column.parse().ok()?, row.parse().ok()?);
+    let name = format!("{column}_{row}.{}", format.extension());
+    Some((dir.join(level.to_string()).join(name), format))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_names_parse_strictly() {
+        let dir = Path::new("/z");
+        assert_eq!(tile_file(dir, "12", "3_4.jpg"), Some((dir.join("12/3_4.jpg"), TileFormat::Jpeg)));
+        assert_eq!(tile_file(dir, "0", "0_0.png"), Some((dir.join("0/0_0.png"), TileFormat::Png)));
+        for (level, tile) in [
+            ("x", "0_0.jpg"),
+            ("1", "0_0.gif"),
+            ("1", "0-0.jpg"),
+            ("1", "../0_0.jpg"),
+            ("1", "0_0"),
+            ("-1", "0_0.jpg"),
+            ("1", "0_1_2.jpg"),
+        ] {
+            assert_eq!(tile_file(dir, level, tile), None, "{level}/{tile}");
+        }
+    }
 
     /// A JPEG read by bands gives the rows of decoding it whole, bit for bit.
     #[test]

@@ -36,6 +36,10 @@ impl TileFormat {
         }
     }
 
+    pub fn from_extension(extension: &str) -> Option<Self> {
+        [Self::Jpeg, Self::Png].into_iter().find(|f| f.extension() == extension)
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::Jpeg => "jpg",
