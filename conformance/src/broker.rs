@@ -53,7 +53,7 @@ pub fn free_port() -> u16 {
 
 fn spawn(dir: &tempfile::TempDir, port: u16) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
-    // `mode=direct`: reads beside the writer (see the README's Performance).
+    // `mode=direct`: reads beside the writer (see docs/performance.md).
     let child = Command::new("nisshi")
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .args(["--storage-engine", "sqlite://broker.db?mode=direct", "--group-initial-rebalance-delay", "300ms"])

@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Tasks outstanding per live worker: one being processed, one arriving and
 /// enough queued ahead of it to cover how late a worker may hear of a new
-/// task (`PROMPT_FETCH_WAIT_MS`; measured: see the README's benchmark notes).
+/// task (`PROMPT_FETCH_WAIT_MS`; measured: see docs/performance.md).
 pub const DEFAULT_PER_WORKER: usize = 16;
 
 pub struct Window {
