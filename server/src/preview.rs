@@ -12,7 +12,6 @@ use app::api::Output;
 use pipeline::shrink::Shrinker;
 use pipeline::{Channels, Frame};
 
-
 use crate::error::AppResult;
 use crate::intake::{self, ImageInfo, Plan};
 use crate::state::AppState;

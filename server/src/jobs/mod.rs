@@ -3,13 +3,15 @@
 //! A job's input is kept on disk and every finished tile is written next to
 //! it before it is recorded in SQLite (and only then is its Kafka offset
 //! stored), so after a crash a job resumes from the files and the database.
-//! Submodules: `results` takes workers' replies in, `retry` sends tiles again
-//! (after failures and missed deadlines) and dead-letters hopeless ones.
+//! Submodules: `tile` is one tile's state machine, `results` takes workers'
+//! replies in, `retry` sends tiles again (after failures and missed
+//! deadlines) and dead-letters hopeless ones.
 
 mod input;
 mod raster;
 mod results;
 mod retry;
+mod tile;
 pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
@@ -36,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
 use input::{Input, Payload};
+use tile::{Placement, Tile};
 pub use window::Window;
 
 /// How long a job whose result could not be written waits to try again.
@@ -51,24 +54,6 @@ pub struct Settings {
     pub tile_size: u32,
     pub max_attempts: u32,
     pub tile_timeout: Duration,
-}
-
-/// What the master knows of one tile of a running job.
-#[derive(Debug, Default)]
-struct TileState {
-    done: bool,
-    /// Times its task was published.
-    attempts: u32,
-    /// Of those, sendings a worker declined as unsupported: they spend no attempt.
-    bounces: u32,
-    /// Partition and offset of its latest task, once the broker has it.
-    placed: Option<(i32, i64)>,
-    /// When the workers' group was first seen past that task.
-    consumed_at: Option<Instant>,
-    /// A (re)publish is under way.
-    sending: bool,
-    /// Its place in the dispatch window while its task is outstanding.
-    slot: Option<window::Slot>,
 }
 
 /// When a running job passed its stages, for [`Stages`].
@@ -97,7 +82,7 @@ struct Active {
     ops: Arc<[Operation]>,
     halo: u32,
     input: Input,
-    tiles: Vec<TileState>,
+    tiles: Vec<Tile>,
     remaining: u32,
     output: Output,
     /// Which tiles are done, for the encoder that writes the result while
@@ -119,6 +104,19 @@ impl Drop for Active {
 }
 
 impl Active {
+    /// Counts `tile` done, once; says whether it was the last.
+    fn count_done(&mut self, tile: u32) -> bool {
+        if !self.tiles.get_mut(tile as usize).is_some_and(Tile::complete) {
+            return false;
+        }
+        self.remaining -= 1;
+        self.progress.done(tile);
+        if self.remaining == 0 {
+            self.clock.last_result_at = Some(Instant::now());
+        }
+        self.remaining == 0
+    }
+
     fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Payload)> {
         let rect = self.grid.tile(tile)?;
         let mut header = TaskHeader {
@@ -128,7 +126,7 @@ impl Active {
             halo: self.halo,
             ops: self.ops.to_vec(),
             channels: self.input.channels(),
-            attempt: self.tiles.get(tile as usize)?.attempts + 1,
+            attempt: self.tiles.get(tile as usize)?.attempts() + 1,
             encoding: Encoding::Raw,
             source: None,
             jpeg_quality: match self.output {
@@ -443,6 +441,7 @@ impl Jobs {
     async fn start(self: &Arc<Self>, id: &str, how: Start) -> anyhow::Result<()> {
         let job = self.store.job(id).await?.context("the job was deleted")?;
         let input_path = self.input_path(id).await.context("the job's input file is gone")?;
+        let resumed = matches!(how, Start::Resumed { .. });
         let (source, decode_time, verdict, mut memory, received_at) = match how {
             Start::Fresh { source, read_time, verdict, memory, received_at } => {
                 (source, read_time, verdict, memory, Some(received_at))
@@ -503,7 +502,7 @@ impl Jobs {
             return Ok(()); // cancelled while decoding
         }
 
-        let mut tiles: Vec<TileState> = (0..grid.len()).map(|_| TileState::default()).collect();
+        let mut tiles: Vec<Tile> = (0..grid.len()).map(|_| Tile::unsent()).collect();
         let pending = self.store.pending_tiles(id).await?;
         for t in tiles_not_in(&pending, grid.len()) {
             // Done before a restart: its pixels are on disk (or it is redone).
@@ -512,7 +511,7 @@ impl Jobs {
             match tokio::task::spawn_blocking(move || crate::assemble::check_stored(&path, rect, channels, output))
                 .await?
             {
-                Ok(_) => tiles[t as usize].done = true,
+                Ok(_) => tiles[t as usize] = Tile::done(),
                 Err(_) => {
                     warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");
                     self.store.reopen_tile(id, t).await?;
@@ -520,16 +519,17 @@ impl Jobs {
             }
         }
         for p in &pending {
-            let state = &mut tiles[p.idx as usize];
-            state.attempts = p.attempts;
-            state.placed = p.task_partition.zip(p.task_offset);
+            let placement =
+                p.task_partition.zip(p.task_offset).map(|(partition, offset)| Placement { partition, offset });
+            tiles[p.idx as usize] = Tile::resumed(p.attempts, placement);
         }
-        let remaining = tiles.iter().filter(|t| !t.done).count() as u32;
-        let unsent: Vec<bool> = tiles.iter().map(|t| !t.done && t.placed.is_none()).collect();
-        let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].done).collect();
-        let placed: Vec<(u32, i32)> = not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placed?.0))).collect();
+        let remaining = tiles.iter().filter(|t| !t.is_done()).count() as u32;
+        let unsent: Vec<bool> = tiles.iter().map(Tile::is_unsent).collect();
+        let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].is_done()).collect();
+        let placed: Vec<(u32, i32)> =
+            not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placement()?.partition))).collect();
         let halo = ops::chain_halo(&job.ops);
-        let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(|t| t.done).collect()));
+        let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(Tile::is_done).collect()));
         let channels = input.channels();
         let active = Active {
             clock,
@@ -556,6 +556,19 @@ impl Jobs {
             self.remove_tiles(id).await;
             return Ok(());
         }
+        let remaining = if resumed {
+            // A result that came between reading the pending tiles and
+            // registering the job was stored, but not counted here: count it
+            // now. (One stored after this read finds the job registered.)
+            let still: BTreeSet<u32> = self.store.pending_tiles(id).await?.iter().map(|p| p.idx).collect();
+            let mut a = active.lock().expect("lock");
+            for &t in not_done.iter().filter(|t| !still.contains(t)) {
+                a.count_done(t);
+            }
+            a.remaining
+        } else {
+            remaining
+        };
         self.emit_job(id).await;
         if crate::assemble::streams(job.output) && remaining > 0 {
             let (tiles_dir, output) = (self.tiles_dir(id), job.output);
@@ -579,11 +592,7 @@ impl Jobs {
         for (tile, partition) in placed {
             let slot = self.window.acquire_at(partition).await;
             let Some(active) = self.get(id) else { return Ok(()) };
-            let mut a = active.lock().expect("lock");
-            let state = &mut a.tiles[tile as usize];
-            if !state.done && state.slot.is_none() {
-                state.slot = Some(slot);
-            }
+            active.lock().expect("lock").tiles[tile as usize].hold(slot);
         }
 
         // The tiles to send, in grid order: at once from an image decoded
@@ -658,22 +667,8 @@ impl Jobs {
         let Some((header, payload, partition)) = ({
             let mut a = active.lock().expect("lock");
             let avoid = a.unsupported.clone();
-            let state = &mut a.tiles[tile as usize];
-            if state.done || state.sending {
-                None
-            } else {
-                state.sending = true;
-                match (slot, &mut state.slot) {
-                    (Some(slot), held) => *held = Some(slot),
-                    (None, Some(held)) => held.move_away(&avoid),
-                    (None, None) => {} // a resumed task still waiting for its slot
-                }
-                if let Some(held) = state.slot.as_mut().filter(|s| avoid.contains(&s.partition())) {
-                    held.move_away(&avoid);
-                }
-                let partition = state.slot.as_ref().map(window::Slot::partition);
-                a.task(id, tile).map(|(header, payload)| (header, payload, partition))
-            }
+            let partition = a.tiles[tile as usize].begin_send(slot, &avoid);
+            partition.and_then(|partition| a.task(id, tile).map(|(header, payload)| (header, payload, partition)))
         }) else {
             return Ok(false);
         };
@@ -698,12 +693,16 @@ impl Jobs {
             a.clock.first_task_at.get_or_insert_with(Instant::now);
         }
         let state = &mut a.tiles[tile as usize];
-        state.sending = false;
-        let (partition, offset, attempts) = sent?;
-        state.placed = Some((partition, offset));
-        state.attempts = attempts;
-        state.consumed_at = None;
-        Ok(true)
+        match sent {
+            Ok((partition, offset, attempts)) => {
+                state.sent(Placement { partition, offset }, attempts);
+                Ok(true)
+            }
+            Err(e) => {
+                state.send_failed();
+                Err(e)
+            }
+        }
     }
 
     /// Assembles a job whose tiles are all done. Taken out of the active map

@@ -73,8 +73,8 @@ impl Jobs {
             Some(a) => {
                 let a = a.lock().expect("lock");
                 match a.tiles.get(h.tile as usize) {
-                    Some(t) if t.done => return Ok(()), // a duplicate
-                    Some(t) => attempts = t.attempts.max(1),
+                    Some(t) if t.is_done() => return Ok(()), // a duplicate
+                    Some(t) => attempts = t.attempts().max(1),
                     None => {}
                 }
                 (a.grid, a.input.channels(), a.output)
@@ -114,21 +114,10 @@ impl Jobs {
         let job =
             self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, arrival.bytes, arrival.at).await?;
 
-        let complete = active.is_some_and(|a| {
-            let mut a = a.lock().expect("lock");
-            let state = &mut a.tiles[h.tile as usize];
-            if state.done {
-                return false;
-            }
-            state.done = true;
-            state.slot = None; // its place in the window goes to the next task
-            a.remaining -= 1;
-            a.progress.done(h.tile);
-            if a.remaining == 0 {
-                a.clock.last_result_at = Some(std::time::Instant::now());
-            }
-            a.remaining == 0
-        });
+        // A job being resumed may have been registered meanwhile (it counts
+        // tiles stored before it was; this one may have come after).
+        let complete =
+            active.or_else(|| self.get(&h.job_id)).is_some_and(|a| a.lock().expect("lock").count_done(h.tile));
         if let Some(job) = job {
             self.metrics.observe_tile(h.elapsed_ms);
             self.events.emit(Event::Tile(TileDone {
@@ -155,12 +144,7 @@ impl Jobs {
     fn reject(self: &Arc<Self>, failure: TileFailure) {
         let TileFailure { job_id, tile, worker_id, error, attempt, unsupported } = failure;
         let Some(active) = self.get(&job_id) else { return };
-        let stale = active
-            .lock()
-            .expect("lock")
-            .tiles
-            .get(tile as usize)
-            .is_none_or(|t| t.done || t.sending || (attempt != 0 && attempt != t.attempts));
+        let stale = active.lock().expect("lock").tiles.get(tile as usize).is_none_or(|t| !t.answers_latest(attempt));
         if stale {
             return;
         }
@@ -183,9 +167,8 @@ impl Jobs {
         // elsewhere without spending an attempt, unless no partition is left.
         let everywhere = {
             let mut a = active.lock().expect("lock");
-            let Some((partition, _)) = a.tiles[tile as usize].placed else { return };
+            let Some(partition) = a.tiles[tile as usize].bounce() else { return };
             a.unsupported.insert(partition);
-            a.tiles[tile as usize].bounces += 1;
             a.unsupported.len() >= self.window.partitions()
         };
         tokio::spawn(async move {

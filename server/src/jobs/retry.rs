@@ -16,6 +16,7 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::tile::Placement;
 use super::{Jobs, Shared};
 
 /// How often deadlines are checked.
@@ -26,11 +27,11 @@ impl Jobs {
     /// dead-lettered and its job fails.
     pub(super) async fn retry(self: &Arc<Self>, id: &str, tile: u32, reason: &str) {
         let Some(active) = self.get(id) else { return };
-        let (attempts, bounces) = {
+        let (attempts, spent) = {
             let a = active.lock().expect("lock");
-            (a.tiles[tile as usize].attempts, a.tiles[tile as usize].bounces)
+            (a.tiles[tile as usize].attempts(), a.tiles[tile as usize].spent_attempts())
         };
-        if attempts.saturating_sub(bounces) >= self.settings.max_attempts {
+        if spent >= self.settings.max_attempts {
             self.metrics.tiles_dead_lettered.inc();
             if let Err(e) = self.dead_letter(id, tile, reason).await {
                 warn!(job = %id, tile, error = %e, "dead-lettering a tile");
@@ -85,7 +86,7 @@ impl Jobs {
     async fn overdue(&self) -> Vec<(String, u32, String)> {
         // Placements first, then the broker's positions: a tile placed after
         // the positions were read is never judged against them.
-        let placed: Vec<(String, Shared, u32, (i32, i64))> = {
+        let placed: Vec<(String, Shared, u32, Placement)> = {
             let jobs = self.active.lock().expect("lock");
             jobs.iter()
                 .flat_map(|(id, active)| {
@@ -93,8 +94,7 @@ impl Jobs {
                     a.tiles
                         .iter()
                         .enumerate()
-                        .filter(|(_, t)| !t.done && !t.sending)
-                        .filter_map(|(tile, t)| Some((id.clone(), Arc::clone(active), tile as u32, t.placed?)))
+                        .filter_map(|(tile, t)| Some((id.clone(), Arc::clone(active), tile as u32, t.placement()?)))
                         .collect::<Vec<_>>()
                 })
                 .collect()
@@ -102,7 +102,7 @@ impl Jobs {
         if placed.is_empty() {
             return Vec::new();
         }
-        let partitions: BTreeSet<i32> = placed.iter().map(|(.., (p, _))| *p).collect();
+        let partitions: BTreeSet<i32> = placed.iter().map(|(.., at)| at.partition).collect();
         let progress = self.progress.clone();
         let positions = match tokio::task::spawn_blocking(move || progress.read(&partitions)).await {
             Ok(Ok(positions)) => positions,
@@ -111,21 +111,10 @@ impl Jobs {
         };
         let (now, timeout) = (Instant::now(), self.settings.tile_timeout);
         let mut overdue = Vec::new();
-        for (id, active, tile, (partition, offset)) in placed {
-            let Some(position) = positions.get(&partition) else { continue };
-            let mut a = active.lock().expect("lock");
-            let state = &mut a.tiles[tile as usize];
-            if state.done || state.sending || state.placed != Some((partition, offset)) {
-                continue; // changed meanwhile
-            }
-            if offset >= position.end {
-                overdue.push((id, tile, "its task is no longer on the broker".to_owned()));
-            } else if position.committed.is_some_and(|c| c > offset) {
-                let since = *state.consumed_at.get_or_insert(now);
-                if now.duration_since(since) >= timeout {
-                    state.consumed_at = None;
-                    overdue.push((id, tile, format!("no result {}s after a worker took it", timeout.as_secs())));
-                }
+        for (id, active, tile, at) in placed {
+            let Some(&position) = positions.get(&at.partition) else { continue };
+            if let Some(why) = active.lock().expect("lock").tiles[tile as usize].overdue(at, position, now, timeout) {
+                overdue.push((id, tile, why.to_string()));
             }
         }
         overdue
