@@ -3,14 +3,16 @@
 //! A job's input is kept on disk and every finished tile is written next to
 //! it before it is recorded in SQLite (and only then is its Kafka offset
 //! stored), so after a crash a job resumes from the files and the database.
-//! Submodules: `tile` is one tile's state machine, `results` takes workers'
-//! replies in, `retry` sends tiles again (after failures and missed
+//! Submodules: `start` opens a job's input, registers its tiles and sends
+//! them; `tile` is one tile's state machine; `results` takes workers'
+//! replies in; `retry` sends tiles again (after failures and missed
 //! deadlines) and dead-letters hopeless ones.
 
 mod input;
 mod raster;
 mod results;
 mod retry;
+mod start;
 mod tile;
 pub mod window;
 
@@ -21,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use app::api::{Event, Job, JobStatus, Output, Stages};
-use futures::StreamExt;
 use pipeline::codec::Encoding;
 
 use crate::admission::{Admission, Reservation};
@@ -137,14 +138,6 @@ impl Active {
         let payload = self.input.payload(&mut header);
         Some((header, payload))
     }
-}
-
-/// What reads a starting job's input, after its tiles' states are known.
-enum Reader {
-    /// The image was decoded whole and written: every task can be made.
-    Done,
-    Jpeg(Arc<input::Crops>),
-    Rows(Arc<raster::Raster>, image::ImageFormat),
 }
 
 /// A running job as the engine's tasks share it.
@@ -427,224 +420,6 @@ impl Jobs {
         self.events.emit(Event::Job(job.clone()));
         info!(job = %id, source = %source.id, "job answered from the result cache");
         Ok(Ok(job))
-    }
-
-    /// Starts a new job (`fresh`) or resumes one; a job that cannot start
-    /// fails with the reason.
-    async fn run(self: &Arc<Self>, id: &str, how: Start) {
-        if let Err(e) = self.start(id, how).await {
-            warn!(job = %id, error = %e, "job failed before its tiles were sent");
-            self.fail(id, &format!("{e:#}")).await;
-        }
-    }
-
-    async fn start(self: &Arc<Self>, id: &str, how: Start) -> anyhow::Result<()> {
-        let job = self.store.job(id).await?.context("the job was deleted")?;
-        let input_path = self.input_path(id).await.context("the job's input file is gone")?;
-        let resumed = matches!(how, Start::Resumed { .. });
-        let (source, decode_time, verdict, mut memory, received_at) = match how {
-            Start::Fresh { source, read_time, verdict, memory, received_at } => {
-                (source, read_time, verdict, memory, Some(received_at))
-            }
-            Start::Resumed { memory } => {
-                // Resuming: read the stored upload again.
-                let path = input_path.clone();
-                let resumed = tokio::task::spawn_blocking(move || {
-                    let started = Instant::now();
-                    let (info, plan) = intake::inspect_stored(&path)?;
-                    intake::prepare_file(&path, info, plan).map(|s| (s, started.elapsed()))
-                })
-                .await??;
-                let (source, read_time) = resumed;
-                (source, read_time, None, memory, None)
-            }
-        };
-        let clock = Clock {
-            decode_ms: ms(decode_time),
-            decoded_at: Instant::now(),
-            decoded_at_ms: now_ms(),
-            dispatched_at: None,
-            last_result_at: None,
-            received_at,
-            first_task_at: None,
-        };
-        let grid = TileGrid::new(job.width, job.height, job.tile_size);
-        tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
-        // How the tasks are made: from the file the pixels are written to
-        // (all at once now, or by the reader thread), or from the crops.
-        let raster_at =
-            |channels| raster::Raster::create(&self.tiles_dir(id).join("pixels"), (grid.width, grid.height), channels);
-        let (size, input, reader) = match source {
-            Source::Pixels(frame) => {
-                let raster = Arc::new(raster_at(frame.channels)?);
-                let size = (frame.width, frame.height);
-                anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
-                let (whole, channels) = (Arc::clone(&raster), frame.channels.count() as u64);
-                tokio::task::spawn_blocking(move || input::write_whole(&frame, &whole)).await??;
-                // The frame is gone: the job needs only what finishing takes.
-                if let Some(memory) = memory.as_mut() {
-                    let keep = intake::memory_to_finish(size, channels, grid.tile_size, job.output);
-                    crate::admission::shrink(memory, keep);
-                }
-                (size, Input::Raster(raster), Reader::Done)
-            }
-            Source::Rows { format, channels } => {
-                let raster = Arc::new(raster_at(channels)?);
-                ((raster.width, raster.height), Input::Raster(Arc::clone(&raster)), Reader::Rows(raster, format))
-            }
-            Source::Jpeg(layout) => {
-                let crops = Arc::new(input::Crops::create(&self.tiles_dir(id).join("crops"), grid.len())?);
-                ((layout.width, layout.height), Input::Jpeg { layout, crops: Arc::clone(&crops) }, Reader::Jpeg(crops))
-            }
-        };
-        anyhow::ensure!(size == (grid.width, grid.height), "the input file changed size");
-        if !self.store.start_job(id, grid.tiles()).await? {
-            return Ok(()); // cancelled while decoding
-        }
-
-        let mut tiles: Vec<Tile> = (0..grid.len()).map(|_| Tile::unsent()).collect();
-        let pending = self.store.pending_tiles(id).await?;
-        for t in tiles_not_in(&pending, grid.len()) {
-            // Done before a restart: its pixels are on disk (or it is redone).
-            let rect = grid.tile(t).expect("in the grid");
-            let (path, channels, output) = (self.tile_path(id, t), input.channels(), job.output);
-            match tokio::task::spawn_blocking(move || crate::assemble::check_stored(&path, rect, channels, output))
-                .await?
-            {
-                Ok(_) => tiles[t as usize] = Tile::done(),
-                Err(_) => {
-                    warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");
-                    self.store.reopen_tile(id, t).await?;
-                }
-            }
-        }
-        for p in &pending {
-            let placement =
-                p.task_partition.zip(p.task_offset).map(|(partition, offset)| Placement { partition, offset });
-            tiles[p.idx as usize] = Tile::resumed(p.attempts, placement);
-        }
-        let remaining = tiles.iter().filter(|t| !t.is_done()).count() as u32;
-        let unsent: Vec<bool> = tiles.iter().map(Tile::is_unsent).collect();
-        let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].is_done()).collect();
-        let placed: Vec<(u32, i32)> =
-            not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placement()?.partition))).collect();
-        let halo = ops::chain_halo(&job.ops);
-        let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(Tile::is_done).collect()));
-        let channels = input.channels();
-        let active = Active {
-            clock,
-            grid,
-            halo,
-            ops: job.ops.into(),
-            input,
-            tiles,
-            remaining,
-            output: job.output,
-            progress: Arc::clone(&progress),
-            encoder: None,
-            unsupported: BTreeSet::new(),
-            _memory: memory,
-        };
-        let active = Arc::new(Mutex::new(active));
-        self.active.lock().expect("lock").insert(id.to_owned(), Arc::clone(&active));
-        // A cancel that came after `start_job` found nothing to remove from
-        // the map: it is seen here instead, so no cancelled job runs on.
-        // (Cancel marks the row, then empties the map; this fills the map,
-        // then reads the row: one of the two sees the other.)
-        if self.store.job(id).await?.is_none_or(|j| j.status.is_finished()) {
-            self.active.lock().expect("lock").remove(id);
-            self.remove_tiles(id).await;
-            return Ok(());
-        }
-        let remaining = if resumed {
-            // A result that came between reading the pending tiles and
-            // registering the job was stored, but not counted here: count it
-            // now. (One stored after this read finds the job registered.)
-            let still: BTreeSet<u32> = self.store.pending_tiles(id).await?.iter().map(|p| p.idx).collect();
-            let mut a = active.lock().expect("lock");
-            for &t in not_done.iter().filter(|t| !still.contains(t)) {
-                a.count_done(t);
-            }
-            a.remaining
-        } else {
-            remaining
-        };
-        self.emit_job(id).await;
-        if crate::assemble::streams(job.output) && remaining > 0 {
-            let (tiles_dir, output) = (self.tiles_dir(id), job.output);
-            let encoder = tokio::task::spawn_blocking(move || {
-                let partial = streamed_result(&tiles_dir);
-                let path = |t| tile_file(&tiles_dir, t);
-                let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
-                crate::assemble::write(output, &tiles, &partial)
-            });
-            active.lock().expect("lock").encoder = Some(encoder);
-        }
-        drop(active); // the map holds it: a stopped job's is dropped at once
-        if remaining == 0 {
-            let this = Arc::clone(self);
-            let id = id.to_owned();
-            tokio::spawn(async move { this.finish(&id).await });
-            return Ok(());
-        }
-
-        // Tasks a previous run left on the broker count against the window.
-        for (tile, partition) in placed {
-            let slot = self.window.acquire_at(partition).await;
-            let Some(active) = self.get(id) else { return Ok(()) };
-            active.lock().expect("lock").tiles[tile as usize].hold(slot);
-        }
-
-        // The tiles to send, in grid order: at once from an image decoded
-        // whole, or as the reader makes them (every tile not done, so that
-        // those already on the broker have their pixels for a retry).
-        let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-        match reader {
-            Reader::Jpeg(crops) => {
-                tokio::task::spawn_blocking(move || {
-                    input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
-                });
-            }
-            Reader::Rows(raster, format) => {
-                tokio::task::spawn_blocking(move || {
-                    input::stream_rows((&input_path, format), grid, halo, &not_done, &raster, &tx, verdict);
-                });
-            }
-            Reader::Done => {
-                for tile in not_done {
-                    let _ = tx.send(Ok(tile));
-                }
-                drop(tx);
-            }
-        }
-        // Each as a slot frees up (a stopped job stops taking them), a few
-        // sendings at a time.
-        let (mut next, mut sending) = (None, futures::stream::FuturesUnordered::new());
-        loop {
-            tokio::select! {
-                Some(sent) = sending.next(), if !sending.is_empty() => {
-                    sent?;
-                }
-                tile = ready.recv(), if next.is_none() => match tile {
-                    Some(tile) => next = Some(tile?).filter(|&t| unsent[t as usize]),
-                    None => break,
-                },
-                slot = self.window.acquire(), if next.is_some() && sending.len() < DISPATCH_CONCURRENCY => {
-                    if self.get(id).is_none() {
-                        break;
-                    }
-                    sending.push(self.publish(id, next.take().expect("guarded"), Some(slot)));
-                }
-            }
-        }
-        while let Some(sent) = sending.next().await {
-            sent?;
-        }
-        if let Some(active) = self.get(id) {
-            active.lock().expect("lock").clock.dispatched_at = Some(Instant::now());
-        }
-        info!(job = %id, tiles = grid.len(), "all tiles dispatched");
-        Ok(())
     }
 
     /// The stored upload, `input.<its format's extension>`.
