@@ -45,6 +45,7 @@ pub struct Metrics {
     pub task_bytes: Counter,
     pub result_bytes: Counter,
     pub sse_clients: Gauge,
+    pub results_paused: Gauge,
     jobs: Family<Status, Gauge>,
     workers: Family<Status, Gauge>,
     worker_tiles: Family<WorkerId, Gauge<u64, AtomicU64>>,
@@ -68,6 +69,7 @@ impl Default for Metrics {
             task_bytes: Counter::default(),
             result_bytes: Counter::default(),
             sse_clients: Gauge::default(),
+            results_paused: Gauge::default(),
             jobs: Family::default(),
             workers: Family::default(),
             worker_tiles: Family::default(),
@@ -90,6 +92,11 @@ impl Default for Metrics {
         r.register("task_bytes", "Bytes of tasks sent to the broker", m.task_bytes.clone());
         r.register("result_bytes", "Bytes of replies read from the broker", m.result_bytes.clone());
         r.register("sse_clients", "Browsers following the event stream", m.sse_clients.clone());
+        r.register(
+            "results_paused",
+            "1 while the results reader is paused: no task has been outstanding for a while",
+            m.results_paused.clone(),
+        );
         r.register("jobs", "Jobs by status", m.jobs.clone());
         r.register("workers", "Workers by status", m.workers.clone());
         r.register("worker_tiles_done", "Tiles each worker reports done (from heartbeats)", m.worker_tiles.clone());

@@ -104,3 +104,34 @@ async fn a_tile_sent_again_goes_to_another_partition() {
     picky.stop().await;
     server.stop().await;
 }
+
+/// `tilepipe_results_paused` from `/metrics`.
+async fn results_paused(api: &Api) -> Option<u8> {
+    let text = api.get("/metrics").await.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("tilepipe_results_paused ")?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_master_stops_polling_for_results_and_wakes_for_the_next_job() {
+    let broker = Broker::start();
+    let prefix = unique_prefix("idle");
+    let server = TestServer::start(&broker, &prefix).await;
+    let api = server.api();
+    let worker = TestWorker::start(&broker, &prefix, "w-1");
+    for round in 0..2 {
+        // Another image each time, so the result cache cannot answer it.
+        let image = test_image(1024, 1024 + 64 * round);
+        // Nothing outstanding for a while: the reader pauses.
+        eventually("the results reader to pause", DEADLINE, || async {
+            (results_paused(&api).await == Some(1)).then_some(())
+        })
+        .await;
+        let job = api.submit(&image, &[Operation::default()]).await;
+        let done = api.finished(&job.id, DEADLINE).await;
+        assert_eq!(done.status, JobStatus::Done, "round {round}: {:?}", done.error);
+        assert_eq!(done.cached_from, None);
+        api.assert_exact(&done, &image, &[Operation::default()]).await;
+    }
+    worker.stop().await;
+    server.stop().await;
+}

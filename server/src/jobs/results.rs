@@ -32,7 +32,18 @@ impl Jobs {
     /// its effect is durable (or it is parked), so a crash replays it rather
     /// than losing it.
     pub async fn collect_results(self: Arc<Self>, consumer: LoggedConsumer, shutdown: CancellationToken) {
-        while let Some(message) = crate::kafka::next_message(&consumer, &shutdown, "results").await {
+        let consumer = Arc::new(consumer);
+        let paused = self.metrics.results_paused.clone();
+        let pauser = pause_while_idle(Arc::clone(&consumer), self.window.busy(), paused, shutdown.clone());
+        let pauser = tokio::spawn(pauser);
+        self.collect(&consumer, &shutdown).await;
+        // Both end on shutdown; the consumer closes once neither holds it.
+        let _ = pauser.await;
+        tokio::task::spawn_blocking(move || drop(consumer));
+    }
+
+    async fn collect(self: &Arc<Self>, consumer: &LoggedConsumer, shutdown: &CancellationToken) {
+        while let Some(message) = crate::kafka::next_message(consumer, shutdown, "results").await {
             let arrival = Arrival { at: now_ms(), bytes: message.payload_len() };
             self.metrics.result_bytes.inc_by(arrival.bytes as u64);
             match RawReply::parse(message.payload().unwrap_or_default()) {
@@ -48,7 +59,7 @@ impl Jobs {
                         warn!(error = %e, job = %h.job_id, tile = h.tile, "recording a result failed; retrying");
                         tries += 1;
                         tokio::select! {
-                            _ = shutdown.cancelled() => return close(consumer),
+                            _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                     }
@@ -60,7 +71,6 @@ impl Jobs {
                 warn!(error = %e, "storing result offset");
             }
         }
-        close(consumer);
     }
 
     /// Stores a finished tile on disk and in SQLite, then counts it done.
@@ -251,6 +261,61 @@ pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> st
 }
 
 /// Leaves the group (blocking, so off the reactor).
-fn close(consumer: LoggedConsumer) {
-    tokio::task::spawn_blocking(move || drop(consumer));
+/// How long no task may be outstanding before the results reader stops
+/// polling: long enough that jobs one after another do not toggle it.
+const IDLE_PAUSE: Duration = Duration::from_secs(2);
+
+/// Pauses `consumer` while no task has been outstanding for [`IDLE_PAUSE`],
+/// and resumes it as soon as one is, until `shutdown`: nisshi answers an
+/// empty fetch by reading its storage again and again, so an idle reader
+/// still costs the broker CPU (see `PROMPT_FETCH_WAIT_MS`). A paused
+/// partition is fetched again from the next result not yet read.
+async fn pause_while_idle(
+    consumer: Arc<LoggedConsumer>,
+    mut busy: tokio::sync::watch::Receiver<bool>,
+    paused: prometheus_client::metrics::gauge::Gauge,
+    shutdown: CancellationToken,
+) {
+    // Says whether there was anything to pause (the group may not have
+    // assigned the partitions yet: then it is tried again later).
+    let toggle = |pause: bool| {
+        let assignment = consumer.assignment()?;
+        if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) }?;
+        Ok::<_, rdkafka::error::KafkaError>(assignment.count() > 0)
+    };
+    loop {
+        let idle_long = async {
+            busy.wait_for(|b| !*b).await?;
+            // Idle: it must stay so for a while.
+            match tokio::time::timeout(IDLE_PAUSE, busy.wait_for(|b| *b)).await {
+                Ok(changed) => changed.map(|_| false),
+                Err(_) => Ok(true),
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            idle_long = idle_long => match idle_long {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => return, // the window is gone
+            },
+        }
+        match toggle(true) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(error = %e, "pausing the results reader");
+                continue;
+            }
+        }
+        paused.set(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = busy.wait_for(|b| *b) => {}
+        }
+        if let Err(e) = toggle(false) {
+            warn!(error = %e, "resuming the results reader");
+        }
+        paused.set(0);
+    }
 }

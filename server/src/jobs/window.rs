@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Tasks outstanding per live worker: one being processed, one arriving and
 /// enough queued ahead of it to cover how late a worker may hear of a new
@@ -25,6 +25,8 @@ pub struct Window {
     permits: Arc<Semaphore>,
     per_worker: usize,
     state: Mutex<State>,
+    /// Whether any slot is held: a result may be on its way.
+    busy: watch::Sender<bool>,
 }
 
 struct State {
@@ -53,14 +55,28 @@ impl Window {
             permits: Arc::new(Semaphore::new(per_worker)),
             per_worker,
             state: Mutex::new(State { size: per_worker, outstanding: vec![0; partitions.max(1)], cursor: 0 }),
+            busy: watch::Sender::new(false),
         })
+    }
+
+    /// Follows whether any task is outstanding.
+    pub fn busy(&self) -> watch::Receiver<bool> {
+        self.busy.subscribe()
+    }
+
+    /// Says whether any task is outstanding, after `state` changed.
+    fn update_busy(&self, state: &State) {
+        let busy = state.outstanding.iter().any(|&n| n > 0);
+        self.busy.send_if_modified(|b| std::mem::replace(b, busy) != busy);
     }
 
     /// Waits for a free slot (first come, first served across jobs), on the
     /// least loaded partition.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
         let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
-        let partition = self.state.lock().expect("lock").take_least_loaded(&BTreeSet::new());
+        let mut state = self.state.lock().expect("lock");
+        let partition = state.take_least_loaded(&BTreeSet::new());
+        self.update_busy(&state);
         Slot { window: Arc::clone(self), partition, _permit: permit }
     }
 
@@ -71,6 +87,7 @@ impl Window {
         let mut state = self.state.lock().expect("lock");
         let partition = usize::try_from(partition).unwrap_or(0) % state.outstanding.len();
         state.outstanding[partition] += 1;
+        self.update_busy(&state);
         Slot { window: Arc::clone(self), partition, _permit: permit }
     }
 
@@ -138,7 +155,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.window.state.lock().expect("lock").outstanding[self.partition] -= 1;
+        let mut state = self.window.state.lock().expect("lock");
+        state.outstanding[self.partition] -= 1;
+        self.window.update_busy(&state);
     }
 }
 
@@ -168,7 +187,9 @@ mod tests {
         drop(more);
         window.resize(1);
         assert_eq!(window.usage(), (3, 3), "shrinks by the free slots");
+        assert!(*window.busy().borrow());
         drop(held);
+        assert!(!*window.busy().borrow(), "nothing outstanding");
         assert_eq!(window.usage(), (3, 0));
         assert_eq!(window.outstanding(), vec![0; 12], "every partition given back");
     }
