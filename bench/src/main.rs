@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let kind = if png { "PNG" } else { "JPEG" };
     eprintln!("generating a {0}x{0} {kind}…", args.size);
     let image = photo_like(args.size, args.size);
-    let jpeg = if png { intake::encode_png(&image)? } else { encode_jpeg(&image)? };
+    let jpeg = if png { pipeline::codec::encode_png(&image) } else { encode_jpeg(&image)? };
     drop(image);
     let raw_mb = mb(Frame::byte_len(args.size, args.size) as u64);
     println!(

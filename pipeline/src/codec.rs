@@ -42,7 +42,7 @@ pub enum CodecError {
 pub fn encode(frame: &Frame, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Raw => frame.pixels.clone(),
-        Encoding::Png => png_bytes(frame),
+        Encoding::Png => encode_png(frame),
         Encoding::Jpeg => panic!("JPEG tiles are coded by jpeg::encode_tile"),
     }
 }
@@ -74,16 +74,29 @@ pub fn png_colour(channels: Channels) -> png::ColorType {
     }
 }
 
-/// fdeflate's fast mode with the Up filter: blurred tiles shrink to about a
-/// quarter at several hundred MB/s (see the encodings table of
-/// `cargo bench -p pipeline`).
-fn png_bytes(frame: &Frame) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frame.pixels.len() / 3);
-    let mut encoder = png::Encoder::new(&mut out, frame.width, frame.height);
-    encoder.set_color(png_colour(frame.channels));
+/// The one PNG setup tilepipe writes with: 8-bit RGB or RGBA, fdeflate's
+/// fast mode (about ten times the default level's speed for a slightly
+/// larger file), and `filter`.
+pub fn png_encoder<W: std::io::Write>(
+    out: W,
+    (width, height): (u32, u32),
+    channels: Channels,
+    filter: png::Filter,
+) -> png::Encoder<'static, W> {
+    let mut encoder = png::Encoder::new(out, width, height);
+    encoder.set_color(png_colour(channels));
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
-    encoder.set_filter(png::Filter::Up);
+    encoder.set_filter(filter);
+    encoder
+}
+
+/// `frame` as a PNG in memory, as tiles travel: the Up filter, with which
+/// blurred tiles shrink to about a quarter at several hundred MB/s (see
+/// the encodings table of `cargo bench -p pipeline`).
+pub fn encode_png(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.pixels.len() / 3);
+    let encoder = png_encoder(&mut out, (frame.width, frame.height), frame.channels, png::Filter::Up);
     let mut writer = encoder.write_header().expect("a PNG header for a non-empty tile, in memory");
     writer.write_image_data(&frame.pixels).expect("pixels of the frame's own size, in memory");
     writer.finish().expect("an in-memory PNG");

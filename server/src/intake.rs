@@ -299,31 +299,12 @@ fn unreadable(format: ImageFormat, e: image::ImageError) -> AppError {
     )
 }
 
-/// Lossless PNG with fast compression: ~10x faster than the default level for
-/// a slightly larger file.
-pub fn encode_png(frame: &Frame) -> anyhow::Result<Vec<u8>> {
-    use image::ImageEncoder;
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    let mut out = Vec::with_capacity(frame.pixels.len() / 2);
-    let colour = match frame.channels {
-        Channels::Rgb => image::ExtendedColorType::Rgb8,
-        Channels::Rgba => image::ExtendedColorType::Rgba8,
-    };
-    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive).write_image(
-        &frame.pixels,
-        frame.width,
-        frame.height,
-        colour,
-    )?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        encode_png(&Frame::black(w, h)).unwrap()
+        pipeline::codec::encode_png(&Frame::black(w, h))
     }
 
     const LIMITS: Limits = Limits { min_dimension: 1024, max_dimension: 65_535, max_pixels: 300_000_000 };
@@ -481,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_decompression_bomb_is_refused_from_its_header() {
-        let mut bomb = encode_png(&Frame::black(1, 1)).unwrap();
+        let mut bomb = pipeline::codec::encode_png(&Frame::black(1, 1));
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         // The CRC no longer matches; the dimensions are still read first.
@@ -562,7 +543,7 @@ mod tests {
     fn decode_round_trips_png() {
         let mut frame = Frame::black(40, 30);
         frame.pixels.iter_mut().enumerate().for_each(|(i, p)| *p = i as u8);
-        let bytes = encode_png(&frame).unwrap();
+        let bytes = pipeline::codec::encode_png(&frame);
         let info = inspect(&bytes, Limits { min_dimension: 1, ..LIMITS }).unwrap();
         assert_eq!(decode(&bytes, info).unwrap(), frame);
     }

@@ -132,7 +132,7 @@ mod tests {
     fn every_kind_of_file_gives_a_preview_that_fits() {
         let dir = tempfile::tempdir().unwrap();
         let image = photo(4100, 1000);
-        let png = intake::encode_png(&image).unwrap();
+        let png = pipeline::codec::encode_png(&image);
         let mut bmp = Vec::new();
         image::RgbImage::from_raw(4100, 1000, image.pixels.clone())
             .unwrap()

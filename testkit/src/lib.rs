@@ -454,7 +454,7 @@ pub fn icc_profile(size: usize) -> Vec<u8> {
 }
 
 pub fn png(frame: &pipeline::Frame) -> Vec<u8> {
-    server::intake::encode_png(frame).unwrap()
+    pipeline::codec::encode_png(frame)
 }
 
 /// A topic prefix no other test uses.

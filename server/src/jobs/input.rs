@@ -242,14 +242,13 @@ pub fn write_whole(frame: &Frame, raster: &Raster) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::intake;
 
     /// A noisy RGB PNG, and where it is written.
     fn png_file(dir: &Path, (w, h): (u32, u32)) -> (std::path::PathBuf, Frame) {
         let mut noise = pipeline::noise::Xorshift64::new(5);
         let frame = Frame::new(w, h, (0..w * h * 3).map(|_| noise.next_u64() as u8).collect());
         let path = dir.join("input.png");
-        std::fs::write(&path, intake::encode_png(&frame).unwrap()).unwrap();
+        std::fs::write(&path, pipeline::codec::encode_png(&frame)).unwrap();
         (path, frame)
     }
 
