@@ -18,16 +18,7 @@ use pipeline::{Frame, TileGrid};
 const TILE: u32 = 512;
 
 fn noise(width: u32, height: u32) -> Frame {
-    let mut s = 0x2545_F491_4F6C_DD1D_u64;
-    let pixels = (0..Frame::byte_len(width, height))
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 24) as u8
-        })
-        .collect();
-    Frame::new(width, height, pixels)
+    Frame::noise(width, height, pipeline::Channels::Rgb, 0x2545_F491_4F6C_DD1D)
 }
 
 /// Best of a few runs, at least `min_runs`, for about a second at most.

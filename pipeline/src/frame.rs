@@ -80,6 +80,21 @@ impl Frame {
         Self::blank(width, height, Channels::Rgb)
     }
 
+    /// Uniform noise from `seed` (xorshift: the same frame on every machine,
+    /// without a dependency), for tests and benchmarks.
+    pub fn noise(width: u32, height: u32, channels: Channels, seed: u64) -> Self {
+        let mut s = seed | 1;
+        let pixels = (0..Self::len_of(width, height, channels))
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect();
+        Self::with_channels(width, height, channels, pixels)
+    }
+
     /// A frame of zeros (transparent black with alpha).
     pub fn blank(width: u32, height: u32, channels: Channels) -> Self {
         Self::with_channels(width, height, channels, vec![0; Self::len_of(width, height, channels)])

@@ -210,17 +210,7 @@ pub(crate) mod tests {
 
     /// Deterministic noise (xorshift), for this crate's tests.
     pub(crate) fn noise_with(w: u32, h: u32, channels: Channels, seed: u64) -> Frame {
-        let mut s = seed | 1;
-        let pixels = (0..Frame::len_of(w, h, channels))
-            .map(|_| {
-                // xorshift: deterministic, no dependency.
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect();
-        Frame::with_channels(w, h, channels, pixels)
+        Frame::noise(w, h, channels, seed)
     }
 
     fn tiled(chain: &[Operation], image: &Frame, tile: u32) -> Frame {
