@@ -72,44 +72,7 @@ struct Status {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let id = config.id();
     let topics = Topics::new(&config.topic_prefix);
-    let mut client = client_config(&config.brokers);
-    let producer: FutureProducer = client
-        .clone()
-        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("linger.ms", "0")
-        .set("acks", "all")
-        .env_overrides()
-        .create()
-        .context("creating Kafka producer")?;
-    let consumer: LoggedConsumer = client
-        .set("group.id", &topics.workers_group)
-        .set("client.id", &id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(100).to_string())
-        .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        // Notice a tasks topic created after this worker started within seconds.
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        // One tile at a time per worker: do not hoard tasks other members could take.
-        .set("queued.max.messages.kbytes", "16384")
-        // The master keeps only a window of tasks queued, so a worker must
-        // hear of a new one soon.
-        .set("fetch.wait.max.ms", plumbing::kafka::PROMPT_FETCH_WAIT_MS.to_string())
-        .env_overrides()
-        .create_with_context(Logged::new("tasks"))
-        .context("creating Kafka consumer")?;
-    // librdkafka wants a group even for assigned partitions; this one never
-    // joins or commits.
-    let control: LoggedConsumer = client_config(&config.brokers)
-        .set("group.id", format!("{}-control-{id}", topics.workers_group))
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .set("fetch.wait.max.ms", plumbing::kafka::RELAXED_FETCH_WAIT_MS.to_string())
-        .env_overrides()
-        .create_with_context(Logged::new("control"))
-        .context("creating Kafka control consumer")?;
+    let Clients { producer, consumer, control } = Clients::create(&config, &id, &topics)?;
     // Learn which jobs are stopped before taking their tasks.
     let stopped = Arc::new(stopped::Stopped::default());
     let follower = Arc::clone(&stopped).follow(control, topics.control.clone(), shutdown.clone()).await;
@@ -134,12 +97,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((sent, done, at)) = in_flight.next(), if !in_flight.is_empty() => {
-                let (sent, done, at): (bool, bool, (String, i32, i64)) = (sent, done, at);
-                if !sent {
+            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                let reply: Reply = reply;
+                if !reply.sent {
                     break;
                 }
-                acknowledge(&consumer, &status, done, &at);
+                reply.acknowledge(&consumer, &status);
             }
             message = consumer.recv(), if in_flight.len() < IN_FLIGHT => {
                 let message = match message {
@@ -150,16 +113,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         continue;
                     }
                 };
-                let at = (message.topic().to_owned(), message.partition(), message.offset());
+                let task = TaskAt { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
                 let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
-                let done = matches!(outgoing, Some(Outgoing { processed: true, .. }));
+                let processed = matches!(outgoing, Some(Outgoing { processed: true, .. }));
                 let (producer, shutdown) = (&producer, &shutdown);
                 in_flight.push_back(async move {
                     let sent = match outgoing {
                         Some(o) => send(producer, &o.topic, o.key.as_deref(), &o.payload, o.headers, shutdown).await,
                         None => true, // skipped: nothing to send
                     };
-                    (sent, done, at)
+                    Reply { sent, processed, task }
                 });
             }
         }
@@ -167,8 +130,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Replies already with the broker are usually acknowledged within
     // milliseconds; a reply never acknowledged leaves its task to the group.
     let drain = async {
-        while let Some((true, done, at)) = in_flight.next().await {
-            acknowledge(&consumer, &status, done, &at);
+        while let Some(reply) = in_flight.next().await {
+            if !reply.sent {
+                break;
+            }
+            reply.acknowledge(&consumer, &status);
         }
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
@@ -179,6 +145,66 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     shutdown.cancel();
     let _ = beats.await;
     let _ = follower.await;
+    drop(in_flight); // replies never acknowledged: their tasks go to the group
+    leave(&id, producer, consumer).await;
+    Ok(())
+}
+
+/// The worker's Kafka clients.
+struct Clients {
+    producer: FutureProducer,
+    /// A member of the workers' group on the tasks topic.
+    consumer: LoggedConsumer,
+    /// Reads `control` from its start (assigned, never committing).
+    control: LoggedConsumer,
+}
+
+impl Clients {
+    fn create(config: &Config, id: &str, topics: &Topics) -> anyhow::Result<Self> {
+        let mut client = client_config(&config.brokers);
+        let producer: FutureProducer = client
+            .clone()
+            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+            .set("linger.ms", "0")
+            .set("acks", "all")
+            .env_overrides()
+            .create()
+            .context("creating Kafka producer")?;
+        let consumer: LoggedConsumer = client
+            .set("group.id", &topics.workers_group)
+            .set("client.id", id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(100).to_string())
+            .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+            // Notice a tasks topic created after this worker started within seconds.
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // One tile at a time per worker: do not hoard tasks other members could take.
+            .set("queued.max.messages.kbytes", "16384")
+            // The master keeps only a window of tasks queued, so a worker must
+            // hear of a new one soon.
+            .set("fetch.wait.max.ms", plumbing::kafka::PROMPT_FETCH_WAIT_MS.to_string())
+            .env_overrides()
+            .create_with_context(Logged::new("tasks"))
+            .context("creating Kafka consumer")?;
+        // librdkafka wants a group even for assigned partitions; this one never
+        // joins or commits.
+        let control: LoggedConsumer = client_config(&config.brokers)
+            .set("group.id", format!("{}-control-{id}", topics.workers_group))
+            .set("enable.auto.commit", "false")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("fetch.wait.max.ms", plumbing::kafka::RELAXED_FETCH_WAIT_MS.to_string())
+            .env_overrides()
+            .create_with_context(Logged::new("control"))
+            .context("creating Kafka control consumer")?;
+        Ok(Clients { producer, consumer, control })
+    }
+}
+
+/// Flushes the producer, then leaves the group.
+async fn leave(id: &str, producer: FutureProducer, consumer: LoggedConsumer) {
     let _ = producer.flush(Duration::from_secs(5));
     // Dropping the consumer commits stored offsets and leaves the group
     // (blocking), so the others get its partitions at once. Bounded: with the
@@ -187,7 +213,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if tokio::time::timeout(Duration::from_secs(10), leave).await.is_err() {
         warn!(worker = %id, "could not leave the group in time (broker unreachable?)");
     }
-    Ok(())
 }
 
 /// Runs a task's operations and encodes the result message, off the async
@@ -321,17 +346,33 @@ async fn handle(
 }
 
 /// A task's reply is safe with the broker: the task may be committed.
-fn acknowledge(
-    consumer: &LoggedConsumer,
-    status: &Status,
+/// Where a task was read from.
+struct TaskAt {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// What became of a task's reply.
+struct Reply {
+    /// The broker acknowledged it (or there was nothing to send); false if
+    /// the worker stopped first.
+    sent: bool,
+    /// The tile was processed (not skipped or failed).
     processed: bool,
-    (topic, partition, offset): &(String, i32, i64),
-) {
-    if processed {
-        status.done.fetch_add(1, Ordering::Relaxed);
-    }
-    if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
-        warn!(error = %e, "storing task offset");
+    task: TaskAt,
+}
+
+impl Reply {
+    /// Counts the tile and stores its task's offset, to be committed.
+    fn acknowledge(&self, consumer: &LoggedConsumer, status: &Status) {
+        if self.processed {
+            status.done.fetch_add(1, Ordering::Relaxed);
+        }
+        let TaskAt { topic, partition, offset } = &self.task;
+        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+            warn!(error = %e, "storing task offset");
+        }
     }
 }
 
