@@ -10,164 +10,198 @@ use crate::timeline::{self, Axis, Bar, Failure};
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    let live = Live::get();
-    // The last action's error, in words.
-    let problem = RwSignal::new(None::<String>);
-
-    let workers = move || {
-        let mut list: Vec<_> = live.workers.with(|w| w.values().cloned().collect());
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        list
-    };
-    let jobs = move || {
-        let mut list: Vec<_> = live.jobs.with(|j| j.values().cloned().collect());
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
-        list
-    };
-
     view! {
         <section class="dashboard">
             <h1>"Dashboard"</h1>
             <SystemPanel />
             <RecentStream />
             <h2>"Workers"</h2>
-            <table id="workers">
-                <caption class="sr-only">"Workers, updated live"</caption>
-                <thead>
-                    <tr>
-                        <th scope="col">"Worker"</th><th scope="col">"Host"</th><th scope="col">"Status"</th>
-                        <th scope="col">"Last heartbeat"</th><th scope="col">"Current tile"</th>
-                        <th scope="col">"Tiles done"</th><th scope="col">"Tiles/s"</th>
-                        <th scope="col">"CPU"</th><th scope="col">"Memory"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {move || {
-                        let list = workers();
-                        if list.is_empty() {
-                            return view! { <tr><td colspan="9" class="empty">"No worker has reported yet."</td></tr> }.into_any();
-                        }
-                        list.into_iter().map(|w| {
-                            let status = match w.status { WorkerStatus::Alive => "alive", WorkerStatus::Lost => "lost" };
-                            let age = (live.now.get() - w.last_seen).max(0);
-                            let id = w.id.clone();
-                            let (cpu, rss) = (w.cpu_percent, w.rss_bytes);
-                            let cpu_line = usage_line(live, w.id.clone(), |(c, _)| f64::from(c), 100.0);
-                            let rss_line = usage_line(live, w.id.clone(), |(_, r)| r as f64, 1.0);
-                            let per_second = move || {
-                                let now = live.now.get() / 1000;
-                                let since = live.watching_since.get();
-                                live.worker_throughput.with(|t| t.get(&id).map_or(0.0, |c| crate::live::rate(c, now, since)))
-                            };
-                            view! {
-                                <tr class="worker" data-status=status>
-                                    <td class="mono">
-                                        <span class="swatch" style:background-color=format!("hsl({} 65% 52%)", crate::pages::tiles::worker_hue(&w.id))></span>
-                                        {w.id}
-                                    </td>
-                                    <td>
-                                        {w.host}
-                                        {w.runtime.map(|r| view! { <span class="muted small runtime">{r}</span> })}
-                                    </td>
-                                    <td><span class=format!("pill {status}")>{status}</span></td>
-                                    <td>{if live.now.get() == 0 { "—".to_owned() } else { format!("{} ago", human_duration(age)) }}</td>
-                                    <td class="mono">{match (w.status, w.current_tile) {
-                                        // What it last said it was doing is stale once it is lost.
-                                        (WorkerStatus::Lost, _) => "—".to_owned(),
-                                        (WorkerStatus::Alive, tile) => tile.unwrap_or_else(|| "idle".into()),
-                                    }}</td>
-                                    <td>{w.tiles_done}</td>
-                                    <td class="rate">{move || format!("{:.1}", per_second())}</td>
-                                    <td class="usage cpu">
-                                        {cpu.map_or("—".to_owned(), |c| format!("{c:.0}%"))}
-                                        <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
-                                            <polyline points=cpu_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
-                                        </svg>
-                                    </td>
-                                    <td class="usage rss">
-                                        {rss.map_or("—".to_owned(), human_bytes)}
-                                        <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
-                                            <polyline points=rss_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
-                                        </svg>
-                                    </td>
-                                </tr>
-                            }
-                        }).collect_view().into_any()
-                    }}
-                </tbody>
-            </table>
+            <WorkersTable />
             <h2>"Jobs"</h2>
-            {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
-            <table id="jobs">
-                <caption class="sr-only">"Jobs, newest first, updated live"</caption>
-                <thead>
-                    <tr>
-                        <th scope="col">"Image"</th><th scope="col">"Size"</th><th scope="col">"Operations"</th>
-                        <th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col">"Duration"</th>
-                        <th scope="col"><span class="sr-only">"Actions"</span></th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {move || {
-                        let list = jobs();
-                        if list.is_empty() {
-                            return view! { <tr><td colspan="7" class="empty">"No jobs yet."</td></tr> }.into_any();
-                        }
-                        list.into_iter().map(|j| {
-                            let percent = j.progress();
-                            let end = j.finished_at.unwrap_or_else(|| live.now.get());
-                            let done = j.status == JobStatus::Done;
-                            let finished = j.status.is_finished();
-                            let id = j.id.clone();
-                            let act = move |_| {
-                                let id = id.clone();
-                                problem.set(None);
-                                #[cfg(feature = "hydrate")]
-                                leptos::task::spawn_local(async move {
-                                    let outcome = if finished {
-                                        crate::client::delete(&id).await
-                                    } else {
-                                        crate::client::cancel(&id).await.map(|job| live.upsert_job(job))
-                                    };
-                                    if let Err(message) = outcome {
-                                        problem.set(Some(message));
-                                    }
-                                });
-                                #[cfg(not(feature = "hydrate"))]
-                                let _ = id;
-                            };
-                            view! {
-                                <tr class="job" data-status=j.status.as_str()>
-                                    <td>
-                                        <a href=format!("/jobs/{}", j.id)>{j.filename.clone()}</a>
-                                        {done.then(|| view! {
-                                            " " <a class="muted small-link" href=format!("/api/jobs/{}/result", j.id) download>"download"</a>
-                                        })}
-                                    </td>
-                                    <td>{format!("{}×{} · {}", j.width, j.height, human_bytes(j.input_bytes))}</td>
-                                    <td class="ops">{j.ops.iter().map(crate::pages::chain::describe).collect::<Vec<_>>().join(" → ")}</td>
-                                    <td><span class=format!("pill {}", j.status.as_str())>{j.status.as_str()}</span></td>
-                                    <td>
-                                        <div class="bar small" role="progressbar" aria-label=format!("Progress of {}", j.filename)
-                                            aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
-                                            <div class="fill" style:width=format!("{percent:.1}%")></div>
-                                        </div>
-                                        {format!("{}/{}", j.tiles_done, j.tiles_total)}
-                                    </td>
-                                    <td>{if end > 0 { human_duration(end - j.created_at) } else { "—".into() }}</td>
-                                    <td>
-                                        <button type="button" class="small" on:click=act
-                                            aria-label=format!("{} {}", if finished { "Delete" } else { "Cancel" }, j.filename)>
-                                            {if finished { "Delete" } else { "Cancel" }}
-                                        </button>
-                                    </td>
-                                </tr>
-                            }
-                        }).collect_view().into_any()
-                    }}
-                </tbody>
-            </table>
+            <JobsTable />
         </section>
+    }
+}
+
+/// Every worker, by id: its state, what it does and what it costs.
+#[component]
+fn WorkersTable() -> impl IntoView {
+    let live = Live::get();
+    let workers = move || {
+        let mut list: Vec<_> = live.workers.with(|w| w.values().cloned().collect());
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    };
+    view! {
+        <table id="workers">
+            <caption class="sr-only">"Workers, updated live"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Worker"</th><th scope="col">"Host"</th><th scope="col">"Status"</th>
+                    <th scope="col">"Last heartbeat"</th><th scope="col">"Current tile"</th>
+                    <th scope="col">"Tiles done"</th><th scope="col">"Tiles/s"</th>
+                    <th scope="col">"CPU"</th><th scope="col">"Memory"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {move || {
+                    let list = workers();
+                    if list.is_empty() {
+                        return view! { <tr><td colspan="9" class="empty">"No worker has reported yet."</td></tr> }.into_any();
+                    }
+                    list.into_iter().map(|w| view! { <WorkerRow w /> }).collect_view().into_any()
+                }}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn WorkerRow(w: crate::api::Worker) -> impl IntoView {
+    let live = Live::get();
+    let status = match w.status {
+        WorkerStatus::Alive => "alive",
+        WorkerStatus::Lost => "lost",
+    };
+    let last_seen = w.last_seen;
+    let heard = move || match live.now.get() {
+        0 => "—".to_owned(),
+        now => format!("{} ago", human_duration((now - last_seen).max(0))),
+    };
+    let id = w.id.clone();
+    let (cpu, rss) = (w.cpu_percent, w.rss_bytes);
+    let cpu_line = usage_line(live, w.id.clone(), |(c, _)| f64::from(c), 100.0);
+    let rss_line = usage_line(live, w.id.clone(), |(_, r)| r as f64, 1.0);
+    let per_second = move || {
+        let now = live.now.get() / 1000;
+        let since = live.watching_since.get();
+        live.worker_throughput.with(|t| t.get(&id).map_or(0.0, |c| crate::live::rate(c, now, since)))
+    };
+    view! {
+        <tr class="worker" data-status=status>
+            <td class="mono">
+                <span class="swatch" style:background-color=format!("hsl({} 65% 52%)", crate::pages::tiles::worker_hue(&w.id))></span>
+                {w.id}
+            </td>
+            <td>
+                {w.host}
+                {w.runtime.map(|r| view! { <span class="muted small runtime">{r}</span> })}
+            </td>
+            <td><span class=format!("pill {status}")>{status}</span></td>
+            <td>{heard}</td>
+            <td class="mono">{match (w.status, w.current_tile) {
+                // What it last said it was doing is stale once it is lost.
+                (WorkerStatus::Lost, _) => "—".to_owned(),
+                (WorkerStatus::Alive, tile) => tile.unwrap_or_else(|| "idle".into()),
+            }}</td>
+            <td>{w.tiles_done}</td>
+            <td class="rate">{move || format!("{:.1}", per_second())}</td>
+            <td class="usage cpu">
+                {cpu.map_or("—".to_owned(), |c| format!("{c:.0}%"))}
+                <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
+                    <polyline points=cpu_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                </svg>
+            </td>
+            <td class="usage rss">
+                {rss.map_or("—".to_owned(), human_bytes)}
+                <svg class="spark mini" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
+                    <polyline points=rss_line fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
+                </svg>
+            </td>
+        </tr>
+    }
+}
+
+/// Every job, newest first, with cancel or delete; a failed action says why.
+#[component]
+fn JobsTable() -> impl IntoView {
+    let live = Live::get();
+    // The last action's error, in words.
+    let problem = RwSignal::new(None::<String>);
+    let jobs = move || {
+        let mut list: Vec<_> = live.jobs.with(|j| j.values().cloned().collect());
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        list
+    };
+    view! {
+        {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+        <table id="jobs">
+            <caption class="sr-only">"Jobs, newest first, updated live"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Image"</th><th scope="col">"Size"</th><th scope="col">"Operations"</th>
+                    <th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col">"Duration"</th>
+                    <th scope="col"><span class="sr-only">"Actions"</span></th>
+                </tr>
+            </thead>
+            <tbody>
+                {move || {
+                    let list = jobs();
+                    if list.is_empty() {
+                        return view! { <tr><td colspan="7" class="empty">"No jobs yet."</td></tr> }.into_any();
+                    }
+                    list.into_iter().map(|j| view! { <JobRow j problem /> }).collect_view().into_any()
+                }}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn JobRow(j: crate::api::Job, problem: RwSignal<Option<String>>) -> impl IntoView {
+    let live = Live::get();
+    let percent = j.progress();
+    let (created_at, finished_at) = (j.created_at, j.finished_at);
+    let duration = move || match finished_at.unwrap_or_else(|| live.now.get()) {
+        end if end > 0 => human_duration(end - created_at),
+        _ => "—".into(),
+    };
+    let done = j.status == JobStatus::Done;
+    let finished = j.status.is_finished();
+    let id = j.id.clone();
+    let act = move |_| {
+        let id = id.clone();
+        problem.set(None);
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            let outcome = if finished {
+                crate::client::delete(&id).await
+            } else {
+                crate::client::cancel(&id).await.map(|job| live.upsert_job(job))
+            };
+            if let Err(message) = outcome {
+                problem.set(Some(message));
+            }
+        });
+        #[cfg(not(feature = "hydrate"))]
+        let _ = id;
+    };
+    view! {
+        <tr class="job" data-status=j.status.as_str()>
+            <td>
+                <a href=format!("/jobs/{}", j.id)>{j.filename.clone()}</a>
+                {done.then(|| view! {
+                    " " <a class="muted small-link" href=format!("/api/jobs/{}/result", j.id) download>"download"</a>
+                })}
+            </td>
+            <td>{format!("{}×{} · {}", j.width, j.height, human_bytes(j.input_bytes))}</td>
+            <td class="ops">{j.ops.iter().map(crate::pages::chain::describe).collect::<Vec<_>>().join(" → ")}</td>
+            <td><span class=format!("pill {}", j.status.as_str())>{j.status.as_str()}</span></td>
+            <td>
+                <div class="bar small" role="progressbar" aria-label=format!("Progress of {}", j.filename)
+                    aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                    <div class="fill" style:width=format!("{percent:.1}%")></div>
+                </div>
+                {format!("{}/{}", j.tiles_done, j.tiles_total)}
+            </td>
+            <td>{duration}</td>
+            <td>
+                <button type="button" class="small" on:click=act
+                    aria-label=format!("{} {}", if finished { "Delete" } else { "Cancel" }, j.filename)>
+                    {if finished { "Delete" } else { "Cancel" }}
+                </button>
+            </td>
+        </tr>
     }
 }
 
