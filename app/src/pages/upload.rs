@@ -148,7 +148,19 @@ pub fn UploadPage() -> impl IntoView {
                     "Or send a whole folder"
                 </label>
             </p>
-            {move || preview.get().map(|p| view! {
+            <PreviewFigure preview />
+            <UploadStatus phase />
+            <UploadList uploads=uploads />
+        </section>
+    }
+}
+
+/// The chosen file as the browser shows it, with its size and weight.
+#[component]
+fn PreviewFigure(preview: RwSignal<Option<Preview>>) -> impl IntoView {
+    move || {
+        preview.get().map(|p| {
+            view! {
                 <figure class="preview" id="preview">
                     <img src=p.url alt=format!("Preview of {}", p.name) />
                     <figcaption class="muted small">
@@ -157,36 +169,39 @@ pub fn UploadPage() -> impl IntoView {
                         {human_bytes(p.bytes)}
                     </figcaption>
                 </figure>
-            })}
-            {move || match phase.get() {
-                Phase::Idle => ().into_any(),
-                Phase::Uploading(name, sent, total) => {
-                    let percent = if total > 0.0 { 100.0 * sent / total } else { 0.0 };
-                    view! {
-                        <div class="uploading">
-                            <div class="bar" role="progressbar" aria-label="Upload" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
-                                <div class="fill" style:width=format!("{percent:.1}%")></div>
-                            </div>
-                            <p class="status" id="status">
-                                {if sent < total {
-                                    "Uploading "
-                                } else if is_jpeg(&name) {
-                                    // The master never decodes a JPEG: it cuts the tiles from its scan.
-                                    "Checking and cutting into tiles "
-                                } else {
-                                    "Checking and decoding "
-                                }} {name} " · "
-                                <span id="upload-bytes">{format!("{} of {}", human_bytes(sent as u64), human_bytes(total as u64))}</span>
-                            </p>
-                        </div>
-                    }.into_any()
-                }
-                Phase::Refused(message) => {
-                    view! { <p class="error" id="error" role="alert">{message}</p> }.into_any()
-                }
-            }}
-            <UploadList uploads=uploads />
-        </section>
+            }
+        })
+    }
+}
+
+/// The upload's progress (bytes sent, then the master's check), or why it
+/// was refused.
+#[component]
+fn UploadStatus(phase: RwSignal<Phase>) -> impl IntoView {
+    move || match phase.get() {
+        Phase::Idle => ().into_any(),
+        Phase::Uploading(name, sent, total) => {
+            let percent = if total > 0.0 { 100.0 * sent / total } else { 0.0 };
+            view! {
+                <div class="uploading">
+                    <div class="bar" role="progressbar" aria-label="Upload" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                        <div class="fill" style:width=format!("{percent:.1}%")></div>
+                    </div>
+                    <p class="status" id="status">
+                        {if sent < total {
+                            "Uploading "
+                        } else if is_jpeg(&name) {
+                            // The master never decodes a JPEG: it cuts the tiles from its scan.
+                            "Checking and cutting into tiles "
+                        } else {
+                            "Checking and decoding "
+                        }} {name} " · "
+                        <span id="upload-bytes">{format!("{} of {}", human_bytes(sent as u64), human_bytes(total as u64))}</span>
+                    </p>
+                </div>
+            }.into_any()
+        }
+        Phase::Refused(message) => view! { <p class="error" id="error" role="alert">{message}</p> }.into_any(),
     }
 }
 
