@@ -260,7 +260,6 @@ pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> st
     written
 }
 
-/// Leaves the group (blocking, so off the reactor).
 /// How long no task may be outstanding before the results reader stops
 /// polling: long enough that jobs one after another do not toggle it.
 const IDLE_PAUSE: Duration = Duration::from_secs(2);
