@@ -12,7 +12,9 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     client_config(brokers)
@@ -139,10 +141,69 @@ pub async fn next_message<'a>(
             message = consumer.recv() => match message {
                 Ok(message) => return Some(message),
                 Err(e) => {
-                    tracing::warn!(error = %e, consumer = what, "Kafka consumer");
+                    warn!(error = %e, consumer = what, "Kafka consumer");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },
         }
+    }
+}
+
+/// How long no task may be outstanding before the results reader stops
+/// polling: long enough that jobs one after another do not toggle it.
+const IDLE_PAUSE: Duration = Duration::from_secs(2);
+
+/// Pauses `consumer` while no task has been outstanding for [`IDLE_PAUSE`],
+/// and resumes it as soon as one is, until `shutdown`: nisshi answers an
+/// empty fetch by reading its storage again and again, so an idle reader
+/// still costs the broker CPU (see `PROMPT_FETCH_WAIT_MS`). A paused
+/// partition is fetched again from the next result not yet read.
+pub async fn pause_while_idle(
+    consumer: Arc<LoggedConsumer>,
+    mut busy: watch::Receiver<bool>,
+    paused: prometheus_client::metrics::gauge::Gauge,
+    shutdown: CancellationToken,
+) {
+    // Says whether there was anything to pause (the group may not have
+    // assigned the partitions yet: then it is tried again later).
+    let toggle = |pause: bool| {
+        let assignment = consumer.assignment()?;
+        if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) }?;
+        Ok::<_, rdkafka::error::KafkaError>(assignment.count() > 0)
+    };
+    loop {
+        let idle_long = async {
+            busy.wait_for(|b| !*b).await?;
+            // Idle: it must stay so for a while.
+            match tokio::time::timeout(IDLE_PAUSE, busy.wait_for(|b| *b)).await {
+                Ok(changed) => changed.map(|_| false),
+                Err(_) => Ok(true),
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            idle_long = idle_long => match idle_long {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => return, // the window is gone
+            },
+        }
+        match toggle(true) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(error = %e, "pausing the results reader");
+                continue;
+            }
+        }
+        paused.set(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = busy.wait_for(|b| *b) => {}
+        }
+        if let Err(e) = toggle(false) {
+            warn!(error = %e, "resuming the results reader");
+        }
+        paused.set(0);
     }
 }

@@ -61,66 +61,9 @@ impl Server {
         config.resolve_token()?;
         let store = Store::open(&config.database_path()).await.context("opening the database")?;
         let topics = Topics::new(&config.topic_prefix);
-        plumbing::kafka::ensure_topics(&config.brokers, &topics, config.task_partitions).await?;
-        let producer = kafka::producer(&config.brokers)?;
         let events = Events::default();
-        let settings = jobs::Settings {
-            jobs_dir: config.jobs_dir(),
-            tile_size: config.tile_size,
-            max_attempts: config.max_attempts,
-            tile_timeout: Duration::from_secs(config.tile_timeout_secs),
-        };
-        let progress = kafka::TaskProgress::new(&config.brokers, &topics)?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let partitions = kafka::partitions(&producer, &topics.tasks).await?;
-        let window = jobs::Window::new(partitions, config.tasks_per_worker);
-        let broker = jobs::Broker { producer, progress, topics: topics.clone(), window: Arc::clone(&window) };
-        let jobs = Arc::new(Jobs::new(store.clone(), events.clone(), broker, settings, Arc::clone(&metrics)));
-        let shutdown = CancellationToken::new();
-        let timeout = Duration::from_secs(config.worker_timeout_secs);
-        let mut background = JoinSet::new();
-        let results = kafka::consumer(
-            &config.brokers,
-            (&topics.master_group, &topics.results),
-            true,
-            plumbing::kafka::PROMPT_FETCH_WAIT_MS,
-            "results",
-        )?;
-        background.spawn(Arc::clone(&jobs).collect_results(results, shutdown.clone()));
-        background.spawn(Arc::clone(&jobs).watch_deadlines(shutdown.clone()));
-        disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), &store).await;
-        // Jobs a previous run left unfinished carry on from their files.
-        let admission = Arc::new(admission::Admission::new(config.memory_budget));
-        let unfinished = jobs.unfinished(&admission).await;
-        // Not a background task: like a new upload's job, a resumed one does
-        // not hold up shutdown (its state is in the store and on disk).
-        tokio::spawn(Arc::clone(&jobs).resume(unfinished, Arc::clone(&admission)));
-        if let Some(retention) = config.retention {
-            background.spawn(disk::keep_for(Arc::clone(&jobs), store.clone(), retention, shutdown.clone()));
-        }
-        let heartbeats_group = format!("{}-heartbeats", topics.master_group);
-        let heartbeats = kafka::consumer(
-            &config.brokers,
-            (&heartbeats_group, &topics.heartbeats),
-            false,
-            plumbing::kafka::RELAXED_FETCH_WAIT_MS,
-            "heartbeats",
-        )?;
-        background.spawn(workers::consume_heartbeats(
-            heartbeats,
-            store.clone(),
-            events.clone(),
-            timeout,
-            shutdown.clone(),
-        ));
-        let retention = Duration::from_secs(config.worker_retention_secs.max(config.worker_timeout_secs));
-        background.spawn(workers::sweep_liveness(
-            store.clone(),
-            events.clone(),
-            (timeout, retention),
-            window,
-            shutdown.clone(),
-        ));
+        let (jobs, window) = engine(&config, &topics, store.clone(), events.clone(), Arc::clone(&metrics)).await?;
 
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
         let limits = http::Limits {
@@ -129,11 +72,12 @@ impl Server {
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         };
         let machine = gethostname::gethostname().to_string_lossy().into_owned();
+        let shutdown = CancellationToken::new();
         let state = AppState {
             leptos_options,
             allowed_hosts: Arc::new(origin::AllowedHosts::new(&machine, &config.allowed_hosts)),
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-            admission,
+            admission: Arc::new(admission::Admission::new(config.memory_budget)),
             config: Arc::new(config),
             store,
             events,
@@ -142,6 +86,7 @@ impl Server {
             metrics,
             shutdown: shutdown.clone(),
         };
+        let background = background(&state, &topics, window).await?;
         let router = app(state);
         Ok(Self { listener, router, limits, background, shutdown, jobs })
     }
@@ -168,6 +113,73 @@ impl Server {
         self.jobs.release();
         Ok(())
     }
+}
+
+/// The job engine over the broker's topics (created if missing), and the
+/// dispatch window it shares with the workers' liveness sweep.
+async fn engine(
+    config: &Config,
+    topics: &Topics,
+    store: Store,
+    events: Events,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<(Arc<Jobs>, Arc<jobs::Window>)> {
+    plumbing::kafka::ensure_topics(&config.brokers, topics, config.task_partitions).await?;
+    let producer = kafka::producer(&config.brokers)?;
+    let settings = jobs::Settings {
+        jobs_dir: config.jobs_dir(),
+        tile_size: config.tile_size,
+        max_attempts: config.max_attempts,
+        tile_timeout: Duration::from_secs(config.tile_timeout_secs),
+    };
+    let progress = kafka::TaskProgress::new(&config.brokers, topics)?;
+    let partitions = kafka::partitions(&producer, &topics.tasks).await?;
+    let window = jobs::Window::new(partitions, config.tasks_per_worker);
+    let broker = jobs::Broker { producer, progress, topics: topics.clone(), window: Arc::clone(&window) };
+    Ok((Arc::new(Jobs::new(store, events, broker, settings, metrics)), window))
+}
+
+/// Starts what the master does besides answering requests, until shutdown:
+/// collecting results, the deadline sweep, heartbeats and liveness, and
+/// retention; and resumes the jobs a previous run left unfinished, with
+/// their shares of the memory budget reserved before any upload is taken.
+async fn background(state: &AppState, topics: &Topics, window: Arc<jobs::Window>) -> anyhow::Result<JoinSet<()>> {
+    let (config, jobs, store, events, shutdown) =
+        (&state.config, &state.jobs, &state.store, &state.events, &state.shutdown);
+    let mut background = JoinSet::new();
+    let results = kafka::consumer(
+        &config.brokers,
+        (&topics.master_group, &topics.results),
+        true,
+        plumbing::kafka::PROMPT_FETCH_WAIT_MS,
+        "results",
+    )?;
+    background.spawn(Arc::clone(jobs).collect_results(results, shutdown.clone()));
+    background.spawn(Arc::clone(jobs).watch_deadlines(shutdown.clone()));
+    disk::remove_orphans(&config.jobs_dir(), &upload::dir(&config.data_dir), store).await;
+    // Jobs a previous run left unfinished carry on from their files.
+    let unfinished = jobs.unfinished(&state.admission).await;
+    // Not a background task: like a new upload's job, a resumed one does
+    // not hold up shutdown (its state is in the store and on disk).
+    tokio::spawn(Arc::clone(jobs).resume(unfinished, Arc::clone(&state.admission)));
+    if let Some(retention) = config.retention {
+        background.spawn(disk::keep_for(Arc::clone(jobs), store.clone(), retention, shutdown.clone()));
+    }
+    let heartbeats_group = format!("{}-heartbeats", topics.master_group);
+    let heartbeats = kafka::consumer(
+        &config.brokers,
+        (&heartbeats_group, &topics.heartbeats),
+        false,
+        plumbing::kafka::RELAXED_FETCH_WAIT_MS,
+        "heartbeats",
+    )?;
+    let timeout = Duration::from_secs(config.worker_timeout_secs);
+    let beats = workers::consume_heartbeats(heartbeats, store.clone(), events.clone(), timeout, shutdown.clone());
+    background.spawn(beats);
+    let retention = Duration::from_secs(config.worker_retention_secs.max(config.worker_timeout_secs));
+    let sweep = workers::sweep_liveness(store.clone(), events.clone(), (timeout, retention), window, shutdown.clone());
+    background.spawn(sweep);
+    Ok(background)
 }
 
 /// The whole HTTP surface: the JSON API, the SSE stream and the Leptos pages.

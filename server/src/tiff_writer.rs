@@ -87,6 +87,22 @@ impl<W: Write + Seek> TiffWriter<W> {
         if self.tiles.len() as u64 != u64::from(across) * u64::from(down) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not every tile was written"));
         }
+        let entries = self.entries()?;
+        let directory = self.write_directory(entries)?;
+        if self.big {
+            self.out.seek(SeekFrom::Start(8))?;
+            self.out.write_all(&directory.to_le_bytes())?;
+        } else {
+            let directory = u32::try_from(directory).map_err(|_| io::Error::other("a classic TIFF past 4 GiB"))?;
+            self.out.seek(SeekFrom::Start(4))?;
+            self.out.write_all(&directory.to_le_bytes())?;
+        }
+        self.out.seek(SeekFrom::End(0))?;
+        Ok(self.out)
+    }
+
+    /// The directory's entries, in tag order: tag, type, count and value.
+    fn entries(&self) -> io::Result<Vec<Entry>> {
         let n = self.channels.count() as u16;
         let short = |v: u16| v.to_le_bytes().to_vec();
         let long = |v: u32| v.to_le_bytes().to_vec();
@@ -107,7 +123,7 @@ impl<W: Write + Seek> TiffWriter<W> {
         };
         let wide = if self.big { LONG8 } else { LONG };
         let tiles = self.tiles.len() as u64;
-        let mut entries: Vec<(u16, u16, u64, Vec<u8>)> = vec![
+        let mut entries: Vec<Entry> = vec![
             (256, LONG, 1, long(self.size.0)),
             (257, LONG, 1, long(self.size.1)),
             (258, SHORT, u64::from(n), (0..n).flat_map(|_| 8u16.to_le_bytes()).collect()),
@@ -124,6 +140,12 @@ impl<W: Write + Seek> TiffWriter<W> {
         if self.channels == Channels::Rgba {
             entries.push((338, SHORT, 1, short(2))); // unassociated alpha
         }
+        Ok(entries)
+    }
+
+    /// Writes the directory of `entries` (and first the values too long to
+    /// sit in their entry); returns where it starts.
+    fn write_directory(&mut self, entries: Vec<Entry>) -> io::Result<u64> {
         // Values too long to sit in their entry go first, at even offsets.
         let inline = if self.big { 8 } else { 4 };
         let mut placed = Vec::with_capacity(entries.len());
@@ -160,16 +182,7 @@ impl<W: Write + Seek> TiffWriter<W> {
         }
         ifd.extend(std::iter::repeat_n(0, inline)); // no next directory
         self.out.write_all(&ifd)?;
-        if self.big {
-            self.out.seek(SeekFrom::Start(8))?;
-            self.out.write_all(&directory.to_le_bytes())?;
-        } else {
-            let directory = u32::try_from(directory).map_err(|_| io::Error::other("a classic TIFF past 4 GiB"))?;
-            self.out.seek(SeekFrom::Start(4))?;
-            self.out.write_all(&directory.to_le_bytes())?;
-        }
-        self.out.seek(SeekFrom::End(0))?;
-        Ok(self.out)
+        Ok(directory)
     }
 
     /// Pads to an even offset, as TIFF wants of what offsets point at.
@@ -181,6 +194,9 @@ impl<W: Write + Seek> TiffWriter<W> {
         Ok(())
     }
 }
+
+/// A directory entry: tag, type, count and value (little endian).
+type Entry = (u16, u16, u64, Vec<u8>);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use app::api::{Job, JobStatus, Tile};
 use pipeline::Operation;
 
-use crate::*;
+use crate::{TestServer, eventually, png};
 
 /// The JSON API of a running server.
 #[derive(Debug, Clone)]

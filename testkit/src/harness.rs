@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use app::api::Job;
 use tokio_util::sync::CancellationToken;
 
-use crate::*;
+use crate::{Api, Broker};
 
 /// A server running in this process on a free port.
 pub struct TestServer {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::*;
+use crate::Broker;
 
 /// A member of the workers' group that is not a tilepipe worker: `reply`
 /// decides what message, if any, goes back for each task (a faulty worker,

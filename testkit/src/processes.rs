@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::*;
+use crate::{Api, eventually, free_port, wait_for_port};
 
 /// A nisshi broker with SQLite storage in a temporary directory (the
 /// conformance kit's), with this harness's logging set up.

@@ -115,31 +115,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 };
                 let task = TaskAt { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
                 let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
-                let processed = matches!(outgoing, Some(Outgoing { processed: true, .. }));
-                let (producer, shutdown) = (&producer, &shutdown);
-                in_flight.push_back(async move {
-                    let sent = match outgoing {
-                        Some(o) => send(producer, &o.topic, o.key.as_deref(), &o.payload, o.headers, shutdown).await,
-                        None => true, // skipped: nothing to send
-                    };
-                    Reply { sent, processed, task }
-                });
+                in_flight.push_back(send_reply(&producer, outgoing, task, &shutdown));
             }
         }
     }
-    // Replies already with the broker are usually acknowledged within
-    // milliseconds; a reply never acknowledged leaves its task to the group.
-    let drain = async {
-        while let Some(reply) = in_flight.next().await {
-            if !reply.sent {
-                break;
-            }
-            reply.acknowledge(&consumer, &status);
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
-        warn!(worker = %id, "replies not acknowledged in time; their tiles go to other workers");
-    }
+    settle(&mut in_flight, &consumer, &status, &id).await;
 
     info!(worker = %id, "leaving the group");
     shutdown.cancel();
@@ -148,6 +128,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(in_flight); // replies never acknowledged: their tasks go to the group
     leave(&id, producer, consumer).await;
     Ok(())
+}
+
+/// Sends a task's reply (nothing for a skipped task).
+async fn send_reply(
+    producer: &FutureProducer,
+    outgoing: Option<Outgoing>,
+    task: TaskAt,
+    shutdown: &CancellationToken,
+) -> Reply {
+    let processed = matches!(outgoing, Some(Outgoing { processed: true, .. }));
+    let sent = match outgoing {
+        Some(o) => send(producer, &o.topic, o.key.as_deref(), &o.payload, o.headers, shutdown).await,
+        None => true, // skipped: nothing to send
+    };
+    Reply { sent, processed, task }
+}
+
+/// Acknowledges the replies still in flight as the broker takes them, for
+/// at most ten seconds: those already with the broker usually are within
+/// milliseconds; a reply never acknowledged leaves its task to the group.
+async fn settle(
+    in_flight: &mut FuturesOrdered<impl Future<Output = Reply>>,
+    consumer: &LoggedConsumer,
+    status: &Status,
+    id: &str,
+) {
+    let drain = async {
+        while let Some(reply) = in_flight.next().await {
+            if !reply.sent {
+                break;
+            }
+            reply.acknowledge(consumer, status);
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        warn!(worker = %id, "replies not acknowledged in time; their tiles go to other workers");
+    }
 }
 
 /// The worker's Kafka clients.
@@ -288,30 +305,13 @@ async fn handle(
             debug!(job = %task.header.job_id, tile = task.header.tile, "skipping a tile of a stopped job");
             return None;
         }
-        Ok(task) => {
-            let (job, tile, attempt) = (task.header.job_id.clone(), task.header.tile, task.header.attempt);
-            let key = TileKey::new(&job, tile).to_string();
-            *status.current.lock().expect("lock") = Some(key.clone());
-            let result = process(task, id).await;
-            *status.current.lock().expect("lock") = None;
-            match result {
-                Ok(payload) => {
-                    let (topic, key) = (topics.results.clone(), Some(key.into_bytes()));
-                    return Some(Outgoing { topic, key, payload, headers: None, processed: true });
-                }
-                Err(e) => {
-                    warn!(job = %job, tile, error = %e, "a tile failed");
-                    TileFailure {
-                        job_id: job,
-                        tile,
-                        worker_id: id.to_owned(),
-                        error: format!("{e:#}"),
-                        attempt,
-                        unsupported: None,
-                    }
-                }
+        Ok(task) => match run_task(task, id, status).await {
+            Ok((key, payload)) => {
+                let (topic, key) = (topics.results.clone(), Some(key.into_bytes()));
+                return Some(Outgoing { topic, key, payload, headers: None, processed: true });
             }
-        }
+            Err(failure) => failure,
+        },
         Err(e) => {
             warn!(error = %e, offset = message.offset(), "a malformed task");
             // Tell the master if the task says whose it is; else park it.
@@ -345,7 +345,20 @@ async fn handle(
     })
 }
 
-/// A task's reply is safe with the broker: the task may be committed.
+/// Processes a task, named in the heartbeats meanwhile: its key and result
+/// message, or the failure to report.
+async fn run_task(task: Task, id: &str, status: &Status) -> Result<(String, Vec<u8>), TileFailure> {
+    let (job, tile, attempt) = (task.header.job_id.clone(), task.header.tile, task.header.attempt);
+    let key = TileKey::new(&job, tile).to_string();
+    *status.current.lock().expect("lock") = Some(key.clone());
+    let result = process(task, id).await;
+    *status.current.lock().expect("lock") = None;
+    result.map(|payload| (key, payload)).map_err(|e| {
+        warn!(job = %job, tile, error = %e, "a tile failed");
+        TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}"), attempt, unsupported: None }
+    })
+}
+
 /// Where a task was read from.
 struct TaskAt {
     topic: String,

@@ -213,9 +213,59 @@ fn BatchView(id: String) -> impl IntoView {
         Memo::new(move |_| Batch::new(id.clone(), 0, jobs.get()))
     };
     let zip = format!("/api/batches/{id}/results.zip");
+    view! {
+        <section class="batch">
+            <h1>"Batch"</h1>
+            <Show when=move || missing.get()>
+                <p class="error" role="alert">"This batch does not exist (it may have been deleted)."</p>
+            </Show>
+            <BatchProgress totals />
+            <p>
+                <a
+                    id="batch-zip"
+                    class="button"
+                    href=zip
+                    download=""
+                    class:disabled=move || totals.get().images_done == 0
+                    aria-disabled=move || (totals.get().images_done == 0).to_string()
+                >
+                    "Download all results (.zip)"
+                </a>
+                " "
+                <RetryFailed jobs totals />
+            </p>
+            <BatchJobs jobs />
+        </section>
+    }
+}
+
+/// How far the batch is, in images and in tiles.
+#[component]
+fn BatchProgress(totals: Memo<Batch>) -> impl IntoView {
+    move || {
+        let t = totals.get();
+        let percent = if t.tiles_total > 0 { 100.0 * t.tiles_done as f64 / t.tiles_total as f64 } else { 0.0 };
+        view! {
+            <p id="batch-summary" aria-live="polite">
+                {format!("{} of {} images done", t.images_done, t.images_total)}
+                {(t.images_failed > 0).then(|| format!(", {} failed or cancelled", t.images_failed))}
+                {format!(" · {} of {} tiles", t.tiles_done, t.tiles_total)}
+            </p>
+            <div class="bar" role="progressbar" aria-label="Batch progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
+                <div class="fill" style:width=format!("{percent:.1}%")></div>
+            </div>
+        }
+    }
+}
+
+/// Runs the batch's failed and cancelled jobs again from their stored
+/// inputs; shown only when there are some.
+#[component]
+fn RetryFailed(jobs: Memo<Vec<Job>>, totals: Memo<Batch>) -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    let live = Live::get();
     let retry_error = RwSignal::new(None::<String>);
     let retrying = RwSignal::new(false);
-    // Failed and cancelled jobs run again from their stored inputs.
     let retry_failed = move |_| {
         let failed: Vec<String> = jobs
             .get_untracked()
@@ -242,69 +292,42 @@ fn BatchView(id: String) -> impl IntoView {
         let _ = failed;
     };
     view! {
-        <section class="batch">
-            <h1>"Batch"</h1>
-            <Show when=move || missing.get()>
-                <p class="error" role="alert">"This batch does not exist (it may have been deleted)."</p>
-            </Show>
-            {move || {
-                let t = totals.get();
-                let percent = if t.tiles_total > 0 { 100.0 * t.tiles_done as f64 / t.tiles_total as f64 } else { 0.0 };
+        <Show when=move || { totals.get().images_failed > 0 }>
+            <button id="batch-retry" type="button" on:click=retry_failed disabled=move || retrying.get()>
+                {move || format!("Run the failed again ({})", totals.get().images_failed)}
+            </button>
+        </Show>
+        {move || retry_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+    }
+}
+
+/// The batch's images, each with its status and tiles.
+#[component]
+fn BatchJobs(jobs: Memo<Vec<Job>>) -> impl IntoView {
+    let rows = move || {
+        jobs.get()
+            .into_iter()
+            .map(|j| {
+                let status = j.status.as_str();
+                let error = j.error.clone().map(|e| format!(": {e}")).unwrap_or_default();
+                let cached = j.cached_from.is_some().then_some(" (from the result cache)");
                 view! {
-                    <p id="batch-summary" aria-live="polite">
-                        {format!("{} of {} images done", t.images_done, t.images_total)}
-                        {(t.images_failed > 0).then(|| format!(", {} failed or cancelled", t.images_failed))}
-                        {format!(" · {} of {} tiles", t.tiles_done, t.tiles_total)}
-                    </p>
-                    <div class="bar" role="progressbar" aria-label="Batch progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow=format!("{percent:.0}")>
-                        <div class="fill" style:width=format!("{percent:.1}%")></div>
-                    </div>
+                    <tr class="batch-job" data-status=status>
+                        <td><a href=format!("/jobs/{}", j.id)>{j.filename.clone()}</a></td>
+                        <td class:error=j.status == JobStatus::Failed>{status}{error}{cached}</td>
+                        <td>{format!("{}/{}", j.tiles_done, j.tiles_total)}</td>
+                    </tr>
                 }
-            }}
-            <p>
-                <a
-                    id="batch-zip"
-                    class="button"
-                    href=zip
-                    download=""
-                    class:disabled=move || totals.get().images_done == 0
-                    aria-disabled=move || (totals.get().images_done == 0).to_string()
-                >
-                    "Download all results (.zip)"
-                </a>
-                " "
-                <Show when=move || { totals.get().images_failed > 0 }>
-                    <button id="batch-retry" type="button" on:click=retry_failed disabled=move || retrying.get()>
-                        {move || format!("Run the failed again ({})", totals.get().images_failed)}
-                    </button>
-                </Show>
-            </p>
-            {move || retry_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            <table id="batch-jobs">
-                <caption class="sr-only">"The batch's images"</caption>
-                <thead>
-                    <tr><th scope="col">"Image"</th><th scope="col">"Status"</th><th scope="col">"Tiles"</th></tr>
-                </thead>
-                <tbody>
-                    {move || {
-                        jobs.get()
-                            .into_iter()
-                            .map(|j| {
-                                let status = j.status.as_str();
-                                let error = j.error.clone().map(|e| format!(": {e}")).unwrap_or_default();
-                                let cached = j.cached_from.is_some().then_some(" (from the result cache)");
-                                view! {
-                                    <tr class="batch-job" data-status=status>
-                                        <td><a href=format!("/jobs/{}", j.id)>{j.filename.clone()}</a></td>
-                                        <td class:error=j.status == JobStatus::Failed>{status}{error}{cached}</td>
-                                        <td>{format!("{}/{}", j.tiles_done, j.tiles_total)}</td>
-                                    </tr>
-                                }
-                            })
-                            .collect_view()
-                    }}
-                </tbody>
-            </table>
-        </section>
+            })
+            .collect_view()
+    };
+    view! {
+        <table id="batch-jobs">
+            <caption class="sr-only">"The batch's images"</caption>
+            <thead>
+                <tr><th scope="col">"Image"</th><th scope="col">"Status"</th><th scope="col">"Tiles"</th></tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
     }
 }

@@ -93,7 +93,29 @@ fn JobView(id: String) -> impl IntoView {
     let explore = move || done.get().map(|(id, ..)| view! { <Explore id /> });
     let timeline = move || grid.get().map(|_| view! { <JobTimeline job bars failures axis /> }.into_any());
 
-    let card = move || {
+    let title = move || job.with(|j| j.as_ref().map(|j| j.filename.clone()));
+    view! {
+        <section class="job job-page">
+            <h1>{title}</h1>
+            <JobCard job missing />
+            <div class="job-views">
+                <div class="job-map">{tile_map}</div>
+                <div class="job-side">{side}</div>
+            </div>
+            {explore}
+            {timeline}
+            <p><a href="/">"Process another image"</a></p>
+        </section>
+    }
+    .into_any()
+}
+
+/// The job in one card: its size and chain, its progress, and its result
+/// or its error once it ends.
+#[component]
+fn JobCard(job: Memo<Option<Job>>, missing: RwSignal<bool>) -> impl IntoView {
+    let live = Live::get();
+    move || {
         let Some(job) = job.get() else {
             return if missing.get() {
                 view! { <p class="error" role="alert">"No such job."</p> }.into_any()
@@ -151,22 +173,7 @@ fn JobView(id: String) -> impl IntoView {
             </div>
         }
         .into_any()
-    };
-    let title = move || job.with(|j| j.as_ref().map(|j| j.filename.clone()));
-    view! {
-        <section class="job job-page">
-            <h1>{title}</h1>
-            {card}
-            <div class="job-views">
-                <div class="job-map">{tile_map}</div>
-                <div class="job-side">{side}</div>
-            </div>
-            {explore}
-            {timeline}
-            <p><a href="/">"Process another image"</a></p>
-        </section>
     }
-    .into_any()
 }
 
 /// The job's bars: its stored tiles, then each tile event as it comes
@@ -295,7 +302,40 @@ fn JobTimeline(
             view! { " The first task was on the broker " <span id="first-task">{format!("{ms:.0} ms")}</span> " after the upload's last byte." },
         )
     };
-    let stages = move || {
+    // Slices of a quarter second at least, at most 60: a short job's chart
+    // is not all spikes.
+    let buckets = Memo::new(move |_| {
+        let axis = axis.get();
+        bars.with(|b| timeline::rates(b, axis, (axis.span() / 250).clamp(1, 60) as usize))
+    });
+    view! {
+        <section class="timeline-panel" aria-labelledby="timeline-title">
+            <h2 id="timeline-title">"Timeline"</h2>
+            <div class="timeline" id="task-stream">
+                <StageRows job axis />
+                <RateRow name="tiles/s" class="rate-chart" label="Tiles per second over the job's life" buckets pick=|r| r.0 />
+                <RateRow
+                    name="MB/s"
+                    class="rate-chart bytes"
+                    label="Megabytes of results per second over the job's life"
+                    buckets
+                    pick=|r| r.1
+                />
+                <TaskStream bars failures lanes axis colour=Colour::ByWorker ticks=Ticks::Elapsed lane_height=22.0 />
+            </div>
+            <p class="legend muted small">
+                "Each bar is a tile, from when its worker started it to when its result reached the master. "
+                "Outlined in amber: it had been sent before. Red mark: a worker failed it."
+                {first_task}
+            </p>
+        </section>
+    }
+}
+
+/// A row per stage of the job (decode, dispatch, ...), on the time axis.
+#[component]
+fn StageRows(job: Memo<Option<Job>>, axis: Memo<Axis>) -> impl IntoView {
+    move || {
         let spans = job.with(|j| j.as_ref().and_then(|j| j.stages.as_ref()).and_then(timeline::stage_spans))?;
         let axis = axis.get();
         Some(
@@ -313,56 +353,39 @@ fn JobTimeline(
                 })
                 .collect_view(),
         )
-    };
-    // Slices of a quarter second at least, at most 60: a short job's chart
-    // is not all spikes.
-    let buckets = Memo::new(move |_| {
-        let axis = axis.get();
-        bars.with(|b| timeline::rates(b, axis, (axis.span() / 250).clamp(1, 60) as usize))
-    });
-    let chart = move |pick: fn(&(f64, f64)) -> f64| {
-        move || {
-            let values: Vec<f64> = buckets.with(|b| b.iter().map(pick).collect());
-            let peak = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
-            let step = 300.0 / values.len().max(1) as f64;
-            let mut points = vec!["0,40".to_owned()];
-            for (i, v) in values.iter().enumerate() {
-                let y = 40.0 - 38.0 * v / peak;
-                points.push(format!("{:.1},{y:.1} {:.1},{y:.1}", i as f64 * step, (i + 1) as f64 * step));
-            }
-            points.push("300,40".to_owned());
-            points.join(" ")
+    }
+}
+
+/// One rate over the job's life (tiles/s or MB/s, as `pick` takes it from
+/// each slice of `buckets`): its name and peak, and its chart on the time axis.
+#[component]
+fn RateRow(
+    name: &'static str,
+    class: &'static str,
+    label: &'static str,
+    buckets: Memo<Vec<(f64, f64)>>,
+    pick: fn(&(f64, f64)) -> f64,
+) -> impl IntoView {
+    let points = move || {
+        let values: Vec<f64> = buckets.with(|b| b.iter().map(pick).collect());
+        let peak = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+        let step = 300.0 / values.len().max(1) as f64;
+        let mut points = vec!["0,40".to_owned()];
+        for (i, v) in values.iter().enumerate() {
+            let y = 40.0 - 38.0 * v / peak;
+            points.push(format!("{:.1},{y:.1} {:.1},{y:.1}", i as f64 * step, (i + 1) as f64 * step));
         }
+        points.push("300,40".to_owned());
+        points.join(" ")
     };
-    let peak = move |pick: fn(&(f64, f64)) -> f64| {
-        move || format!("{:.1}", buckets.with(|b| b.iter().map(pick).fold(0.0, f64::max)))
-    };
-    // One row per rate: its name and peak, and its chart on the time axis.
-    let rate_row = move |name: &'static str, class: &'static str, label: &'static str, pick: fn(&(f64, f64)) -> f64| {
-        view! {
-            <span class="row-name">{name} <span class="muted small">" peak " {peak(pick)}</span></span>
-            <div class="plot">
-                <svg class=class viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label=label>
-                    <polygon points=chart(pick) />
-                </svg>
-            </div>
-        }
-    };
+    let peak = move || format!("{:.1}", buckets.with(|b| b.iter().map(pick).fold(0.0, f64::max)));
     view! {
-        <section class="timeline-panel" aria-labelledby="timeline-title">
-            <h2 id="timeline-title">"Timeline"</h2>
-            <div class="timeline" id="task-stream">
-                {stages}
-                {rate_row("tiles/s", "rate-chart", "Tiles per second over the job's life", |r| r.0)}
-                {rate_row("MB/s", "rate-chart bytes", "Megabytes of results per second over the job's life", |r| r.1)}
-                <TaskStream bars failures lanes axis colour=Colour::ByWorker ticks=Ticks::Elapsed lane_height=22.0 />
-            </div>
-            <p class="legend muted small">
-                "Each bar is a tile, from when its worker started it to when its result reached the master. "
-                "Outlined in amber: it had been sent before. Red mark: a worker failed it."
-                {first_task}
-            </p>
-        </section>
+        <span class="row-name">{name} <span class="muted small">" peak " {peak}</span></span>
+        <div class="plot">
+            <svg class=class viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-label=label>
+                <polygon points=points />
+            </svg>
+        </div>
     }
 }
 

@@ -37,9 +37,18 @@ pub fn TaskStream(
     /// Pixels per lane.
     lane_height: f64,
 ) -> impl IntoView {
-    let live = Live::get();
-    let canvas = NodeRef::<leptos::html::Canvas>::new();
-    let hovered = RwSignal::new(None::<(String, f64, f64)>);
+    let plot = Plot {
+        bars,
+        lanes,
+        axis,
+        colour,
+        lane_height,
+        live: Live::get(),
+        canvas: NodeRef::new(),
+        hovered: RwSignal::new(None),
+        chosen: StoredValue::new(None),
+    };
+    let (canvas, hovered) = (plot.canvas, plot.hovered);
     let summaries = Memo::new(move |_| {
         lanes.with(|lanes| bars.with(|bars| failures.with(|failures| summarise(lanes, bars, failures))))
     });
@@ -65,49 +74,110 @@ pub fn TaskStream(
         },
     );
 
-    let on_move = move |ev: leptos::ev::MouseEvent| {
-        let Some(element) = canvas.get_untracked() else { return };
-        let point = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-        let size = (f64::from(element.client_width()), lane_height);
-        let text = bars.with_untracked(|bars| {
-            lanes.with_untracked(|lanes| {
-                bar_at(bars, lanes, axis.get_untracked(), size, point).map(|bar| describe(live, bar, colour))
-            })
-        });
-        hovered.set(text.map(|text| (text, point.0, point.1)));
+    let summary = move || {
+        let lanes = summaries.get();
+        let tiles: u32 = lanes.iter().map(|l| l.tiles).sum();
+        format!(
+            "Task stream: {} workers, {tiles} tiles shown as bars over time; the table that follows lists each worker",
+            lanes.len()
+        )
     };
 
-    // The keyboard moves through the bars in time order, naming each.
-    let chosen = StoredValue::new(None::<(String, u32)>);
-    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+    view! {
+        <LaneNames summaries colour lane_height />
+        <div class="plot lanes-plot">
+            <canvas
+                node_ref=canvas
+                class="stream"
+                role="img"
+                tabindex="0"
+                aria-label=summary
+                aria-describedby="stream-keys"
+                on:keydown=move |ev| plot.on_key(ev)
+                on:blur=move |_| hovered.set(None)
+                style:height=move || format!("{}px", lanes.with(|l| l.len().max(1)) as f64 * lane_height)
+                on:mousemove=move |ev| plot.on_pointer(ev)
+                on:mouseleave=move |_| hovered.set(None)
+            ></canvas>
+            {move || hovered.get().map(|(text, x, y)| view! {
+                <div class="tip" style:left=format!("{x}px") style:top=format!("{}px", y + 14.0)>{text}</div>
+            })}
+            <p class="sr-only" id="stream-keys">"Arrow keys move from tile to tile in time order."</p>
+            <p class="sr-only" role="status" aria-live="polite">{move || hovered.get().map(|(text, ..)| text)}</p>
+            {move || lanes.with(Vec::is_empty).then(|| view! { <p class="empty-stream muted small">"No tiles yet."</p> })}
+        </div>
+        <span></span>
+        <TimeAxis axis ticks />
+        <LaneTable summaries />
+    }
+}
+
+/// The plot's state, and what the pointer and the keyboard do to it: the
+/// bar under the pointer, or the one the arrow keys reached, is named.
+#[derive(Clone, Copy)]
+struct Plot {
+    bars: Signal<Vec<Bar>>,
+    lanes: Signal<Vec<String>>,
+    axis: Signal<Axis>,
+    colour: Colour,
+    lane_height: f64,
+    live: Live,
+    canvas: NodeRef<leptos::html::Canvas>,
+    /// The named bar's words, and where to show them.
+    hovered: RwSignal<Option<(String, f64, f64)>>,
+    /// The bar the keyboard is on: its job and tile.
+    chosen: StoredValue<Option<(String, u32)>>,
+}
+
+impl Plot {
+    /// Names the bar under the pointer, if any.
+    fn on_pointer(self, ev: leptos::ev::MouseEvent) {
+        let Some(element) = self.canvas.get_untracked() else { return };
+        let point = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        let size = (f64::from(element.client_width()), self.lane_height);
+        let text = self.bars.with_untracked(|bars| {
+            self.lanes.with_untracked(|lanes| {
+                bar_at(bars, lanes, self.axis.get_untracked(), size, point)
+                    .map(|bar| describe(self.live, bar, self.colour))
+            })
+        });
+        self.hovered.set(text.map(|text| (text, point.0, point.1)));
+    }
+
+    /// Moves through the bars in time order with the arrow keys, naming each.
+    fn on_key(self, ev: leptos::ev::KeyboardEvent) {
         let forward = match ev.key().as_str() {
             "ArrowRight" | "ArrowDown" => true,
             "ArrowLeft" | "ArrowUp" => false,
             "Escape" => {
-                chosen.set_value(None);
-                hovered.set(None);
+                self.chosen.set_value(None);
+                self.hovered.set(None);
                 return;
             }
             _ => return,
         };
         ev.prevent_default();
-        let Some(element) = canvas.get_untracked() else { return };
+        let Some(element) = self.canvas.get_untracked() else { return };
         let width = f64::from(element.client_width());
-        let found = bars.with_untracked(|bars| {
-            let current = chosen.with_value(|c| c.clone());
+        let found = self.bars.with_untracked(|bars| {
+            let current = self.chosen.with_value(|c| c.clone());
             let i = step(bars, current.as_ref().map(|(job, tile)| (job.as_str(), *tile)), forward)?;
             let bar = &bars[i];
-            let lane = lanes.with_untracked(|l| l.iter().position(|w| *w == bar.worker))?;
-            let axis = axis.get_untracked();
-            let x = axis.x((bar.start + bar.end) / 2, width);
-            Some(((bar.job.clone(), bar.tile), describe(live, bar, colour), x, lane as f64 * lane_height))
+            let lane = self.lanes.with_untracked(|l| l.iter().position(|w| *w == bar.worker))?;
+            let x = self.axis.get_untracked().x((bar.start + bar.end) / 2, width);
+            let text = describe(self.live, bar, self.colour);
+            Some(((bar.job.clone(), bar.tile), text, x, lane as f64 * self.lane_height))
         });
         if let Some((key, text, x, y)) = found {
-            chosen.set_value(Some(key));
-            hovered.set(Some((text, x, y)));
+            self.chosen.set_value(Some(key));
+            self.hovered.set(Some((text, x, y)));
         }
-    };
+    }
+}
 
+/// The lanes' names beside the plot, with their tile counts.
+#[component]
+fn LaneNames(summaries: Memo<Vec<LaneSummary>>, colour: Colour, lane_height: f64) -> impl IntoView {
     let names = move || {
         summaries
             .get()
@@ -126,14 +196,32 @@ pub fn TaskStream(
             })
             .collect_view()
     };
-    let summary = move || {
-        let lanes = summaries.get();
-        let tiles: u32 = lanes.iter().map(|l| l.tiles).sum();
-        format!(
-            "Task stream: {} workers, {tiles} tiles shown as bars over time; the table that follows lists each worker",
-            lanes.len()
-        )
+    view! { <ul class="lane-names" aria-hidden="true">{names}</ul> }
+}
+
+/// The time axis under the plot.
+#[component]
+fn TimeAxis(axis: Signal<Axis>, ticks: Ticks) -> impl IntoView {
+    let tick_marks = move || {
+        let axis = axis.get();
+        axis.ticks(6)
+            .into_iter()
+            .map(|t| {
+                let text = match ticks {
+                    Ticks::Elapsed => clock(t),
+                    Ticks::Ago if t == axis.span() => "now".to_owned(),
+                    Ticks::Ago => format!("−{}", clock(axis.span() - t)),
+                };
+                view! { <span class="tick" style:left=format!("{:.2}%", axis.percent(axis.start + t))>{text}</span> }
+            })
+            .collect_view()
     };
+    view! { <div class="axis" aria-hidden="true">{tick_marks}</div> }
+}
+
+/// The lanes as a table, for screen readers.
+#[component]
+fn LaneTable(summaries: Memo<Vec<LaneSummary>>) -> impl IntoView {
     let rows = move || {
         summaries
             .get()
@@ -151,46 +239,7 @@ pub fn TaskStream(
             })
             .collect_view()
     };
-    let tick_marks = move || {
-        let axis = axis.get();
-        axis.ticks(6)
-            .into_iter()
-            .map(|t| {
-                let text = match ticks {
-                    Ticks::Elapsed => clock(t),
-                    Ticks::Ago if t == axis.span() => "now".to_owned(),
-                    Ticks::Ago => format!("−{}", clock(axis.span() - t)),
-                };
-                view! { <span class="tick" style:left=format!("{:.2}%", axis.percent(axis.start + t))>{text}</span> }
-            })
-            .collect_view()
-    };
-
     view! {
-        <ul class="lane-names" aria-hidden="true">{names}</ul>
-        <div class="plot lanes-plot">
-            <canvas
-                node_ref=canvas
-                class="stream"
-                role="img"
-                tabindex="0"
-                aria-label=summary
-                aria-describedby="stream-keys"
-                on:keydown=on_key
-                on:blur=move |_| hovered.set(None)
-                style:height=move || format!("{}px", lanes.with(|l| l.len().max(1)) as f64 * lane_height)
-                on:mousemove=on_move
-                on:mouseleave=move |_| hovered.set(None)
-            ></canvas>
-            {move || hovered.get().map(|(text, x, y)| view! {
-                <div class="tip" style:left=format!("{x}px") style:top=format!("{}px", y + 14.0)>{text}</div>
-            })}
-            <p class="sr-only" id="stream-keys">"Arrow keys move from tile to tile in time order."</p>
-            <p class="sr-only" role="status" aria-live="polite">{move || hovered.get().map(|(text, ..)| text)}</p>
-            {move || lanes.with(Vec::is_empty).then(|| view! { <p class="empty-stream muted small">"No tiles yet."</p> })}
-        </div>
-        <span></span>
-        <div class="axis" aria-hidden="true">{tick_marks}</div>
         <table class="sr-only stream-lanes">
             <caption>"Tiles per worker"</caption>
             <thead>

@@ -32,71 +32,13 @@ pub fn TileMap(
     let live = Live::get();
     let grid = Grid { width, height, tile_size };
     let (cols, rows) = grid.cells();
-    // One store for every cell and a version that says it changed: a
-    // signal per cell would cost more than the map for 16,000 tiles.
-    let cells = StoredValue::new(vec![Cell::default(); (cols * rows) as usize]);
-    let version = RwSignal::new(0u32);
-    let latest_done_at = RwSignal::new(None::<i64>);
-    let change = move |apply: &mut dyn FnMut(&mut Vec<Cell>)| {
-        cells.update_value(|cells| apply(cells));
-        version.update(|v| *v = v.wrapping_add(1));
-    };
-
+    let cells = Cells::new((cols * rows) as usize);
     Effect::new(move || {
-        seeded.with(|tiles| change(&mut |cells| seed(cells, tiles.as_deref().unwrap_or_default())));
+        seeded.with(|tiles| cells.change(|cells| seed(cells, tiles.as_deref().unwrap_or_default())));
     });
-    // Tiles done since: only the events not yet applied.
-    let cursor = StoredValue::new(0usize);
-    Effect::new({
-        let id = id.clone();
-        move || {
-            live.tiles.with(|tiles| {
-                let Some(done) = tiles.get(&id) else { return };
-                let new = &done[cursor.get_value().min(done.len())..];
-                if new.is_empty() {
-                    return;
-                }
-                change(&mut |cells| {
-                    for t in new {
-                        if let Some(c) = cells.get_mut(t.tile as usize) {
-                            c.done_by = Some((t.worker_id.clone(), t.elapsed_ms));
-                            c.attempts = c.attempts.max(t.attempts);
-                            c.processing = None;
-                        }
-                    }
-                });
-                // When the newest result reached the master: how soon the page shows it is measured.
-                latest_done_at.set(new.last().map(|t| t.done_at));
-                cursor.set_value(done.len());
-            });
-        }
-    });
-    // Tiles in progress, from the workers' heartbeats.
-    let busy = StoredValue::new(Vec::<u32>::new());
-    Effect::new(move || {
-        let now: Vec<(u32, String)> = live.workers.with(|workers| {
-            workers
-                .values()
-                .filter_map(|w| {
-                    let key = pipeline::wire::TileKey::parse(w.current_tile.as_deref()?)?;
-                    (key.job_id == id && w.status == crate::api::WorkerStatus::Alive).then(|| (key.tile, w.id.clone()))
-                })
-                .collect()
-        });
-        change(&mut |cells| {
-            for t in busy.get_value() {
-                if let Some(c) = cells.get_mut(t as usize) {
-                    c.processing = None;
-                }
-            }
-            for (t, worker) in &now {
-                if let Some(c) = cells.get_mut(*t as usize) {
-                    c.processing = c.done_by.is_none().then(|| worker.clone());
-                }
-            }
-        });
-        busy.set_value(now.into_iter().map(|(t, _)| t).collect());
-    });
+    let latest_done_at = follow_results(live, id.clone(), cells);
+    follow_heartbeats(live, id, cells);
+    let Cells { store: cells, version } = cells;
 
     let counts = Memo::new(move |_| {
         version.track();
@@ -154,6 +96,83 @@ pub fn TileMap(
             })}
         </div>
     }
+}
+
+/// Every cell of the map in one store, and a version that says it changed:
+/// a signal per cell would cost more than the map for 16,000 tiles.
+#[derive(Clone, Copy)]
+struct Cells {
+    store: StoredValue<Vec<Cell>>,
+    version: RwSignal<u32>,
+}
+
+impl Cells {
+    fn new(len: usize) -> Self {
+        Cells { store: StoredValue::new(vec![Cell::default(); len]), version: RwSignal::new(0) }
+    }
+
+    fn change(self, apply: impl FnOnce(&mut Vec<Cell>)) {
+        self.store.update_value(apply);
+        self.version.update(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Marks tiles done as the job's tile events come (only those not yet
+/// applied); returns when the newest result reached the master, so that how
+/// soon the page shows it can be measured.
+fn follow_results(live: Live, id: String, cells: Cells) -> RwSignal<Option<i64>> {
+    let latest_done_at = RwSignal::new(None::<i64>);
+    let cursor = StoredValue::new(0usize);
+    Effect::new(move || {
+        live.tiles.with(|tiles| {
+            let Some(done) = tiles.get(&id) else { return };
+            let new = &done[cursor.get_value().min(done.len())..];
+            if new.is_empty() {
+                return;
+            }
+            cells.change(|cells| {
+                for t in new {
+                    if let Some(c) = cells.get_mut(t.tile as usize) {
+                        c.done_by = Some((t.worker_id.clone(), t.elapsed_ms));
+                        c.attempts = c.attempts.max(t.attempts);
+                        c.processing = None;
+                    }
+                }
+            });
+            latest_done_at.set(new.last().map(|t| t.done_at));
+            cursor.set_value(done.len());
+        });
+    });
+    latest_done_at
+}
+
+/// Marks the tiles the workers' heartbeats say are in progress.
+fn follow_heartbeats(live: Live, id: String, cells: Cells) {
+    let busy = StoredValue::new(Vec::<u32>::new());
+    Effect::new(move || {
+        let now: Vec<(u32, String)> = live.workers.with(|workers| {
+            workers
+                .values()
+                .filter_map(|w| {
+                    let key = pipeline::wire::TileKey::parse(w.current_tile.as_deref()?)?;
+                    (key.job_id == id && w.status == crate::api::WorkerStatus::Alive).then(|| (key.tile, w.id.clone()))
+                })
+                .collect()
+        });
+        cells.change(|cells| {
+            for t in busy.get_value() {
+                if let Some(c) = cells.get_mut(t as usize) {
+                    c.processing = None;
+                }
+            }
+            for (t, worker) in &now {
+                if let Some(c) = cells.get_mut(*t as usize) {
+                    c.processing = c.done_by.is_none().then(|| worker.clone());
+                }
+            }
+        });
+        busy.set_value(now.into_iter().map(|(t, _)| t).collect());
+    });
 }
 
 impl Cell {

@@ -21,8 +21,6 @@ enum Phase {
 
 #[component]
 pub fn UploadPage() -> impl IntoView {
-    #[cfg(feature = "hydrate")]
-    let live = crate::live::Live::get();
     let phase = RwSignal::new(Phase::Idle);
     let dragging = RwSignal::new(false);
     let chain = RwSignal::new(vec![Operation::default()]);
@@ -40,47 +38,11 @@ pub fn UploadPage() -> impl IntoView {
     let limits = RwSignal::new(None::<crate::api::Limits>);
 
     #[cfg(feature = "hydrate")]
-    let start = {
-        let navigate = leptos_router::hooks::use_navigate();
-        let upload = std::rc::Rc::new(move |file: web_sys::File| {
-            start(file, chain.get_untracked(), output.get_untracked(), phase, live, navigate.clone())
-        });
-        // What the server accepts, so a file is checked before it is sent.
-        leptos::task::spawn_local(async move {
-            if let Ok(l) = crate::client::get_json::<crate::api::Limits>("/api/limits").await {
-                limits.set(Some(l));
-            }
-        });
-        move |file: web_sys::File| check_then_upload(file, limits.get_untracked(), preview, phase, upload.clone())
-    };
-    // One file is a job; several are a batch.
-    #[cfg(feature = "hydrate")]
-    let start = move |files: web_sys::FileList| {
-        let files: Vec<web_sys::File> = (0..files.length()).filter_map(|i| files.get(i)).collect();
-        match files.len() {
-            0 => {}
-            1 => start(files.into_iter().next().expect("one file")),
-            _ => {
-                preview.set(None);
-                phase.set(Phase::Idle);
-                crate::pages::batch::start(files, chain.get_untracked(), output.get_untracked(), uploads, live);
-            }
-        }
-    };
+    let start = file_intake(Choices { chain, output }, phase, preview, uploads, limits);
     #[cfg(feature = "hydrate")]
     let start_picked = start.clone();
-    // Paste an image from the clipboard anywhere on the page.
     #[cfg(feature = "hydrate")]
-    {
-        let start = start.clone();
-        let handle = window_event_listener(leptos::ev::paste, move |ev: web_sys::ClipboardEvent| {
-            if let Some(files) = ev.clipboard_data().and_then(|d| d.files()).filter(|f| f.length() > 0) {
-                ev.prevent_default();
-                start(files);
-            }
-        });
-        on_cleanup(move || handle.remove());
-    }
+    take_pasted(start.clone());
     #[cfg(not(feature = "hydrate"))]
     let _ = limits;
 
@@ -203,6 +165,64 @@ fn UploadStatus(phase: RwSignal<Phase>) -> impl IntoView {
         }
         Phase::Refused(message) => view! { <p class="error" id="error" role="alert">{message}</p> }.into_any(),
     }
+}
+
+/// What the page's settings ask of an upload.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+struct Choices {
+    chain: RwSignal<Vec<Operation>>,
+    output: RwSignal<OutputChoice>,
+}
+
+/// What becomes of chosen files: one is checked against the server's limits
+/// (fetched now) and uploaded as a job, several go as a batch.
+#[cfg(feature = "hydrate")]
+fn file_intake(
+    choices: Choices,
+    phase: RwSignal<Phase>,
+    preview: RwSignal<Option<Preview>>,
+    uploads: RwSignal<Option<Uploads>>,
+    limits: RwSignal<Option<crate::api::Limits>>,
+) -> impl Fn(web_sys::FileList) + Clone + 'static {
+    let live = crate::live::Live::get();
+    let Choices { chain, output } = choices;
+    let navigate = leptos_router::hooks::use_navigate();
+    let upload = std::rc::Rc::new(move |file: web_sys::File| {
+        start(file, chain.get_untracked(), output.get_untracked(), phase, live, navigate.clone())
+    });
+    // What the server accepts, so a file is checked before it is sent.
+    leptos::task::spawn_local(async move {
+        if let Ok(l) = crate::client::get_json::<crate::api::Limits>("/api/limits").await {
+            limits.set(Some(l));
+        }
+    });
+    let one =
+        move |file: web_sys::File| check_then_upload(file, limits.get_untracked(), preview, phase, upload.clone());
+    move |files: web_sys::FileList| {
+        let files: Vec<web_sys::File> = (0..files.length()).filter_map(|i| files.get(i)).collect();
+        match files.len() {
+            0 => {}
+            1 => one(files.into_iter().next().expect("one file")),
+            _ => {
+                preview.set(None);
+                phase.set(Phase::Idle);
+                crate::pages::batch::start(files, chain.get_untracked(), output.get_untracked(), uploads, live);
+            }
+        }
+    }
+}
+
+/// Takes an image pasted from the clipboard anywhere on the page, while it is shown.
+#[cfg(feature = "hydrate")]
+fn take_pasted(start: impl Fn(web_sys::FileList) + 'static) {
+    let handle = window_event_listener(leptos::ev::paste, move |ev: web_sys::ClipboardEvent| {
+        if let Some(files) = ev.clipboard_data().and_then(|d| d.files()).filter(|f| f.length() > 0) {
+            ev.prevent_default();
+            start(files);
+        }
+    });
+    on_cleanup(move || handle.remove());
 }
 
 /// The chosen file, as the browser sees it.

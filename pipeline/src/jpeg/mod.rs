@@ -20,7 +20,9 @@
 
 mod bits;
 mod dc;
+mod entropy;
 mod huffman;
+mod markers;
 mod splice;
 
 pub use splice::{Splice, check_tile, encode_tile};
@@ -28,7 +30,8 @@ pub use splice::{Splice, check_tile, encode_tile};
 use std::collections::VecDeque;
 
 use crate::frame::{Channels, Frame};
-use bits::{BitReader, BitWriter};
+use bits::BitWriter;
+use entropy::{ScanReader, copy_mcus, encode_block};
 use huffman::{Decoder as HuffmanDecoder, Encoder as HuffmanEncoder};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,10 +145,6 @@ impl Layout {
     }
 }
 
-/// Bytes of header segments a crop may repeat: four quantisation tables, a
-/// JFIF header with a thumbnail and an Adobe marker fit several times over.
-const MAX_KEPT: usize = 256 * 1024;
-
 /// A baseline JPEG read up to its scan: all a crop needs. The scan itself is
 /// read from a stream, so a file of any size is split in bounded memory.
 pub struct Jpeg {
@@ -161,85 +160,6 @@ pub struct Jpeg {
 }
 
 impl Jpeg {
-    /// Reads the markers of a JPEG in memory; returns it and its scan.
-    pub fn parse(bytes: &[u8]) -> Result<(Self, &[u8]), JpegError> {
-        let mut rest = bytes;
-        let jpeg = Self::read(&mut rest)?;
-        Ok((jpeg, rest))
-    }
-
-    /// Reads the markers up to the start of the scan, where it leaves `source`.
-    pub fn read(source: &mut impl std::io::Read) -> Result<Self, JpegError> {
-        use JpegError::{Malformed, Unsupported};
-        let mut byte = || {
-            let mut b = [0];
-            source.read_exact(&mut b).map(|()| b[0]).map_err(|_| Malformed("truncated marker segment"))
-        };
-        if (byte()?, byte()?) != (0xFF, 0xD8) {
-            return Err(Malformed("no start-of-image marker"));
-        }
-        let (mut frame, mut kept) = (None, Vec::new());
-        let (mut dc, mut ac): ([Option<HuffmanDecoder>; 4], [Option<HuffmanDecoder>; 4]) = Default::default();
-        let mut restart_interval = 0;
-        loop {
-            if byte()? != 0xFF {
-                return Err(Malformed("expected a marker"));
-            }
-            // Fill bytes (0xFF) may precede a marker.
-            let mut marker = byte()?;
-            while marker == 0xFF {
-                marker = byte()?;
-            }
-            if matches!(marker, 0xD8 | 0xD9 | 0xD0..=0xD7 | 0x01 | 0x00) {
-                return Err(Malformed("unexpected marker before the scan"));
-            }
-            let length = usize::from(u16::from_be_bytes([byte()?, byte()?]));
-            if length < 2 {
-                return Err(Malformed("marker segment shorter than its length field"));
-            }
-            // At most 64 KiB: a segment's length is 16 bits.
-            let mut segment = vec![0xFF, marker, (length >> 8) as u8, length as u8];
-            segment.resize(2 + length, 0);
-            for b in &mut segment[4..] {
-                *b = byte()?;
-            }
-            let body = &segment[4..];
-            match marker {
-                0xC0 | 0xC1 => frame = Some((marker, read_frame(body)?)),
-                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                    return Err(Unsupported("not a sequential Huffman JPEG (progressive, lossless or arithmetic)"));
-                }
-                0xC4 => read_huffman(body, &mut dc, &mut ac)?,
-                0xDD => {
-                    let ri = body.get(..2).ok_or(Malformed("short restart interval"))?;
-                    restart_interval = u32::from(u16::from_be_bytes([ri[0], ri[1]]));
-                }
-                // Quantisation tables; JFIF and Adobe decide how the decoder
-                // reads the colours.
-                0xDB | 0xE0 | 0xEE => {
-                    // Every crop repeats them: a file made of thousands must
-                    // not cost thousands of segments per tile.
-                    if kept.iter().map(Vec::len).sum::<usize>() + segment.len() > MAX_KEPT {
-                        return Err(Unsupported("too many table and colour segments to repeat in every crop"));
-                    }
-                    kept.push(segment);
-                }
-                0xDA => {
-                    let (sof, (width, height, mut components)) =
-                        frame.ok_or(Malformed("scan before the frame header"))?;
-                    read_scan(body, &mut components)?;
-                    for c in &components {
-                        if dc[usize::from(c.td)].is_none() || ac[usize::from(c.ta)].is_none() {
-                            return Err(Malformed("a scan refers to a missing Huffman table"));
-                        }
-                    }
-                    return Ok(Self { width, height, sof, components, kept, dc, ac, restart_interval });
-                }
-                _ => {} // other application data and comments: not needed
-            }
-        }
-    }
-
     /// The image's size and MCU grid.
     pub fn layout(&self) -> Layout {
         let h = self.components.iter().map(|c| c.h).max().unwrap_or(1);
@@ -457,261 +377,6 @@ impl Jpeg {
         bytes.extend_from_slice(&[0xFF, 0xD9]);
         Crop { x, y, width, height, bytes }
     }
-}
-
-/// Appends the bits of a run of `mcus` (which ends at bit `end`) as they
-/// were coded, but for the first DC difference of each component: its
-/// predictor is now `predictors`' (one per component), which are left as
-/// the run's last DC values.
-fn copy_mcus(
-    writer: &mut BitWriter,
-    (mcus, end): (&[McuBits], u64),
-    predictors: &mut [i16],
-    encoders: &[HuffmanEncoder; 4],
-    tape: (&[u8], u64),
-) {
-    let (Some(first), Some(last)) = (mcus.first(), mcus.last()) else { return };
-    let n = predictors.len();
-    for (ci, predictor) in predictors.iter_mut().enumerate() {
-        let bits = &first.components[ci];
-        let (size, extra) = magnitude(i32::from(bits.first_dc) - i32::from(*predictor));
-        encoders[if ci == 0 { 0 } else { 2 }].put_with(writer, size, extra);
-        let until = if ci + 1 < n { first.components[ci + 1].dc_at } else { end };
-        writer.copy(tape, bits.ac_at, until);
-        *predictor = last.components[ci].last_dc;
-    }
-}
-
-fn read_frame(body: &[u8]) -> Result<(u32, u32, Vec<Component>), JpegError> {
-    use JpegError::{Malformed, Unsupported};
-    let &[precision, h0, h1, w0, w1, count, ..] = body else {
-        return Err(Malformed("short frame header"));
-    };
-    if precision != 8 {
-        return Err(Unsupported("not 8-bit samples"));
-    }
-    let (height, width) = (u32::from(u16::from_be_bytes([h0, h1])), u32::from(u16::from_be_bytes([w0, w1])));
-    if width == 0 || height == 0 {
-        return Err(Unsupported("no height in the frame header (defined later by a DNL marker)"));
-    }
-    if count != 1 && count != 3 {
-        return Err(Unsupported("neither grey nor three-component colour"));
-    }
-    let specs = body.get(6..6 + 3 * usize::from(count)).ok_or(Malformed("short frame header"))?;
-    let components: Vec<Component> = specs
-        .chunks_exact(3)
-        .map(|s| Component { id: s[0], h: s[1] >> 4, v: s[1] & 15, tq: s[2], td: 0, ta: 0 })
-        .collect();
-    if components.iter().any(|c| !(1..=4).contains(&c.h) || !(1..=4).contains(&c.v) || c.tq > 3) {
-        return Err(Malformed("bad sampling factors or table number"));
-    }
-    if count == 1 && (components[0].h, components[0].v) != (1, 1) {
-        return Err(Unsupported("a grey image with sampling factors"));
-    }
-    let (hmax, vmax) = (components.iter().map(|c| c.h).max(), components.iter().map(|c| c.v).max());
-    if components.iter().any(|c| hmax.is_some_and(|m| m % c.h != 0) || vmax.is_some_and(|m| m % c.v != 0)) {
-        return Err(Unsupported("fractional chroma sampling"));
-    }
-    Ok((width, height, components))
-}
-
-fn read_huffman(
-    mut body: &[u8],
-    dc: &mut [Option<HuffmanDecoder>; 4],
-    ac: &mut [Option<HuffmanDecoder>; 4],
-) -> Result<(), JpegError> {
-    while !body.is_empty() {
-        let (class, id) = (body[0] >> 4, usize::from(body[0] & 15));
-        let counts: [u8; 16] = body.get(1..17).ok_or(JpegError::Malformed("short Huffman table"))?.try_into().unwrap();
-        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
-        let values = body.get(17..17 + total).ok_or(JpegError::Malformed("short Huffman table"))?;
-        let table = HuffmanDecoder::new(&counts, values)?;
-        match (class, id) {
-            (0, 0..=3) => dc[id] = Some(table),
-            (1, 0..=3) => ac[id] = Some(table),
-            _ => return Err(JpegError::Malformed("bad Huffman table class or number")),
-        }
-        body = &body[17 + total..];
-    }
-    Ok(())
-}
-
-fn read_scan(body: &[u8], components: &mut [Component]) -> Result<(), JpegError> {
-    let count = usize::from(*body.first().ok_or(JpegError::Malformed("short scan header"))?);
-    if count != components.len() {
-        return Err(JpegError::Unsupported("the components are in separate scans"));
-    }
-    let specs = body.get(1..1 + 2 * count).ok_or(JpegError::Malformed("short scan header"))?;
-    for (spec, c) in specs.chunks_exact(2).zip(components.iter_mut()) {
-        if spec[0] != c.id {
-            return Err(JpegError::Unsupported("scan components in another order than the frame's"));
-        }
-        (c.td, c.ta) = (spec[1] >> 4, spec[1] & 15);
-        if c.td > 3 || c.ta > 3 {
-            return Err(JpegError::Malformed("bad Huffman table number"));
-        }
-    }
-    match body.get(1 + 2 * count..4 + 2 * count) {
-        Some([0, 63, 0]) => Ok(()),
-        Some(_) => Err(JpegError::Unsupported("not a full-spectrum sequential scan")),
-        None => Err(JpegError::Malformed("short scan header")),
-    }
-}
-
-/// Reads the scan MCU row by MCU row.
-struct ScanReader<'j, R> {
-    jpeg: &'j Jpeg,
-    bits: BitReader<R>,
-    predictors: Vec<i16>,
-    /// MCUs decoded since the last restart marker.
-    since_restart: u32,
-    /// Record where each MCU's bits lie instead of keeping coefficients.
-    copy: bool,
-}
-
-impl<'j, R: std::io::Read> ScanReader<'j, R> {
-    fn new(jpeg: &'j Jpeg, scan: R, copy: bool) -> Self {
-        let mut bits = BitReader::new(scan);
-        if copy {
-            bits.record();
-        }
-        Self { jpeg, bits, predictors: vec![0; jpeg.components.len()], since_restart: 0, copy }
-    }
-
-    fn row(&mut self, cols: u32) -> Result<Row, JpegError> {
-        let components = &self.jpeg.components;
-        let mut blocks: McuRow = if self.copy {
-            Vec::new()
-        } else {
-            components.iter().map(|c| vec![[0i16; 64]; cols as usize * usize::from(c.h) * usize::from(c.v)]).collect()
-        };
-        let mut mcus = Vec::with_capacity(if self.copy { cols as usize } else { 0 });
-        let mut scratch = [0i16; 64];
-        let interval = self.jpeg.restart_interval;
-        for mx in 0..cols as usize {
-            if interval > 0 && self.since_restart == interval {
-                self.bits.restart()?;
-                self.predictors.iter_mut().for_each(|p| *p = 0);
-                self.since_restart = 0;
-            }
-            let mut mcu = McuBits { start: self.bits.position(), ..McuBits::default() };
-            for (ci, c) in components.iter().enumerate() {
-                let dc = self.jpeg.dc[usize::from(c.td)].as_ref().expect("checked at parse");
-                let ac = self.jpeg.ac[usize::from(c.ta)].as_ref().expect("checked at parse");
-                let per_row = cols as usize * usize::from(c.h);
-                for by in 0..usize::from(c.v) {
-                    for bx in 0..usize::from(c.h) {
-                        let block = if self.copy {
-                            &mut scratch
-                        } else {
-                            &mut blocks[ci][by * per_row + mx * usize::from(c.h) + bx]
-                        };
-                        let dc_at = self.bits.position();
-                        decode_dc(&mut self.bits, block, &mut self.predictors[ci], dc)?;
-                        if by == 0 && bx == 0 && self.copy {
-                            let bits = &mut mcu.components[ci];
-                            (bits.dc_at, bits.ac_at, bits.first_dc) = (dc_at, self.bits.position(), block[0]);
-                        }
-                        decode_ac(&mut self.bits, block, ac)?;
-                    }
-                }
-                mcu.components[ci].last_dc = self.predictors[ci];
-            }
-            if self.copy {
-                mcus.push(mcu);
-            }
-            self.since_restart += 1;
-        }
-        if self.bits.overrun() {
-            return Err(JpegError::Malformed("the scan ends early"));
-        }
-        Ok(if self.copy { Row::Bits { mcus, end: self.bits.position() } } else { Row::Blocks(blocks) })
-    }
-}
-
-/// A block's DC coefficient, into `block[0]` and the predictor.
-fn decode_dc(
-    bits: &mut BitReader<impl std::io::Read>,
-    block: &mut Block,
-    predictor: &mut i16,
-    dc: &HuffmanDecoder,
-) -> Result<(), JpegError> {
-    let size = dc.decode(bits)?;
-    if size > 11 {
-        return Err(JpegError::Malformed("a DC difference too large"));
-    }
-    let dc = i32::from(*predictor) + bits.receive_extend(size);
-    // An 8-bit image's DC is within ±1024: then every difference a crop
-    // writes has a standard code (category 11 at most).
-    if !(-1024..=1023).contains(&dc) {
-        return Err(JpegError::Malformed("a DC coefficient out of range"));
-    }
-    *predictor = dc as i16;
-    block[0] = *predictor;
-    Ok(())
-}
-
-/// A block's AC coefficients, into `block[1..]`, which must be zero (or
-/// not looked at).
-fn decode_ac(
-    bits: &mut BitReader<impl std::io::Read>,
-    block: &mut Block,
-    ac: &HuffmanDecoder,
-) -> Result<(), JpegError> {
-    let mut k = 1;
-    while k < 64 {
-        let rs = ac.decode(bits)?;
-        let (run, size) = (usize::from(rs >> 4), rs & 15);
-        if size == 0 {
-            if run != 15 {
-                break; // end of block
-            }
-            k += 16;
-            continue;
-        }
-        k += run;
-        if k > 63 || size > 10 {
-            return Err(JpegError::Malformed("an AC coefficient out of the block"));
-        }
-        block[k] = bits.receive_extend(size) as i16;
-        k += 1;
-    }
-    if k > 64 {
-        return Err(JpegError::Malformed("a zero run out of the block"));
-    }
-    Ok(())
-}
-
-fn encode_block(w: &mut BitWriter, block: &Block, predictor: &mut i16, dc: &HuffmanEncoder, ac: &HuffmanEncoder) {
-    let diff = i32::from(block[0]) - i32::from(*predictor);
-    *predictor = block[0];
-    let (size, bits) = magnitude(diff);
-    dc.put_with(w, size, bits);
-    // Walk the non-zero coefficients only: bit k set for block[k] != 0.
-    let mut nonzero = block.iter().enumerate().skip(1).fold(0u64, |m, (k, &c)| m | u64::from(c != 0) << k);
-    let mut last = 0;
-    while nonzero != 0 {
-        let k = nonzero.trailing_zeros();
-        nonzero &= nonzero - 1;
-        let mut run = k - last - 1;
-        last = k;
-        while run >= 16 {
-            ac.put_with(w, 0xF0, 0);
-            run -= 16;
-        }
-        let (size, bits) = magnitude(i32::from(block[k as usize]));
-        ac.put_with(w, (run as u8) << 4 | size, bits);
-    }
-    if last < 63 {
-        ac.put_with(w, 0x00, 0);
-    }
-}
-
-/// A value's size category and its extra bits (ones' complement when negative).
-fn magnitude(value: i32) -> (u8, u32) {
-    let size = (32 - value.unsigned_abs().leading_zeros()) as u8;
-    let bits = if value < 0 { (value - 1) as u32 & ((1u32 << size) - 1) } else { value as u32 };
-    (size, bits)
 }
 
 /// Decodes a crop to 8-bit RGB as the master would decode the whole image

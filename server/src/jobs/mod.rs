@@ -4,10 +4,12 @@
 //! it before it is recorded in SQLite (and only then is its Kafka offset
 //! stored), so after a crash a job resumes from the files and the database.
 //! Submodules: `start` opens a job's input, registers its tiles and sends
-//! them; `tile` is one tile's state machine; `results` takes workers'
-//! replies in; `retry` sends tiles again (after failures and missed
-//! deadlines) and dead-letters hopeless ones.
+//! them; `active` is a running job and `tile` one tile's state machine, the
+//! only code that changes them; `results` takes workers' replies in;
+//! `retry` sends tiles again (after failures and missed deadlines) and
+//! dead-letters hopeless ones.
 
+mod active;
 mod input;
 mod raster;
 mod results;
@@ -16,17 +18,16 @@ mod start;
 mod tile;
 pub mod window;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use app::api::{Event, Job, JobStatus, Output, Stages};
-use pipeline::codec::Encoding;
+use app::api::{Event, Job, JobStatus, Output};
 
 use crate::admission::{Admission, Reservation};
-use pipeline::wire::{Control, TaskHeader, TileKey, Topics};
+use pipeline::wire::{Control, TileKey, Topics};
 use pipeline::{Operation, TileGrid, ops};
 use plumbing::now_ms;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -38,8 +39,8 @@ use crate::kafka::TaskProgress;
 use crate::metrics::Metrics;
 use crate::sse::Events;
 use crate::store::{NewJob, Store};
-use input::{Input, Payload};
-use tile::{Placement, Tile};
+use active::{Finishing, Shared};
+use tile::Placement;
 pub use window::Window;
 
 /// How long a job whose result could not be written waits to try again.
@@ -56,92 +57,6 @@ pub struct Settings {
     pub max_attempts: u32,
     pub tile_timeout: Duration,
 }
-
-/// When a running job passed its stages, for [`Stages`].
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    decode_ms: f64,
-    decoded_at: Instant,
-    /// The same, by the wall clock.
-    decoded_at_ms: i64,
-    dispatched_at: Option<Instant>,
-    last_result_at: Option<Instant>,
-    /// When a fresh upload's last byte came in, and its first task was on the broker.
-    received_at: Option<Instant>,
-    first_task_at: Option<Instant>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// A running job: its input and what is known of its tiles. Finished tiles
-/// are on disk, not in memory: the result is assembled from them at the end.
-struct Active {
-    clock: Clock,
-    grid: TileGrid,
-    ops: Arc<[Operation]>,
-    halo: u32,
-    input: Input,
-    tiles: Vec<Tile>,
-    remaining: u32,
-    output: Output,
-    /// Which tiles are done, for the encoder that writes the result while
-    /// they arrive (PNG, JPEG).
-    progress: Arc<crate::assemble::Progress>,
-    encoder: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// Partitions whose worker said it does not support one of the job's
-    /// operations: its tasks go elsewhere.
-    unsupported: BTreeSet<i32>,
-    /// Its share of the master's memory budget, given back with the job.
-    _memory: Option<Reservation>,
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        // A stopped job's encoder stops waiting for its tiles.
-        self.progress.abort();
-    }
-}
-
-impl Active {
-    /// Counts `tile` done, once; says whether it was the last.
-    fn count_done(&mut self, tile: u32) -> bool {
-        if !self.tiles.get_mut(tile as usize).is_some_and(Tile::complete) {
-            return false;
-        }
-        self.remaining -= 1;
-        self.progress.done(tile);
-        if self.remaining == 0 {
-            self.clock.last_result_at = Some(Instant::now());
-        }
-        self.remaining == 0
-    }
-
-    fn task(&self, id: &str, tile: u32) -> Option<(TaskHeader, Payload)> {
-        let rect = self.grid.tile(tile)?;
-        let mut header = TaskHeader {
-            job_id: id.to_owned(),
-            tile,
-            rect,
-            halo: self.halo,
-            ops: self.ops.to_vec(),
-            channels: self.input.channels(),
-            attempt: self.tiles.get(tile as usize)?.attempts() + 1,
-            encoding: Encoding::Raw,
-            source: None,
-            jpeg_quality: match self.output {
-                Output::Jpeg { quality } => Some(quality),
-                Output::Png | Output::Webp | Output::Tiff => None,
-            },
-        };
-        let payload = self.input.payload(&mut header);
-        Some((header, payload))
-    }
-}
-
-/// A running job as the engine's tasks share it.
-type Shared = Arc<Mutex<Active>>;
 
 /// A resumed job's share of the memory budget.
 pub enum Share {
@@ -249,7 +164,7 @@ impl Jobs {
     pub fn release(&self) {
         let active = std::mem::take(&mut *self.active.lock().expect("lock"));
         for job in active.values() {
-            job.lock().expect("lock").progress.abort();
+            job.lock().expect("lock").abort();
         }
     }
 
@@ -439,12 +354,7 @@ impl Jobs {
     /// a later one moves the tile's slot to another partition.
     async fn publish(&self, id: &str, tile: u32, slot: Option<window::Slot>) -> anyhow::Result<bool> {
         let Some(active) = self.get(id) else { return Ok(false) };
-        let Some((header, payload, partition)) = ({
-            let mut a = active.lock().expect("lock");
-            let avoid = a.unsupported.clone();
-            let partition = a.tiles[tile as usize].begin_send(slot, &avoid);
-            partition.and_then(|partition| a.task(id, tile).map(|(header, payload)| (header, payload, partition)))
-        }) else {
+        let Some((header, payload, partition)) = active.lock().expect("lock").begin_send(id, tile, slot) else {
             return Ok(false);
         };
         let sent = async {
@@ -464,17 +374,13 @@ impl Jobs {
         }
         .await;
         let mut a = active.lock().expect("lock");
-        if sent.is_ok() {
-            a.clock.first_task_at.get_or_insert_with(Instant::now);
-        }
-        let state = &mut a.tiles[tile as usize];
         match sent {
             Ok((partition, offset, attempts)) => {
-                state.sent(Placement { partition, offset }, attempts);
+                a.sent(tile, Placement { partition, offset }, attempts);
                 Ok(true)
             }
             Err(e) => {
-                state.send_failed();
+                a.send_failed(tile);
                 Err(e)
             }
         }
@@ -491,65 +397,20 @@ impl Jobs {
             let Some(active) = self.active.lock().expect("lock").remove(id) else {
                 return;
             };
-            let (clock, grid, output, channels, encoder) = {
-                let mut active = active.lock().expect("lock");
-                (active.clock, active.grid, active.output, active.input.channels(), active.encoder.take())
-            };
-            let path = self.result_path(id, output);
-            let partial = path.with_extension("partial");
-            let tiles_dir = self.tiles_dir(id);
-            // Encoded while the results arrived, most of the time; written
-            // now otherwise (a WebP, a resumed job, a failed write).
-            let streamed = match encoder {
-                Some(encoder) => match encoder.await {
-                    Ok(Ok(())) => tokio::fs::rename(streamed_result(&tiles_dir), &path).await.is_ok(),
-                    Ok(Err(e)) => {
-                        warn!(job = %id, error = %e, "encoding the result as the tiles arrived failed; writing it now");
-                        false
-                    }
-                    Err(_) => false,
-                },
-                None => false,
-            };
-            let written = async {
-                if streamed {
-                    return anyhow::Ok(());
-                }
-                // Write then rename: a reader never sees half a file.
-                let target = partial.clone();
-                tokio::task::spawn_blocking(move || {
-                    let path = |t| tile_file(&tiles_dir, t);
-                    let tiles = crate::assemble::Tiles { grid, channels, path, progress: None };
-                    crate::assemble::write(output, &tiles, &target)
-                })
-                .await??;
-                tokio::fs::rename(&partial, &path).await?;
-                anyhow::Ok(())
-            };
-            match written.await {
+            let finishing = active.lock().expect("lock").finishing();
+            let clock = finishing.clock;
+            match self.write_result(id, finishing).await {
                 Ok(()) => break (active, clock),
                 Err(e) => {
                     let retry = FINISH_RETRY.as_secs();
                     warn!(job = %id, error = %e, "writing the result failed; trying again in {retry}s");
-                    let _ = tokio::fs::remove_file(&partial).await;
                     self.active.lock().expect("lock").insert(id.to_owned(), active);
                     tokio::time::sleep(FINISH_RETRY).await;
                 }
             }
         };
         drop(active); // the input is no longer needed
-        let last_result = clock.last_result_at.unwrap_or(encode_started);
-        let dispatched = clock.dispatched_at.unwrap_or(last_result).min(last_result);
-        let stages = Stages {
-            decoded_at: Some(clock.decoded_at_ms),
-            decode_ms: clock.decode_ms,
-            dispatch_ms: ms(dispatched - clock.decoded_at),
-            process_ms: ms(last_result - clock.decoded_at),
-            collect_ms: ms(last_result - dispatched),
-            encode_ms: ms(encode_started.elapsed()),
-            first_task_ms: clock.received_at.zip(clock.first_task_at).map(|(received, first)| ms(first - received)),
-        };
-        if let Err(e) = self.store.set_stages(id, &stages).await {
+        if let Err(e) = self.store.set_stages(id, &clock.stages(encode_started)).await {
             warn!(job = %id, error = %e, "recording stage times");
         }
         match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
@@ -561,6 +422,47 @@ impl Jobs {
             Ok(false) => {} // cancelled meanwhile
             Err(e) => warn!(job = %id, error = %e, "marking job done"),
         }
+    }
+
+    /// Puts the job's result in place: the one encoded while the results
+    /// arrived, most of the time; written now from the tiles otherwise (a
+    /// WebP, a resumed job, a failed encoder).
+    async fn write_result(&self, id: &str, Finishing { shape, encoder, .. }: Finishing) -> anyhow::Result<()> {
+        let path = self.result_path(id, shape.output);
+        let tiles_dir = self.tiles_dir(id);
+        let streamed = match encoder {
+            Some(encoder) => match encoder.await {
+                Ok(Ok(())) => tokio::fs::rename(streamed_result(&tiles_dir), &path).await.is_ok(),
+                Ok(Err(e)) => {
+                    warn!(job = %id, error = %e, "encoding the result as the tiles arrived failed; writing it now");
+                    false
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if streamed {
+            return Ok(());
+        }
+        // Write then rename: a reader never sees half a file.
+        let partial = path.with_extension("partial");
+        let target = partial.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let path = |t| tile_file(&tiles_dir, t);
+            let tiles = crate::assemble::Tiles { grid: shape.grid, channels: shape.channels, path, progress: None };
+            crate::assemble::write(shape.output, &tiles, &target)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|written| written);
+        let placed = match written {
+            Ok(()) => tokio::fs::rename(&partial, &path).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        if placed.is_err() {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        placed
     }
 
     /// Stops an unfinished job: its unsent tiles are not sent and results

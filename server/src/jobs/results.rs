@@ -22,6 +22,7 @@ use tracing::warn;
 use plumbing::now_ms;
 
 use super::Jobs;
+use super::active::{Shape, Shared};
 
 /// Times a result is offered to the store before it is parked, so that one
 /// result that cannot be stored does not hold up every other job's.
@@ -34,7 +35,8 @@ impl Jobs {
     pub async fn collect_results(self: Arc<Self>, consumer: LoggedConsumer, shutdown: CancellationToken) {
         let consumer = Arc::new(consumer);
         let paused = self.metrics.results_paused.clone();
-        let pauser = pause_while_idle(Arc::clone(&consumer), self.window.busy(), paused, shutdown.clone());
+        let pauser =
+            crate::kafka::pause_while_idle(Arc::clone(&consumer), self.window.busy(), paused, shutdown.clone());
         let pauser = tokio::spawn(pauser);
         self.collect(&consumer, &shutdown).await;
         // Both end on shutdown; the consumer closes once neither holds it.
@@ -78,49 +80,14 @@ impl Jobs {
     /// not fit their job change nothing; an error means the store failed.
     async fn accept(self: &Arc<Self>, h: &ResultHeader, pixels: &[u8], arrival: Arrival) -> anyhow::Result<()> {
         let active = self.get(&h.job_id);
-        let mut attempts = 1;
-        let (grid, channels, output) = match &active {
-            Some(a) => {
-                let a = a.lock().expect("lock");
-                match a.tiles.get(h.tile as usize) {
-                    Some(t) if t.is_done() => return Ok(()), // a duplicate
-                    Some(t) => attempts = t.attempts().max(1),
-                    None => {}
-                }
-                (a.grid, a.input.channels(), a.output)
-            }
-            // Not registered (yet): keep it if the job is running, e.g.
-            // still being resumed after a restart (which checks each tile
-            // file's size against the input's channels).
-            None => match self.store.job(&h.job_id).await? {
-                Some(job) if !job.status.is_finished() => {
-                    (TileGrid::new(job.width, job.height, job.tile_size), h.channels, job.output)
-                }
-                _ => return Ok(()),
-            },
-        };
-        if grid.tile(h.tile) != Some(h.rect) || h.channels != channels {
+        let Some((shape, attempts)) = self.expected(active.as_ref(), h).await? else { return Ok(()) };
+        if shape.grid.tile(h.tile) != Some(h.rect) || h.channels != shape.channels {
             warn!(job = %h.job_id, tile = h.tile, "result does not match the job's grid or channels; ignored");
             return Ok(());
         }
-        // Checked off the async threads (a PNG result takes about a
-        // millisecond to decode, a JPEG one a fraction of that to read
-        // through), then stored as it came: a PNG is a fifth of the raw bytes
-        // to write now and read back, a JPEG is joined into the result as it is.
-        let (header, payload) = (h.clone(), pixels.to_vec());
-        let checked = tokio::task::spawn_blocking(move || check(&header, payload, output));
-        let stored = match checked.await? {
-            Ok(stored) => stored,
-            Err(e) => {
-                warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
-                return Ok(());
-            }
-        };
-        let path = self.tile_path(&h.job_id, h.tile);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+        if !self.keep_pixels(h, pixels, shape.output).await? {
+            return Ok(());
         }
-        write_atomically(&path.with_extension(stored.extension), &stored.bytes).await?;
         let job =
             self.store.complete_tile(&h.job_id, h.tile, &h.worker_id, h.elapsed_ms, arrival.bytes, arrival.at).await?;
 
@@ -148,14 +115,55 @@ impl Jobs {
         Ok(())
     }
 
+    /// What a result for `h`'s tile must be, and the attempts the tile took;
+    /// `None` if no result is wanted (a duplicate, a stopped or unknown job).
+    async fn expected(&self, active: Option<&Shared>, h: &ResultHeader) -> anyhow::Result<Option<(Shape, u32)>> {
+        if let Some(a) = active {
+            let a = a.lock().expect("lock");
+            return Ok(a.wants(h.tile).map(|attempts| (a.shape(), attempts)));
+        }
+        // Not registered (yet): keep it if the job is running, e.g. still
+        // being resumed after a restart (which checks each tile file's size
+        // against the input's channels).
+        Ok(match self.store.job(&h.job_id).await? {
+            Some(job) if !job.status.is_finished() => {
+                let grid = TileGrid::new(job.width, job.height, job.tile_size);
+                Some((Shape { grid, channels: h.channels, output: job.output }, 1))
+            }
+            _ => None,
+        })
+    }
+
+    /// Checks a result's pixels off the async threads (a PNG result takes
+    /// about a millisecond to decode, a JPEG one a fraction of that to read
+    /// through), then stores them as they came: a PNG is a fifth of the raw
+    /// bytes to write now and read back, a JPEG is joined into the result as
+    /// it is. False if they are unreadable (the result is ignored).
+    async fn keep_pixels(&self, h: &ResultHeader, pixels: &[u8], output: Output) -> anyhow::Result<bool> {
+        let (header, payload) = (h.clone(), pixels.to_vec());
+        let checked = tokio::task::spawn_blocking(move || check(&header, payload, output));
+        let stored = match checked.await? {
+            Ok(stored) => stored,
+            Err(e) => {
+                warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
+                return Ok(false);
+            }
+        };
+        let path = self.tile_path(&h.job_id, h.tile);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        write_atomically(&path.with_extension(stored.extension), &stored.bytes).await?;
+        Ok(true)
+    }
+
     /// A worker could not process a tile: send it again, or give up on it.
     /// Only a report of the tile's latest sending counts: a late one about an
     /// earlier attempt (already sent again) would spend an attempt twice.
     fn reject(self: &Arc<Self>, failure: TileFailure) {
         let TileFailure { job_id, tile, worker_id, error, attempt, unsupported } = failure;
         let Some(active) = self.get(&job_id) else { return };
-        let stale = active.lock().expect("lock").tiles.get(tile as usize).is_none_or(|t| !t.answers_latest(attempt));
-        if stale {
+        if !active.lock().expect("lock").answers_latest(tile, attempt) {
             return;
         }
         warn!(job = %job_id, tile, worker = %worker_id, error = %error, "a worker failed a tile");
@@ -175,12 +183,8 @@ impl Jobs {
         };
         // The worker behind that partition cannot run the job: send the tile
         // elsewhere without spending an attempt, unless no partition is left.
-        let everywhere = {
-            let mut a = active.lock().expect("lock");
-            let Some(partition) = a.tiles[tile as usize].bounce() else { return };
-            a.unsupported.insert(partition);
-            a.unsupported.len() >= self.window.partitions()
-        };
+        let Some(declined) = active.lock().expect("lock").bounce(tile) else { return };
+        let everywhere = declined >= self.window.partitions();
         tokio::spawn(async move {
             if everywhere {
                 let partitions = this.window.partitions();
@@ -258,63 +262,4 @@ pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> st
         let _ = tokio::fs::remove_file(&temporary).await;
     }
     written
-}
-
-/// How long no task may be outstanding before the results reader stops
-/// polling: long enough that jobs one after another do not toggle it.
-const IDLE_PAUSE: Duration = Duration::from_secs(2);
-
-/// Pauses `consumer` while no task has been outstanding for [`IDLE_PAUSE`],
-/// and resumes it as soon as one is, until `shutdown`: nisshi answers an
-/// empty fetch by reading its storage again and again, so an idle reader
-/// still costs the broker CPU (see `PROMPT_FETCH_WAIT_MS`). A paused
-/// partition is fetched again from the next result not yet read.
-async fn pause_while_idle(
-    consumer: Arc<LoggedConsumer>,
-    mut busy: tokio::sync::watch::Receiver<bool>,
-    paused: prometheus_client::metrics::gauge::Gauge,
-    shutdown: CancellationToken,
-) {
-    // Says whether there was anything to pause (the group may not have
-    // assigned the partitions yet: then it is tried again later).
-    let toggle = |pause: bool| {
-        let assignment = consumer.assignment()?;
-        if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) }?;
-        Ok::<_, rdkafka::error::KafkaError>(assignment.count() > 0)
-    };
-    loop {
-        let idle_long = async {
-            busy.wait_for(|b| !*b).await?;
-            // Idle: it must stay so for a while.
-            match tokio::time::timeout(IDLE_PAUSE, busy.wait_for(|b| *b)).await {
-                Ok(changed) => changed.map(|_| false),
-                Err(_) => Ok(true),
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            idle_long = idle_long => match idle_long {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => return, // the window is gone
-            },
-        }
-        match toggle(true) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                warn!(error = %e, "pausing the results reader");
-                continue;
-            }
-        }
-        paused.set(1);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = busy.wait_for(|b| *b) => {}
-        }
-        if let Err(e) = toggle(false) {
-            warn!(error = %e, "resuming the results reader");
-        }
-        paused.set(0);
-    }
 }

@@ -16,8 +16,9 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::Jobs;
+use super::active::Shared;
 use super::tile::Placement;
-use super::{Jobs, Shared};
 
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -27,10 +28,7 @@ impl Jobs {
     /// dead-lettered and its job fails.
     pub(super) async fn retry(self: &Arc<Self>, id: &str, tile: u32, reason: &str) {
         let Some(active) = self.get(id) else { return };
-        let (attempts, spent) = {
-            let a = active.lock().expect("lock");
-            (a.tiles[tile as usize].attempts(), a.tiles[tile as usize].spent_attempts())
-        };
+        let (attempts, spent) = active.lock().expect("lock").attempts(tile);
         if spent >= self.settings.max_attempts {
             self.metrics.tiles_dead_lettered.inc();
             if let Err(e) = self.dead_letter(id, tile, reason).await {
@@ -90,12 +88,8 @@ impl Jobs {
             let jobs = self.active.lock().expect("lock");
             jobs.iter()
                 .flat_map(|(id, active)| {
-                    let a = active.lock().expect("lock");
-                    a.tiles
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(tile, t)| Some((id.clone(), Arc::clone(active), tile as u32, t.placement()?)))
-                        .collect::<Vec<_>>()
+                    let placements = active.lock().expect("lock").placements();
+                    placements.into_iter().map(|(tile, at)| (id.clone(), Arc::clone(active), tile, at))
                 })
                 .collect()
         };
@@ -109,11 +103,11 @@ impl Jobs {
             Ok(Err(e)) => return warn_empty(&e),
             Err(e) => return warn_empty(&e),
         };
-        let (now, timeout) = (Instant::now(), self.settings.tile_timeout);
+        let clock = (Instant::now(), self.settings.tile_timeout);
         let mut overdue = Vec::new();
         for (id, active, tile, at) in placed {
             let Some(&position) = positions.get(&at.partition) else { continue };
-            if let Some(why) = active.lock().expect("lock").tiles[tile as usize].overdue(at, position, now, timeout) {
+            if let Some(why) = active.lock().expect("lock").overdue(tile, at, position, clock) {
                 overdue.push((id, tile, why.to_string()));
             }
         }

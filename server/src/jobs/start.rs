@@ -11,13 +11,11 @@ use anyhow::Context;
 use app::api::{Job, Output};
 use futures::StreamExt;
 use pipeline::{TileGrid, ops};
-use plumbing::now_ms;
 use tracing::{info, warn};
 
+use super::active::{Active, Clock, Parts};
 use super::tile::{Placement, Tile};
-use super::{
-    Active, Clock, DISPATCH_CONCURRENCY, Jobs, Start, input, ms, raster, streamed_result, tile_file, tiles_not_in,
-};
+use super::{DISPATCH_CONCURRENCY, Jobs, Start, input, raster, streamed_result, tile_file, tiles_not_in};
 use crate::admission::Reservation;
 use crate::intake::{self, Source};
 use input::Input;
@@ -94,15 +92,7 @@ impl Jobs {
                 (source, read_time, None, memory, None)
             }
         };
-        let clock = Clock {
-            decode_ms: ms(decode_time),
-            decoded_at: Instant::now(),
-            decoded_at_ms: now_ms(),
-            dispatched_at: None,
-            last_result_at: None,
-            received_at,
-            first_task_at: None,
-        };
+        let clock = Clock::start(decode_time, received_at);
         let grid = TileGrid::new(job.width, job.height, job.tile_size);
         tokio::fs::create_dir_all(self.tiles_dir(id)).await?;
         // How the tasks are made: from the file the pixels are written to
@@ -150,29 +140,14 @@ impl Jobs {
         }
 
         let tiles = self.stored_tiles(id, grid, input.channels(), job.output).await?;
-        let remaining = tiles.iter().filter(|t| !t.is_done()).count() as u32;
         let unsent: Vec<bool> = tiles.iter().map(Tile::is_unsent).collect();
         let not_done: Vec<u32> = (0..grid.len()).filter(|&t| !tiles[t as usize].is_done()).collect();
         let placed: Vec<(u32, i32)> =
             not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placement()?.partition))).collect();
         let halo = ops::chain_halo(&job.ops);
-        let progress = Arc::new(crate::assemble::Progress::new(tiles.iter().map(Tile::is_done).collect()));
         let channels = input.channels();
-        let active = Active {
-            clock,
-            grid,
-            halo,
-            ops: job.ops.into(),
-            input,
-            tiles,
-            remaining,
-            output: job.output,
-            progress: Arc::clone(&progress),
-            encoder: None,
-            unsupported: BTreeSet::new(),
-            _memory: memory,
-        };
-        let active = Arc::new(Mutex::new(active));
+        let parts = Parts { clock, grid, halo, ops: job.ops.into(), input, tiles, output: job.output, memory };
+        let active = Arc::new(Mutex::new(Active::new(parts)));
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::clone(&active));
         // A cancel that came after `start_job` found nothing to remove from
         // the map: it is seen here instead, so no cancelled job runs on.
@@ -183,7 +158,7 @@ impl Jobs {
             self.remove_tiles(id).await;
             return Ok(None);
         }
-        let remaining = if resumed {
+        if resumed {
             // A result that came between reading the pending tiles and
             // registering the job was stored, but not counted here: count it
             // now. (One stored after this read finds the job registered.)
@@ -192,20 +167,19 @@ impl Jobs {
             for &t in not_done.iter().filter(|t| !still.contains(t)) {
                 a.count_done(t);
             }
-            a.remaining
-        } else {
-            remaining
-        };
+        }
+        let remaining = active.lock().expect("lock").remaining();
         self.emit_job(id).await;
         if crate::assemble::streams(job.output) && remaining > 0 {
             let (tiles_dir, output) = (self.tiles_dir(id), job.output);
-            let encoder = tokio::task::spawn_blocking(move || {
-                let partial = streamed_result(&tiles_dir);
-                let path = |t| tile_file(&tiles_dir, t);
-                let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
-                crate::assemble::write(output, &tiles, &partial)
+            active.lock().expect("lock").stream_result(|progress| {
+                tokio::task::spawn_blocking(move || {
+                    let partial = streamed_result(&tiles_dir);
+                    let path = |t| tile_file(&tiles_dir, t);
+                    let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
+                    crate::assemble::write(output, &tiles, &partial)
+                })
             });
-            active.lock().expect("lock").encoder = Some(encoder);
         }
         drop(active); // the map holds it: a stopped job's is dropped at once
         if remaining == 0 {
@@ -261,7 +235,7 @@ impl Jobs {
         for (tile, partition) in placed {
             let slot = self.window.acquire_at(partition).await;
             let Some(active) = self.get(id) else { return Ok(()) };
-            active.lock().expect("lock").tiles[tile as usize].hold(slot);
+            active.lock().expect("lock").hold(tile, slot);
         }
 
         // The tiles to send, in grid order: at once from an image decoded
@@ -310,7 +284,7 @@ impl Jobs {
             sent?;
         }
         if let Some(active) = self.get(id) {
-            active.lock().expect("lock").clock.dispatched_at = Some(Instant::now());
+            active.lock().expect("lock").dispatched();
         }
         info!(job = %id, tiles = grid.len(), "all tiles dispatched");
         Ok(())
