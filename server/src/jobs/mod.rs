@@ -3,18 +3,23 @@
 //! A job's input is kept on disk and every finished tile is written next to
 //! it before it is recorded in SQLite (and only then is its Kafka offset
 //! stored), so after a crash a job resumes from the files and the database.
-//! Submodules: `start` opens a job's input, registers its tiles and sends
-//! them; `active` is a running job and `tile` one tile's state machine, the
-//! only code that changes them; `results` takes workers' replies in;
-//! `retry` sends tiles again (after failures and missed deadlines) and
-//! dead-letters hopeless ones.
+//! Submodules, in a job's order: `submit` records an upload as a job (or
+//! answers it from the cache), `resume` carries on those a previous run
+//! left; `start` opens a job's input, registers its tiles and sends them;
+//! `active` is a running job and `tile` one tile's state machine, the only
+//! code that changes them; `results` takes workers' replies in; `retry`
+//! sends tiles again (after failures and missed deadlines) and dead-letters
+//! hopeless ones; `end` writes the result, or cancels, fails or deletes.
 
 mod active;
+mod end;
 mod input;
 mod raster;
 mod results;
+mod resume;
 mod retry;
 mod start;
+mod submit;
 mod tile;
 pub mod window;
 
@@ -23,28 +28,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use app::api::{Event, Job, JobStatus, Output};
+use app::api::{Event, Output};
 
-use crate::admission::{Admission, Reservation};
-use pipeline::wire::{Control, TileKey, Topics};
-use pipeline::{Operation, TileGrid, ops};
-use plumbing::now_ms;
+use crate::admission::Reservation;
+use pipeline::wire::{TileKey, Topics};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::oneshot;
-use tracing::{info, warn};
 
-use crate::intake::{self, ImageInfo, Source};
+use crate::intake::Source;
 use crate::kafka::TaskProgress;
 use crate::metrics::Metrics;
 use crate::sse::Events;
-use crate::store::{NewJob, Store};
-use active::{Finishing, Shared};
+use crate::store::Store;
+use active::Shared;
+pub use resume::Share;
+pub use submit::Submission;
 use tile::Placement;
 pub use window::Window;
-
-/// How long a job whose result could not be written waits to try again.
-const FINISH_RETRY: Duration = Duration::from_secs(5);
 
 /// Tiles being cut and sent at once: enough to keep the producer busy.
 const DISPATCH_CONCURRENCY: usize = 8;
@@ -56,15 +55,6 @@ pub struct Settings {
     pub tile_size: u32,
     pub max_attempts: u32,
     pub tile_timeout: Duration,
-}
-
-/// A resumed job's share of the memory budget.
-pub enum Share {
-    Held(Reservation),
-    /// Not free yet: this many bytes, to wait for.
-    Wait(u64),
-    /// Its input could not be read: the job will fail as it starts.
-    Unknown,
 }
 
 /// How a job starts: a new upload hands it the prepared input and how long
@@ -82,22 +72,6 @@ enum Start {
     Resumed {
         memory: Option<Reservation>,
     },
-}
-
-/// A checked upload and what to do with it.
-pub struct Submission {
-    pub file: crate::upload::Upload,
-    /// As shown: control characters removed, at most 200 of them.
-    pub filename: String,
-    pub info: ImageInfo,
-    pub ops: Vec<Operation>,
-    pub output: Output,
-    /// See [`crate::cache::key`].
-    pub cache_key: String,
-    /// Its share of the memory budget, held while it runs.
-    pub memory: Option<Reservation>,
-    /// The batch it belongs to (checked to exist).
-    pub batch_id: Option<String>,
 }
 
 pub struct Jobs {
@@ -172,171 +146,6 @@ impl Jobs {
         self.active.lock().expect("lock").get(id).cloned()
     }
 
-    /// Records a checked upload as a new job and starts it in the background.
-    pub async fn submit(
-        self: &Arc<Self>,
-        request: Submission,
-        decoded: (Source, Duration),
-    ) -> anyhow::Result<(Job, Option<oneshot::Receiver<Result<(), crate::error::AppError>>>)> {
-        let Submission { file, filename, info, ops, output, cache_key, memory, batch_id } = request;
-        let id = uuid::Uuid::new_v4().to_string();
-        let dir = self.settings.jobs_dir.join(&id);
-        tokio::fs::create_dir_all(&dir).await?;
-        let input = dir.join(format!("input.{}", info.format.extensions_str()[0]));
-        let grid = TileGrid::new(info.width, info.height, self.settings.tile_size);
-        let (input_bytes, received_at) = (file.len, file.received);
-        let recorded = async {
-            file.keep_as(&input).await.with_context(|| format!("moving the upload to {}", input.display()))?;
-            self.store
-                .insert_job(&NewJob {
-                    id: &id,
-                    filename: &filename,
-                    width: info.width,
-                    height: info.height,
-                    tile_size: self.settings.tile_size,
-                    ops: &ops,
-                    tiles_total: grid.len(),
-                    input_bytes,
-                    created_at: now_ms(),
-                    output,
-                    cache_key: Some(&cache_key),
-                    batch_id: batch_id.as_deref(),
-                })
-                .await?;
-            anyhow::Ok(())
-        };
-        if let Err(e) = recorded.await {
-            // No file without its row (a full disk, a failed insert).
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e);
-        }
-        let job = self.store.job(&id).await?.context("job just inserted")?;
-        self.metrics.upload_bytes.inc_by(input_bytes);
-        self.events.emit(Event::Job(job.clone()));
-        info!(job = %id, width = info.width, height = info.height, tiles = grid.len(), "job accepted");
-
-        // A JPEG's scan is read while its tiles are cut, a PNG's rows while
-        // they are sent, after this returns: the caller hears whether it decoded.
-        let (verdict, scan) = match decoded.0 {
-            Source::Jpeg(_) | Source::Rows { .. } => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            Source::Pixels(_) => (None, None),
-        };
-        let (source, read_time) = decoded;
-        let fresh = Start::Fresh { source, read_time, verdict, memory, received_at };
-        let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(&id, fresh).await });
-        Ok((job, scan))
-    }
-
-    /// Resumes the jobs a previous run of the server left unfinished, one at
-    /// a time (each decodes its whole input).
-    /// The jobs a previous run left unfinished, each holding its share of
-    /// the memory budget if that is free: reserved before the server takes
-    /// uploads, so that none takes it first.
-    pub async fn unfinished(&self, admission: &Admission) -> Vec<(String, Share)> {
-        let ids = match self.store.unfinished_jobs().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                warn!(error = %e, "listing unfinished jobs");
-                return Vec::new();
-            }
-        };
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            let share = match self.resume_estimate(&id).await {
-                Ok(memory) => admission.try_reserve(memory).map_or(Share::Wait(memory), Share::Held),
-                Err(e) => {
-                    warn!(job = %id, error = %e, "cannot estimate a resumed job's memory");
-                    Share::Unknown
-                }
-            };
-            jobs.push((id, share));
-        }
-        jobs
-    }
-
-    /// Carries on `unfinished` jobs side by side, as new uploads' jobs run,
-    /// those still waiting for their share of the memory budget once it is
-    /// free (in turn).
-    pub async fn resume(self: Arc<Self>, unfinished: Vec<(String, Share)>, admission: Arc<Admission>) {
-        for (id, share) in unfinished {
-            info!(job = %id, "resuming job");
-            let memory = match share {
-                Share::Held(reservation) => Some(reservation),
-                Share::Wait(memory) => Some(admission.reserve(memory).await),
-                Share::Unknown => None,
-            };
-            let this = Arc::clone(&self);
-            tokio::spawn(async move { this.run(&id, Start::Resumed { memory }).await });
-        }
-    }
-
-    /// What a stored job needs of the memory budget, from its input's header.
-    async fn resume_estimate(&self, id: &str) -> anyhow::Result<u64> {
-        let job = self.store.job(id).await?.context("the job was deleted")?;
-        let path = self.input_path(id).await.context("the job's input file is gone")?;
-        let (info, plan) = tokio::task::spawn_blocking(move || intake::inspect_stored(&path)).await??;
-        let halo = ops::chain_halo(&job.ops);
-        Ok(intake::memory_needed(&info, &plan, job.tile_size, halo, job.output))
-    }
-
-    /// Records a job whose result `source` already has (see [`crate::cache`]):
-    /// done at once, sharing that file, without the broker. Hands the upload
-    /// back when the source's result is gone (deleted meanwhile): the job
-    /// must run.
-    pub async fn answer_from_cache(
-        &self,
-        request: Submission,
-        source: &Job,
-    ) -> anyhow::Result<Result<Job, Submission>> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let dir = self.settings.jobs_dir.join(&id);
-        tokio::fs::create_dir_all(&dir).await?;
-        let (from, to) = (self.result_path(&source.id, source.output), self.result_path(&id, source.output));
-        let recorded = match crate::cache::share(&from, &to).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = tokio::fs::remove_dir_all(&dir).await;
-                return Ok(Err(request));
-            }
-            Err(e) => Err(anyhow::Error::new(e).context("sharing the cached result")),
-            Ok(()) => {
-                let input = dir.join(format!("input.{}", request.info.format.extensions_str()[0]));
-                let job = NewJob {
-                    id: &id,
-                    filename: &request.filename,
-                    width: source.width,
-                    height: source.height,
-                    tile_size: source.tile_size,
-                    ops: &source.ops,
-                    tiles_total: source.tiles_total,
-                    input_bytes: request.file.len,
-                    created_at: now_ms(),
-                    output: source.output,
-                    cache_key: Some(&request.cache_key),
-                    batch_id: request.batch_id.as_deref(),
-                };
-                async {
-                    request.file.keep_as(&input).await.context("moving the upload")?;
-                    self.store.insert_cached_job(&job, &source.id).await?;
-                    anyhow::Ok(())
-                }
-                .await
-            }
-        };
-        if let Err(e) = recorded {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e);
-        }
-        let job = self.store.job(&id).await?.context("job just inserted")?;
-        self.metrics.cache_hits.inc();
-        self.events.emit(Event::Job(job.clone()));
-        info!(job = %id, source = %source.id, "job answered from the result cache");
-        Ok(Ok(job))
-    }
-
     /// The stored upload, `input.<its format's extension>`.
     pub async fn input_path(&self, id: &str) -> Option<PathBuf> {
         let mut entries = tokio::fs::read_dir(self.settings.jobs_dir.join(id)).await.ok()?;
@@ -383,144 +192,6 @@ impl Jobs {
                 a.send_failed(tile);
                 Err(e)
             }
-        }
-    }
-
-    /// Assembles a job whose tiles are all done. Taken out of the active map
-    /// first, so results still arriving change nothing (tile files are
-    /// replaced atomically anyway). If the result cannot be written (a full
-    /// disk), the job stays running with its tiles and tries again later,
-    /// unless it is cancelled meanwhile.
-    async fn finish(&self, id: &str) {
-        let encode_started = Instant::now();
-        let (active, clock) = loop {
-            let Some(active) = self.active.lock().expect("lock").remove(id) else {
-                return;
-            };
-            let finishing = active.lock().expect("lock").finishing();
-            let clock = finishing.clock;
-            match self.write_result(id, finishing).await {
-                Ok(()) => break (active, clock),
-                Err(e) => {
-                    let retry = FINISH_RETRY.as_secs();
-                    warn!(job = %id, error = %e, "writing the result failed; trying again in {retry}s");
-                    self.active.lock().expect("lock").insert(id.to_owned(), active);
-                    tokio::time::sleep(FINISH_RETRY).await;
-                }
-            }
-        };
-        drop(active); // the input is no longer needed
-        if let Err(e) = self.store.set_stages(id, &clock.stages(encode_started)).await {
-            warn!(job = %id, error = %e, "recording stage times");
-        }
-        match self.store.finish_job(id, JobStatus::Done, None, now_ms()).await {
-            Ok(true) => {
-                info!(job = %id, "job done");
-                self.remove_tiles(id).await;
-                self.emit_job(id).await;
-            }
-            Ok(false) => {} // cancelled meanwhile
-            Err(e) => warn!(job = %id, error = %e, "marking job done"),
-        }
-    }
-
-    /// Puts the job's result in place: the one encoded while the results
-    /// arrived, most of the time; written now from the tiles otherwise (a
-    /// WebP, a resumed job, a failed encoder).
-    async fn write_result(&self, id: &str, Finishing { shape, encoder, .. }: Finishing) -> anyhow::Result<()> {
-        let path = self.result_path(id, shape.output);
-        let tiles_dir = self.tiles_dir(id);
-        let streamed = match encoder {
-            Some(encoder) => match encoder.await {
-                Ok(Ok(())) => tokio::fs::rename(streamed_result(&tiles_dir), &path).await.is_ok(),
-                Ok(Err(e)) => {
-                    warn!(job = %id, error = %e, "encoding the result as the tiles arrived failed; writing it now");
-                    false
-                }
-                Err(_) => false,
-            },
-            None => false,
-        };
-        if streamed {
-            return Ok(());
-        }
-        // Write then rename: a reader never sees half a file.
-        let partial = path.with_extension("partial");
-        let target = partial.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let path = |t| tile_file(&tiles_dir, t);
-            let tiles = crate::assemble::Tiles { grid: shape.grid, channels: shape.channels, path, progress: None };
-            crate::assemble::write(shape.output, &tiles, &target)
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|written| written);
-        let placed = match written {
-            Ok(()) => tokio::fs::rename(&partial, &path).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        if placed.is_err() {
-            let _ = tokio::fs::remove_file(&partial).await;
-        }
-        placed
-    }
-
-    /// Stops an unfinished job: its unsent tiles are not sent and results
-    /// still in flight are ignored. False if it had already finished.
-    pub async fn cancel(&self, id: &str) -> anyhow::Result<bool> {
-        let cancelled = self.store.finish_job(id, JobStatus::Cancelled, None, now_ms()).await?;
-        if cancelled {
-            self.active.lock().expect("lock").remove(id);
-            info!(job = %id, "job cancelled");
-            self.announce_stopped(id).await;
-            self.remove_tiles(id).await;
-            self.emit_job(id).await;
-        }
-        Ok(cancelled)
-    }
-
-    /// Removes a finished job's rows and files together.
-    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        self.store.delete_job(id).await?;
-        match tokio::fs::remove_dir_all(self.settings.jobs_dir.join(id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-        self.events.emit(Event::JobDeleted(id.to_owned()));
-        Ok(())
-    }
-
-    async fn fail(&self, id: &str, reason: &str) {
-        self.active.lock().expect("lock").remove(id);
-        match self.store.finish_job(id, JobStatus::Failed, Some(reason), now_ms()).await {
-            Ok(true) => {
-                warn!(job = %id, reason, "job failed");
-                self.announce_stopped(id).await;
-                self.remove_tiles(id).await;
-            }
-            Ok(false) => {}
-            Err(e) => warn!(job = %id, error = %e, "marking job failed"),
-        }
-        self.emit_job(id).await;
-    }
-
-    /// Tells the workers to skip the job's remaining tiles. Best effort: a
-    /// worker that misses it processes tiles whose results are ignored.
-    async fn announce_stopped(&self, id: &str) {
-        let payload = Control::JobStopped { job_id: id.to_owned() }.encode();
-        let record = FutureRecord::to(&self.topics.control).key(id).payload(&payload);
-        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
-            warn!(job = %id, error = %e, "announcing a stopped job");
-        }
-    }
-
-    /// A finished job's tiles are in its result (or no longer wanted).
-    async fn remove_tiles(&self, id: &str) {
-        match tokio::fs::remove_dir_all(self.tiles_dir(id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                warn!(job = %id, error = %e, "removing tile files")
-            }
-            _ => {}
         }
     }
 
