@@ -138,23 +138,7 @@ async fn admit(
     let memory = intake::memory_needed(&info, &plan, tile_size, halo, output);
     let mut ticket = state.admission.admit(&state.store, backlog, tiles, memory).await?;
     request.memory = ticket.reservation();
-    // Read through before the answer, so a file whose header passes but
-    // whose pixels are cut short or corrupt is a 4xx, not a failed job
-    // later: decoded whole here, or (a JPEG to cut, a PNG read by rows) as
-    // its tiles are sent, below.
-    let input = match plan {
-        Plan::Cut(layout) => (Source::Jpeg(layout), Duration::ZERO),
-        plan => {
-            let _turn = state.admission.decoder().await;
-            let path = request.file.path().to_owned();
-            tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                intake::prepare_file(&path, info, plan).map(|source| (source, started.elapsed()))
-            })
-            .await
-            .map_err(anyhow::Error::from)??
-        }
-    };
+    let input = prepare(state, request.file.path(), info, plan).await?;
     let (job, scan) = state.jobs.submit(request, input).await?;
     // Recorded: the store counts the job now, so the ticket must not too
     // (while the scan below is read, other uploads would see it twice).
@@ -169,6 +153,29 @@ async fn admit(
         return Err(refusal);
     }
     Ok(job)
+}
+
+/// Reads an admitted upload through before it is answered, so that a file
+/// whose header passes but whose pixels are cut short or corrupt is a 4xx,
+/// not a failed job later: decoded whole here (one decode at a time), or
+/// (a JPEG to cut, a PNG read by rows) as its tiles are sent. Returns the
+/// job's source and how long this took.
+async fn prepare(
+    state: &AppState,
+    path: &std::path::Path,
+    info: intake::ImageInfo,
+    plan: Plan,
+) -> AppResult<(Source, Duration)> {
+    if let Plan::Cut(layout) = plan {
+        return Ok((Source::Jpeg(layout), Duration::ZERO));
+    }
+    let _turn = state.admission.decoder().await;
+    let path = path.to_owned();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        intake::prepare_file(&path, info, plan).map(|source| (source, started.elapsed()))
+    });
+    prepared.await.map_err(anyhow::Error::from)?
 }
 
 /// `POST /api/jobs/{id}/retry`: runs a failed or cancelled job again from its

@@ -11,9 +11,10 @@ use anyhow::Context;
 use app::api::{Job, Output};
 use futures::StreamExt;
 use pipeline::{TileGrid, ops};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
-use super::active::{Active, Clock, Parts};
+use super::active::{Active, Clock, Parts, Shape, Shared};
 use super::tile::{Placement, Tile};
 use super::{DISPATCH_CONCURRENCY, Jobs, Start, input, raster, streamed_result, tile_file, tiles_not_in};
 use crate::admission::Reservation;
@@ -26,6 +27,39 @@ enum Reader {
     Done,
     Jpeg(Arc<input::Crops>),
     Rows(Arc<raster::Raster>, image::ImageFormat),
+}
+
+impl Reader {
+    /// The tiles to send, in grid order: at once from an image decoded
+    /// whole, or as the reader makes them (every tile in `not_done`, so that
+    /// those already on the broker have their pixels for a retry).
+    fn start(
+        self,
+        input_path: PathBuf,
+        (grid, halo): (TileGrid, u32),
+        not_done: Vec<u32>,
+        verdict: Option<input::ScanVerdict>,
+    ) -> UnboundedReceiver<anyhow::Result<u32>> {
+        let (tx, ready) = tokio::sync::mpsc::unbounded_channel();
+        match self {
+            Reader::Jpeg(crops) => {
+                tokio::task::spawn_blocking(move || {
+                    input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
+                });
+            }
+            Reader::Rows(raster, format) => {
+                tokio::task::spawn_blocking(move || {
+                    input::stream_rows((&input_path, format), grid, halo, &not_done, &raster, &tx, verdict);
+                });
+            }
+            Reader::Done => {
+                for tile in not_done {
+                    let _ = tx.send(Ok(tile));
+                }
+            }
+        }
+        ready
+    }
 }
 
 /// A job's input, ready for its tiles to be registered.
@@ -145,7 +179,6 @@ impl Jobs {
         let placed: Vec<(u32, i32)> =
             not_done.iter().filter_map(|&t| Some((t, tiles[t as usize].placement()?.partition))).collect();
         let halo = ops::chain_halo(&job.ops);
-        let channels = input.channels();
         let parts = Parts { clock, grid, halo, ops: job.ops.into(), input, tiles, output: job.output, memory };
         let active = Arc::new(Mutex::new(Active::new(parts)));
         self.active.lock().expect("lock").insert(id.to_owned(), Arc::clone(&active));
@@ -170,17 +203,7 @@ impl Jobs {
         }
         let remaining = active.lock().expect("lock").remaining();
         self.emit_job(id).await;
-        if crate::assemble::streams(job.output) && remaining > 0 {
-            let (tiles_dir, output) = (self.tiles_dir(id), job.output);
-            active.lock().expect("lock").stream_result(|progress| {
-                tokio::task::spawn_blocking(move || {
-                    let partial = streamed_result(&tiles_dir);
-                    let path = |t| tile_file(&tiles_dir, t);
-                    let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
-                    crate::assemble::write(output, &tiles, &partial)
-                })
-            });
-        }
+        self.encode_as_tiles_arrive(id, &active);
         drop(active); // the map holds it: a stopped job's is dropped at once
         if remaining == 0 {
             let this = Arc::clone(self);
@@ -189,6 +212,25 @@ impl Jobs {
             return Ok(None);
         }
         Ok(Some(Dispatch { grid, halo, reader, verdict, not_done, unsent, placed }))
+    }
+
+    /// Starts writing the result from the tile files as they are done, for
+    /// an output that can be written so (see [`crate::assemble::streams`]).
+    fn encode_as_tiles_arrive(&self, id: &str, active: &Shared) {
+        let mut a = active.lock().expect("lock");
+        let Shape { grid, channels, output } = a.shape();
+        if !crate::assemble::streams(output) || a.remaining() == 0 {
+            return;
+        }
+        let tiles_dir = self.tiles_dir(id);
+        a.stream_result(|progress| {
+            tokio::task::spawn_blocking(move || {
+                let partial = streamed_result(&tiles_dir);
+                let path = |t| tile_file(&tiles_dir, t);
+                let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
+                crate::assemble::write(output, &tiles, &partial)
+            })
+        });
     }
 
     /// The job's tiles as the store has them: all unsent for a new job; for
@@ -238,28 +280,7 @@ impl Jobs {
             active.lock().expect("lock").hold(tile, slot);
         }
 
-        // The tiles to send, in grid order: at once from an image decoded
-        // whole, or as the reader makes them (every tile not done, so that
-        // those already on the broker have their pixels for a retry).
-        let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-        match reader {
-            Reader::Jpeg(crops) => {
-                tokio::task::spawn_blocking(move || {
-                    input::split(&input_path, grid, halo, &not_done, &crops, &tx, verdict);
-                });
-            }
-            Reader::Rows(raster, format) => {
-                tokio::task::spawn_blocking(move || {
-                    input::stream_rows((&input_path, format), grid, halo, &not_done, &raster, &tx, verdict);
-                });
-            }
-            Reader::Done => {
-                for tile in not_done {
-                    let _ = tx.send(Ok(tile));
-                }
-                drop(tx);
-            }
-        }
+        let mut ready = reader.start(input_path, (grid, halo), not_done, verdict);
         // Each as a slot frees up (a stopped job stops taking them), a few
         // sendings at a time.
         let (mut next, mut sending) = (None, futures::stream::FuturesUnordered::new());

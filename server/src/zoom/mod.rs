@@ -159,18 +159,21 @@ fn write(
             frame.channels
         }
     };
-    let format = TileFormat::for_channels(channels);
+    complete(&partial, dir, (width, height), channels)?;
+    Ok(())
+}
+
+/// Blocking: describes the pyramid written in `partial` and puts it in place.
+fn complete(partial: &Path, dir: &Path, (width, height): (u32, u32), channels: Channels) -> anyhow::Result<()> {
     let description = Zoom::Ready {
         width,
         height,
         tile_size: pyramid::TILE,
         overlap: pyramid::OVERLAP,
-        format: format.extension().to_owned(),
+        format: TileFormat::for_channels(channels).extension().to_owned(),
     };
-    std::fs::write(partial.join(DESCRIPTION), serde_json::to_vec(&description).map_err(anyhow::Error::from)?)
-        .map_err(anyhow::Error::from)?;
-    std::fs::rename(&partial, dir).with_context(|| format!("renaming {}", partial.display()))?;
-    Ok(())
+    std::fs::write(partial.join(DESCRIPTION), serde_json::to_vec(&description)?)?;
+    std::fs::rename(partial, dir).with_context(|| format!("renaming {}", partial.display()))
 }
 
 /// Blocking: the rows of the baseline JPEG at `path`, exactly as decoding it
