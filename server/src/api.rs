@@ -394,7 +394,7 @@ async fn job_zoom(State(state): State<AppState>, Path(id): Path<String>) -> AppR
         return Err(not_ready(&job));
     }
     let files = (state.jobs.result_path(&id, job.output), state.jobs.zoom_dir(&id));
-    let zoom = state.zooms.status(&state, &id, files).await?;
+    let zoom = state.zooms.status(&id, files).await?;
     let status = match zoom {
         app::api::Zoom::Building { .. } => StatusCode::ACCEPTED,
         app::api::Zoom::Ready { .. } => StatusCode::OK,

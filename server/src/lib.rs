@@ -73,16 +73,22 @@ impl Server {
         };
         let machine = gethostname::gethostname().to_string_lossy().into_owned();
         let shutdown = CancellationToken::new();
+        let admission = Arc::new(admission::Admission::new(config.memory_budget));
+        let needs = zoom::Needs {
+            disk: (config.data_dir.clone(), config.min_free_disk),
+            admission: Arc::clone(&admission),
+            shutdown: shutdown.clone(),
+        };
         let state = AppState {
             leptos_options,
             allowed_hosts: Arc::new(origin::AllowedHosts::new(&machine, &config.allowed_hosts)),
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-            admission: Arc::new(admission::Admission::new(config.memory_budget)),
+            admission,
             config: Arc::new(config),
             store,
             events,
             jobs: Arc::clone(&jobs),
-            zooms: Arc::default(),
+            zooms: Arc::new(zoom::Zooms::new(needs)),
             metrics,
             shutdown: shutdown.clone(),
         };
@@ -195,7 +201,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
-        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route("/metrics", axum::routing::get(health::metrics))
         .leptos_routes(&state, routes, move || app::shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))

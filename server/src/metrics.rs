@@ -6,9 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use app::api::WorkerStatus;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,9 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::error::AppResult;
-use crate::jobs::Window;
-use crate::state::AppState;
 use crate::store::Store;
 use plumbing::now_ms;
 
@@ -114,7 +108,14 @@ impl Metrics {
     }
 
     /// Reads the store's view into the gauges, then encodes everything.
-    async fn render(&self, store: &Store, window: &Window, worker_timeout: Duration) -> anyhow::Result<String> {
+    /// The metrics as OpenMetrics text; `window` is the dispatch window's
+    /// size and the tasks it holds.
+    pub async fn render(
+        &self,
+        store: &Store,
+        window: (usize, usize),
+        worker_timeout: Duration,
+    ) -> anyhow::Result<String> {
         let stats = store.stats(now_ms(), worker_timeout).await?;
         let cancelled = stats.jobs_total - stats.jobs_queued - stats.jobs_running - stats.jobs_done - stats.jobs_failed;
         for (status, n) in [
@@ -136,18 +137,11 @@ impl Metrics {
             self.worker_tiles.get_or_create(&WorkerId { worker: w.id.clone() }).set(w.tiles_done);
         }
         self.queued_tiles.set(store.backlog().await?.1 as i64);
-        let (slots, held) = window.usage();
+        let (slots, held) = window;
         self.window_slots.set(slots as i64);
         self.outstanding_tasks.set(held as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
-}
-
-/// `GET /metrics`
-pub async fn scrape(State(state): State<AppState>) -> AppResult<impl IntoResponse> {
-    let timeout = Duration::from_secs(state.config.worker_timeout_secs);
-    let text = state.metrics.render(&state.store, state.jobs.window(), timeout).await?;
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }

@@ -8,13 +8,15 @@
 //! `localhost`, this machine's host name, and `TILEPIPE_ALLOWED_HOSTS`
 //! (`*` accepts any). Ports are not compared: proxies change them.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
 
 /// The names this server answers to.
 #[derive(Debug, Clone)]
@@ -86,7 +88,12 @@ fn authority_port(authority: &str) -> Option<&str> {
     after_host.rsplit_once(':').map(|(_, port)| port)
 }
 
-pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn check(
+    State(allowed): State<Arc<AllowedHosts>>,
+    State(config): State<Arc<Config>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -94,10 +101,9 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_owned();
-    let allowed = &state.allowed_hosts;
     if !allowed.allows(&host) {
         let shown: String = host.chars().take(100).collect();
-        crate::http::drain(request, state.config.max_upload_bytes).await;
+        crate::http::drain(request, config.max_upload_bytes).await;
         return AppError::client(
             StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::UnknownHost,
@@ -106,8 +112,8 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         .into_response();
     }
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if mutating && !same_origin(request.headers(), &host, allowed) {
-        crate::http::drain(request, state.config.max_upload_bytes).await;
+    if mutating && !same_origin(request.headers(), &host, &allowed) {
+        crate::http::drain(request, config.max_upload_bytes).await;
         return AppError::client(
             StatusCode::FORBIDDEN,
             ErrorCode::CrossOrigin,

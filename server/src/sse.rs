@@ -13,8 +13,10 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct Events(broadcast::Sender<Event>);
@@ -41,15 +43,18 @@ impl Events {
 /// `GET /api/events`: at most `max_event_streams` at once (503 beyond);
 /// every stream ends when the server shuts down.
 pub async fn stream(
-    State(state): State<AppState>,
+    State(events): State<Events>,
+    State(streams): State<Arc<Semaphore>>,
+    State(metrics): State<Arc<Metrics>>,
+    State(shutdown): State<CancellationToken>,
 ) -> AppResult<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>> {
-    let permit = Arc::clone(&state.event_streams).try_acquire_owned().map_err(|_| AppError::Busy {
+    let permit = streams.try_acquire_owned().map_err(|_| AppError::Busy {
         retry_after_secs: 30,
         message: "too many event streams are open; close a tab or try again shortly".into(),
     })?;
     // Counts this client for as long as its stream lives.
-    let client = (ClientGuard::new(state.metrics.sse_clients.clone()), permit);
-    let events = BroadcastStream::new(state.events.subscribe())
+    let client = (ClientGuard::new(metrics.sse_clients.clone()), permit);
+    let events = BroadcastStream::new(events.subscribe())
         .filter_map(move |item| {
             let _client = &client;
             async move {
@@ -59,7 +64,7 @@ pub async fn stream(
                 Some(Ok(sse::Event::default().event(event.name()).data(data)))
             }
         })
-        .take_until(state.shutdown.cancelled_owned());
+        .take_until(shutdown.cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -18,9 +18,9 @@ use pipeline::Channels;
 use pipeline::jpeg::{Jpeg, McuRect};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::error::{AppError, AppResult};
 use crate::intake::{self, Plan};
-use crate::state::AppState;
 use pyramid::{Pyramid, TileFormat};
 
 /// Where the pyramid's description lies in its directory.
@@ -28,10 +28,20 @@ const DESCRIPTION: &str = "zoom.json";
 /// Rows of a JPEG decoded at once.
 const JPEG_BAND: u32 = 256;
 
-/// The pyramids being built, by job.
-#[derive(Default)]
+/// The pyramids being built, by job, and what building one takes.
 pub struct Zooms {
     builds: Arc<Mutex<HashMap<String, Arc<Build>>>>,
+    needs: Needs,
+}
+
+/// What a build takes from the server: disk above its floor, its share of
+/// the memory budget, and a stop when the server shuts down.
+#[derive(Clone)]
+pub struct Needs {
+    /// The data directory and the free space it must keep (see [`crate::disk`]).
+    pub disk: (PathBuf, u64),
+    pub admission: Arc<Admission>,
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Default)]
@@ -42,10 +52,14 @@ struct Build {
 }
 
 impl Zooms {
+    pub fn new(needs: Needs) -> Self {
+        Zooms { builds: Arc::default(), needs }
+    }
+
     /// Job `id`'s pyramid in `dir` of its `result`: its description once it
     /// is built; else how far its build has come, starting it if none runs.
     /// A build that failed is reported once, and tried again on the next call.
-    pub async fn status(&self, state: &AppState, id: &str, (result, dir): (PathBuf, PathBuf)) -> AppResult<Zoom> {
+    pub async fn status(&self, id: &str, (result, dir): (PathBuf, PathBuf)) -> AppResult<Zoom> {
         if let Ok(bytes) = tokio::fs::read(dir.join(DESCRIPTION)).await {
             return Ok(serde_json::from_slice(&bytes).context("reading a pyramid's description")?);
         }
@@ -63,9 +77,9 @@ impl Zooms {
             builds.insert(id.to_owned(), Arc::clone(&build));
             build
         };
-        let (state, builds, id) = (state.clone(), Arc::clone(&self.builds), id.to_owned());
+        let (needs, builds, id) = (self.needs.clone(), Arc::clone(&self.builds), id.to_owned());
         tokio::spawn(async move {
-            match run(&state, &result, &dir, &build).await {
+            match run(&needs, &result, &dir, &build).await {
                 Ok(()) => {
                     tracing::info!(job = %id, "zoomable pyramid built");
                     // The description on disk answers from now on.
@@ -81,10 +95,10 @@ impl Zooms {
     }
 }
 
-async fn run(state: &AppState, result: &Path, dir: &Path, build: &Arc<Build>) -> AppResult<()> {
+async fn run(needs: &Needs, result: &Path, dir: &Path, build: &Arc<Build>) -> AppResult<()> {
     // Tiles add a fraction of the result's size on disk, as uploads do.
-    crate::disk::ensure_free(state.config.data_dir.clone(), state.config.min_free_disk).await?;
-    let (admission, stop) = (&state.admission, &state.shutdown);
+    crate::disk::ensure_free(needs.disk.0.clone(), needs.disk.1).await?;
+    let (admission, stop) = (&needs.admission, &needs.shutdown);
     let path = result.to_owned();
     let (info, plan) =
         tokio::task::spawn_blocking(move || intake::inspect_stored(&path)).await.map_err(anyhow::Error::from)??;
