@@ -77,7 +77,7 @@ impl Live {
     /// Opens the event stream and loads a snapshot; browser only.
     pub fn connect(self) {
         #[cfg(feature = "hydrate")]
-        crate::client::connect(self);
+        stream::connect(self);
     }
 
     pub fn apply(self, event: Event) {
@@ -213,6 +213,73 @@ fn rank(job: &Job) -> (bool, u32, u8) {
         crate::api::JobStatus::Done | crate::api::JobStatus::Failed | crate::api::JobStatus::Cancelled => 2,
     };
     (job.finished_at.is_some(), job.tiles_done, status)
+}
+
+/// The event stream: the browser's side of `GET /api/events`.
+#[cfg(feature = "hydrate")]
+mod stream {
+    use leptos::prelude::*;
+    use leptos::task::spawn_local;
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+
+    use super::Live;
+    use crate::api::{Event, Job, Worker};
+    use crate::client::{get_json, token};
+
+    /// Connects the live view: an EventSource for the lifetime of the page (the
+    /// browser reconnects it by itself), a fresh snapshot on every (re)connect so
+    /// nothing missed while offline stays missing, and a one-second clock.
+    pub(super) fn connect(live: Live) {
+        // Browsers cannot give an EventSource headers: a token goes in the query.
+        let url = match token() {
+            Some(token) => format!("/api/events?token={}", web_sys::js_sys::encode_uri_component(&token)),
+            None => "/api/events".to_owned(),
+        };
+        let Ok(source) = web_sys::EventSource::new(&url) else {
+            return;
+        };
+        for name in ["job", "worker", "tile", "tile_failed", "job_deleted", "worker_gone"] {
+            let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                if let Some(event) = e.data().as_string().and_then(|s| serde_json::from_str::<Event>(&s).ok()) {
+                    live.apply(event);
+                }
+            });
+            let _ = source.add_event_listener_with_callback(name, on_message.as_ref().unchecked_ref());
+            on_message.forget();
+        }
+        let on_open = Closure::<dyn FnMut()>::new(move || {
+            live.connected.set(true);
+            if live.watching_since.get_untracked().is_none() {
+                live.watching_since.set(Some(js_sys_now() / 1000));
+            }
+            spawn_local(load_snapshot(live));
+        });
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        on_open.forget();
+        let on_error = Closure::<dyn FnMut()>::new(move || live.connected.set(false));
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        on_error.forget();
+        std::mem::forget(source);
+
+        live.now.set(js_sys_now());
+        let _ = set_interval_with_handle(move || live.now.set(js_sys_now()), std::time::Duration::from_secs(1));
+        // Kept a little longer than the dashboard's two-minute task stream shows.
+        let _ = set_interval_with_handle(move || live.forget_old_tiles(180_000), std::time::Duration::from_secs(30));
+    }
+
+    fn js_sys_now() -> i64 {
+        web_sys::js_sys::Date::now() as i64
+    }
+
+    async fn load_snapshot(live: Live) {
+        if let Ok(jobs) = get_json::<Vec<Job>>("/api/jobs").await {
+            jobs.into_iter().for_each(|j| live.upsert_job(j));
+        }
+        if let Ok(workers) = get_json::<Vec<Worker>>("/api/workers").await {
+            workers.into_iter().for_each(|w| live.upsert_worker(w));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,9 @@ pub fn start(
                     let progress = move |sent: f64, total: f64| {
                         set(UploadState::Sending(if total > 0.0 { sent / total } else { 0.0 }))
                     };
-                    match crate::client::upload(file, &chain, &output, Some(&batch), progress).await {
+                    match crate::client::upload(file, &chain, (&output.format, output.quality), Some(&batch), progress)
+                        .await
+                    {
                         Ok(job) => {
                             set(UploadState::Accepted(job.id.clone()));
                             live.upsert_job(job);

@@ -297,7 +297,7 @@ fn start(
     phase.set(Phase::Uploading(name.clone(), 0.0, file.size()));
     let progress = move |sent, total| phase.set(Phase::Uploading(name.clone(), sent, total));
     leptos::task::spawn_local(async move {
-        match crate::client::upload(file, &chain, &output, None, progress).await {
+        match crate::client::upload(file, &chain, (&output.format, output.quality), None, progress).await {
             Ok(job) => {
                 let path = format!("/jobs/{}", job.id);
                 live.upsert_job(job);
