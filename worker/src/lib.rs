@@ -4,29 +4,32 @@
 //! A task's offset is stored only after its result was acknowledged by the
 //! broker, so a worker that dies mid-tile leaves the tile to another member.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+mod clients;
+mod heartbeat;
 mod stopped;
+mod task;
 pub mod usage;
 
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use pipeline::codec::{self, Encoding};
-use pipeline::ops;
-use pipeline::wire::{
-    Heartbeat, MAX_MESSAGE_BYTES, ResultHeader, Task, TaskHeader, TaskIds, TileFailure, TileKey, Topics,
-};
-use plumbing::kafka::{EnvOverrides, Logged, LoggedConsumer, client_config};
+use pipeline::wire::Topics;
+use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+use clients::{Clients, leave};
+use heartbeat::{Status, heartbeats};
+use task::{Outgoing, handle};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "worker", about = "tilepipe worker: processes tiles from Kafka")]
@@ -59,13 +62,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id()))
     }
-}
-
-/// What the heartbeats report.
-#[derive(Default)]
-struct Status {
-    current: Mutex<Option<String>>,
-    done: AtomicU64,
 }
 
 /// Runs the worker until `shutdown` is cancelled, then leaves the group.
@@ -167,197 +163,8 @@ async fn settle(
     }
 }
 
-/// The worker's Kafka clients.
-struct Clients {
-    producer: FutureProducer,
-    /// A member of the workers' group on the tasks topic.
-    consumer: LoggedConsumer,
-    /// Reads `control` from its start (assigned, never committing).
-    control: LoggedConsumer,
-}
-
-impl Clients {
-    fn create(config: &Config, id: &str, topics: &Topics) -> anyhow::Result<Self> {
-        let mut client = client_config(&config.brokers);
-        let producer: FutureProducer = client
-            .clone()
-            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .set("linger.ms", "0")
-            .set("acks", "all")
-            .env_overrides()
-            .create()
-            .context("creating Kafka producer")?;
-        let consumer: LoggedConsumer = client
-            .set("group.id", &topics.workers_group)
-            .set("client.id", id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(100).to_string())
-            .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            // Notice a tasks topic created after this worker started within seconds.
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            // One tile at a time per worker: do not hoard tasks other members could take.
-            .set("queued.max.messages.kbytes", "16384")
-            // The master keeps only a window of tasks queued, so a worker must
-            // hear of a new one soon.
-            .set("fetch.wait.max.ms", plumbing::kafka::PROMPT_FETCH_WAIT_MS.to_string())
-            .env_overrides()
-            .create_with_context(Logged::new("tasks"))
-            .context("creating Kafka consumer")?;
-        // librdkafka wants a group even for assigned partitions; this one never
-        // joins or commits.
-        let control: LoggedConsumer = client_config(&config.brokers)
-            .set("group.id", format!("{}-control-{id}", topics.workers_group))
-            .set("enable.auto.commit", "false")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set("fetch.wait.max.ms", plumbing::kafka::RELAXED_FETCH_WAIT_MS.to_string())
-            .env_overrides()
-            .create_with_context(Logged::new("control"))
-            .context("creating Kafka control consumer")?;
-        Ok(Clients { producer, consumer, control })
-    }
-}
-
-/// Flushes the producer, then leaves the group.
-async fn leave(id: &str, producer: FutureProducer, consumer: LoggedConsumer) {
-    let _ = producer.flush(Duration::from_secs(5));
-    // Dropping the consumer commits stored offsets and leaves the group
-    // (blocking), so the others get its partitions at once. Bounded: with the
-    // broker gone there is no group to leave.
-    let leave = tokio::task::spawn_blocking(move || drop(consumer));
-    if tokio::time::timeout(Duration::from_secs(10), leave).await.is_err() {
-        warn!(worker = %id, "could not leave the group in time (broker unreachable?)");
-    }
-}
-
-/// Runs a task's operations and encodes the result message, off the async
-/// threads. For a JPEG result the tile travels as a JPEG of the job's
-/// quality, which the master joins without decoding; otherwise as PNG:
-/// processed tiles compress to about a fifth (blurred noise), and the broker
-/// carries fewer bytes (see the README).
-async fn process(task: Task, worker_id: &str) -> anyhow::Result<Vec<u8>> {
-    let Task { header, input } = task;
-    ops::validate_chain(&header.ops)?;
-    anyhow::ensure!(header.halo == ops::chain_halo(&header.ops), "halo does not match the operations");
-    let worker_id = worker_id.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let output = ops::process_tile(&header.ops, input, header.halo);
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let jpeg = header.jpeg_quality.and_then(|quality| pipeline::jpeg::encode_tile(&output, quality).ok());
-        let (encoding, pixels) = match jpeg {
-            Some(jpeg) => (Encoding::Jpeg, jpeg),
-            None => (Encoding::Png, codec::encode(&output, Encoding::Png)),
-        };
-        let result = ResultHeader {
-            job_id: header.job_id,
-            tile: header.tile,
-            rect: header.rect,
-            worker_id,
-            elapsed_ms,
-            channels: output.channels,
-            encoding,
-        };
-        result.encode(&pixels)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the operations panicked: {}", panic_message(e)))
-}
-
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_owned()),
-        Err(e) => e.to_string(),
-    }
-}
-
 /// Replies sent and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 8;
-
-/// A record to send for a task.
-struct Outgoing {
-    topic: String,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: Option<OwnedHeaders>,
-    /// A tile processed (rather than a failure reported or a task parked).
-    processed: bool,
-}
-
-/// What to send for a task: its result, a failure report, or the task itself
-/// to the dead-letter topic; nothing for a tile of a stopped job.
-async fn handle(
-    message: &BorrowedMessage<'_>,
-    id: &str,
-    topics: &Topics,
-    stopped: &stopped::Stopped,
-    status: &Status,
-) -> Option<Outgoing> {
-    let payload = message.payload().unwrap_or_default();
-    let failure = match Task::decode(payload) {
-        Ok(task) if stopped.contains(&task.header.job_id) => {
-            debug!(job = %task.header.job_id, tile = task.header.tile, "skipping a tile of a stopped job");
-            return None;
-        }
-        Ok(task) => match run_task(task, id, status).await {
-            Ok((key, payload)) => {
-                let (topic, key) = (topics.results.clone(), Some(key.into_bytes()));
-                return Some(Outgoing { topic, key, payload, headers: None, processed: true });
-            }
-            Err(failure) => failure,
-        },
-        Err(e) => {
-            warn!(error = %e, offset = message.offset(), "a malformed task");
-            // Tell the master if the task says whose it is; else park it.
-            let Some(TaskIds { job_id, tile, attempt }) = TaskHeader::peek(payload) else {
-                let headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(&e.to_string()) });
-                return Some(Outgoing {
-                    topic: topics.dead_letters.clone(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    headers: Some(headers),
-                    processed: false,
-                });
-            };
-            TileFailure {
-                job_id,
-                tile,
-                worker_id: id.to_owned(),
-                error: format!("malformed task: {e}"),
-                attempt,
-                unsupported: TaskHeader::unknown_op(payload),
-            }
-        }
-    };
-    let key = TileKey::new(&failure.job_id, failure.tile).to_string();
-    Some(Outgoing {
-        topic: topics.results.clone(),
-        key: Some(key.into_bytes()),
-        payload: failure.encode(),
-        headers: None,
-        processed: false,
-    })
-}
-
-/// Processes a task, named in the heartbeats meanwhile: its key and result
-/// message, or the failure to report.
-async fn run_task(task: Task, id: &str, status: &Status) -> Result<(String, Vec<u8>), TileFailure> {
-    let (job, tile, attempt) = (task.header.job_id.clone(), task.header.tile, task.header.attempt);
-    let key = TileKey::new(&job, tile).to_string();
-    *status.current.lock().expect("lock") = Some(key.clone());
-    let result = process(task, id).await;
-    *status.current.lock().expect("lock") = None;
-    result.map(|payload| (key, payload)).map_err(|e| {
-        warn!(job = %job, tile, error = %e, "a tile failed");
-        TileFailure { job_id: job, tile, worker_id: id.to_owned(), error: format!("{e:#}"), attempt, unsupported: None }
-    })
-}
 
 /// Where a task was read from.
 struct TaskAt {
@@ -414,45 +221,6 @@ async fn send(
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-async fn heartbeats(
-    producer: FutureProducer,
-    topic: String,
-    id: String,
-    status: Arc<Status>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let runtime = format!("tilepipe-worker {} (Rust)", env!("CARGO_PKG_VERSION"));
-    let mut usage = usage::Usage::default();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let (cpu_percent, rss_bytes) = usage.sample();
-        let beat = Heartbeat {
-            worker_id: id.clone(),
-            host: host.clone(),
-            pid: std::process::id(),
-            current_tile: status.current.lock().expect("lock").clone(),
-            tiles_done: status.done.load(Ordering::Relaxed),
-            sent_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            cpu_percent,
-            rss_bytes,
-            runtime: Some(runtime.clone()),
-        };
-        let payload = beat.encode();
-        let record = FutureRecord::to(&topic).key(&id).payload(&payload);
-        if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
-            warn!(error = %e, "sending heartbeat");
         }
     }
 }
