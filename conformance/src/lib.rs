@@ -121,6 +121,20 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         if alive { Ok(String::new()) } else { Err("the worker exited during the run".into()) },
     );
     session.judge_cases(&worker_id, &mut report);
+    summarise_operations(&mut report);
+    let processed = session.processed();
+    session.judge_heartbeats(&worker_id, processed, &mut report).await;
+    watch.stop_and_judge(&mut report).await;
+    judge_final_commits(&offsets, &mut report).await;
+    judge_exit(&mut worker, alive, &mut report).await;
+    drop(session);
+    drop(broker);
+    Ok(report)
+}
+
+/// Which operations the worker implements: all, or all but those it
+/// declined as unsupported (a partial worker).
+fn summarise_operations(report: &mut Report) {
     let declined: std::collections::BTreeSet<String> = report
         .checks
         .iter()
@@ -139,10 +153,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             ),
         },
     );
-    let processed = session.processed();
-    session.judge_heartbeats(&worker_id, processed, &mut report).await;
-    watch.stop_and_judge(&mut report).await;
-    judge_final_commits(&offsets, &mut report).await;
+}
+
+/// Whether a worker still running exits on SIGTERM; and, if anything
+/// failed, the worker's last output for reference.
+async fn judge_exit(worker: &mut WorkerProcess, alive: bool, report: &mut Report) {
     if alive {
         report.check(
             "exits on SIGTERM",
@@ -160,9 +175,6 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             report.pass("the worker's last output (for reference)", format!("\n{tail}"));
         }
     }
-    drop(session);
-    drop(broker);
-    Ok(report)
 }
 
 struct Session {
