@@ -1,52 +1,28 @@
-//! The JSON API, nested under `/api`.
+//! Uploads: a job's image checked, admitted under the budgets and started,
+//! or answered from the cache; and a failed job run again.
 
 use std::time::Duration;
 
-use app::api::{Job, JobStatus, Output, Stats, Tile, Worker};
+use app::api::{Job, JobStatus, Output};
 use axum::Json;
-use axum::Router;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
 use pipeline::{Operation, ops};
-use tower::ServiceExt;
 
+use super::job_id;
 use crate::admission::Backlog;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::intake::{self, Plan, Source};
 use crate::jobs::Submission;
-use crate::sse;
 use crate::state::AppState;
 use crate::upload::{self, multipart_error};
-use plumbing::now_ms;
-
-pub fn router(max_upload_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route("/jobs", post(create_job).layer(DefaultBodyLimit::max(max_upload_bytes)).get(list_jobs))
-        .route("/jobs/{id}", get(get_job).delete(delete_job))
-        .route("/jobs/{id}/cancel", post(cancel_job))
-        .route("/jobs/{id}/retry", post(retry_job))
-        .route("/jobs/{id}/tiles", get(job_tiles))
-        .route("/jobs/{id}/result", get(job_result))
-        .route("/jobs/{id}/input", get(job_input))
-        .route("/jobs/{id}/preview/{which}", get(job_preview))
-        .route("/jobs/{id}/zoom", get(job_zoom))
-        .route("/jobs/{id}/zoom/{level}/{tile}", get(zoom_tile))
-        .route("/workers", get(list_workers))
-        .route("/stats", get(stats))
-        .route("/limits", get(limits))
-        .route("/events", get(sse::stream))
-        .merge(crate::batches::router())
-        .fallback(|| async { AppError::not_found("API route") })
-}
 
 /// `POST /api/jobs`: a multipart form with the image in a file field (any
 /// name, conventionally `image`) and optionally `ops`, a JSON array of
 /// operations, `format` and `quality` (see [`output`]). Answers 201 with the
 /// job as soon as it is recorded.
-async fn create_job(
+pub(super) async fn create_job(
     State(state): State<AppState>,
     form: Result<Multipart, MultipartRejection>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
@@ -181,7 +157,10 @@ async fn prepare(
 /// `POST /api/jobs/{id}/retry`: runs a failed or cancelled job again from its
 /// stored input, as a new job with the same operations, output and batch,
 /// and deletes the old one. `201` with the new job.
-async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<(StatusCode, Json<Job>)> {
+pub(super) async fn retry_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> AppResult<(StatusCode, Json<Job>)> {
     let id = job_id(&id)?;
     let old = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
     if !matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
@@ -252,183 +231,4 @@ fn output(format: Option<&str>, quality: Option<&str>, input: &intake::ImageInfo
         )));
     }
     Ok(output)
-}
-
-async fn list_jobs(State(state): State<AppState>) -> AppResult<Json<Vec<Job>>> {
-    Ok(Json(state.store.jobs(200).await?))
-}
-
-/// Job ids are UUIDs; anything else is refused before it reaches a query or a path.
-fn job_id(id: &str) -> AppResult<String> {
-    uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| AppError::not_found("job"))
-}
-
-async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Job>> {
-    let id = job_id(&id)?;
-    state.store.job(&id).await?.map(Json).ok_or_else(|| AppError::not_found("job"))
-}
-
-/// `POST /api/jobs/{id}/cancel`: stops a queued or running job.
-async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Job>> {
-    let id = job_id(&id)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    if !state.jobs.cancel(&id).await? {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            ErrorCode::AlreadyFinished,
-            format!("the job is already {}", job.status.as_str()),
-        ));
-    }
-    Ok(Json(state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?))
-}
-
-/// `DELETE /api/jobs/{id}`: removes a finished job's rows and files.
-async fn delete_job(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<StatusCode> {
-    let id = job_id(&id)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    if !job.status.is_finished() {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            ErrorCode::StillRunning,
-            format!("the job is {}; cancel it before deleting it", job.status.as_str()),
-        ));
-    }
-    state.jobs.delete(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<Vec<Tile>>> {
-    let id = job_id(&id)?;
-    state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    Ok(Json(state.store.tiles(&id).await?))
-}
-
-async fn job_result(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> AppResult<Response> {
-    let id = job_id(&id)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    if job.status != JobStatus::Done {
-        return Err(not_ready(&job));
-    }
-    let stem = job.filename.rsplit_once('.').map_or(job.filename.as_str(), |(s, _)| s);
-    let download: String =
-        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
-    let disposition = format!("attachment; filename=\"{download}-tilepipe.{}\"", job.output.extension());
-    let mut response = serve_file(state.jobs.result_path(&id, job.output), job.output.mime(), request).await?;
-    if response.status().is_success() {
-        let disposition = header::HeaderValue::from_str(&disposition).map_err(anyhow::Error::from)?;
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
-    }
-    Ok(response)
-}
-
-/// Streams a file from disk, with Range requests (resumable downloads,
-/// seeking), never reading it whole into memory.
-async fn serve_file(path: std::path::PathBuf, mime: &str, request: Request) -> AppResult<Response> {
-    let Ok(response) = tower_http::services::ServeFile::new(path).oneshot(request).await;
-    let mut response = response.map(axum::body::Body::new);
-    if response.status().is_success() {
-        let mime = header::HeaderValue::from_str(mime).map_err(anyhow::Error::from)?;
-        response.headers_mut().insert(header::CONTENT_TYPE, mime);
-    }
-    Ok(response)
-}
-
-/// `GET /api/jobs/{id}/input`: the uploaded file as it came, for the
-/// before/after view.
-async fn job_input(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> AppResult<Response> {
-    let id = job_id(&id)?;
-    state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    let path = state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?;
-    // Sniffed at upload, named by its format since: never the client's name.
-    let format = image::ImageFormat::from_path(&path).map_err(anyhow::Error::from)?;
-    serve_file(path, format.to_mime_type(), request).await
-}
-
-/// `GET /api/jobs/{id}/preview/{input|result}`: the input, or the done
-/// job's result, as a JPEG at most 2048 px on its long side (made on the
-/// first request; see [`crate::preview`]).
-async fn job_preview(
-    State(state): State<AppState>,
-    Path((id, which)): Path<(String, String)>,
-    request: Request,
-) -> AppResult<Response> {
-    let id = job_id(&id)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    let image = match which.as_str() {
-        "input" => state.jobs.input_path(&id).await.ok_or_else(|| AppError::not_found("input file"))?,
-        "result" if job.status == JobStatus::Done => state.jobs.result_path(&id, job.output),
-        "result" => return Err(not_ready(&job)),
-        _ => return Err(AppError::not_found("preview (input or result)")),
-    };
-    let preview = state.jobs.preview_path(&id, &which);
-    if let Err(e) = crate::preview::ensure(&state, image, preview.clone()).await {
-        // Deleted while its file was read: gone, not broken.
-        return Err(match state.store.job(&id).await {
-            Ok(None) => AppError::not_found("job"),
-            _ => e,
-        });
-    }
-    let response = serve_file(preview, "image/jpeg", request).await?;
-    Ok(unchanging(response))
-}
-
-/// A job's input and result never change, nor anything made of them.
-fn unchanging(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, max-age=86400"));
-    response
-}
-
-fn not_ready(job: &Job) -> AppError {
-    let message = format!("the job is {}; its result is not ready", job.status.as_str());
-    AppError::client(StatusCode::CONFLICT, ErrorCode::NotReady, message)
-}
-
-/// `GET /api/jobs/{id}/zoom`: the done job's result as a Deep Zoom pyramid
-/// (see [`crate::zoom`]): 200 with its description once built; 202 with
-/// the progress while it is built, which the first request starts.
-async fn job_zoom(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Response> {
-    use axum::response::IntoResponse;
-    let id = job_id(&id)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| AppError::not_found("job"))?;
-    if job.status != JobStatus::Done {
-        return Err(not_ready(&job));
-    }
-    let files = (state.jobs.result_path(&id, job.output), state.jobs.zoom_dir(&id));
-    let zoom = state.zooms.status(&id, files).await?;
-    let status = match zoom {
-        app::api::Zoom::Building { .. } => StatusCode::ACCEPTED,
-        app::api::Zoom::Ready { .. } => StatusCode::OK,
-    };
-    Ok((status, Json(zoom)).into_response())
-}
-
-/// `GET /api/jobs/{id}/zoom/{level}/{column}_{row}.{jpg|png}`: a tile of
-/// the job's pyramid.
-async fn zoom_tile(
-    State(state): State<AppState>,
-    Path((id, level, tile)): Path<(String, String, String)>,
-    request: Request,
-) -> AppResult<Response> {
-    let id = job_id(&id)?;
-    let (path, format) =
-        crate::zoom::tile_file(&state.jobs.zoom_dir(&id), &level, &tile).ok_or_else(|| AppError::not_found("tile"))?;
-    Ok(unchanging(serve_file(path, format.mime(), request).await?))
-}
-
-/// `GET /api/limits`: what uploads are accepted.
-async fn limits(State(state): State<AppState>) -> Json<app::api::Limits> {
-    let c = &state.config;
-    Json(app::api::Limits { size: c.limits(), max_upload_bytes: c.max_upload_bytes as u64 })
-}
-
-fn worker_timeout(state: &AppState) -> Duration {
-    Duration::from_secs(state.config.worker_timeout_secs)
-}
-
-async fn list_workers(State(state): State<AppState>) -> AppResult<Json<Vec<Worker>>> {
-    Ok(Json(state.store.workers(now_ms(), worker_timeout(&state)).await?))
-}
-
-async fn stats(State(state): State<AppState>) -> AppResult<Json<Stats>> {
-    Ok(Json(state.store.stats(now_ms(), worker_timeout(&state)).await?))
 }
