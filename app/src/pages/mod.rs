@@ -4,6 +4,7 @@ mod canvas;
 pub mod chain;
 pub mod dashboard;
 pub mod job;
+mod job_timeline;
 pub mod output;
 pub mod stream;
 pub mod tiles;
