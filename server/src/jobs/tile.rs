@@ -2,14 +2,16 @@
 //! moves it from state to state:
 //!
 //! ```text
-//! Unsent --begin_send--> Sending --sent--> Placed --complete--> Done
-//!                           ^   \--send_failed--> (back where it was)
-//!                           +---- begin_send (a retry) ----/
+//! Unsent --begin_send--> Sending --sent--> Placed --overdue: taken--> Consumed --complete--> Done
+//!                           ^   \--send_failed--> (back where it was)    |
+//!                           +---- begin_send (a retry, from either) ----/
 //! ```
 //!
-//! `Placed` notes when the workers' group was first seen past its task, for
-//! the deadline sweep. SQLite holds the same story durably (`tiles.status`,
-//! partition, offset, attempts); this is what the engine decides with.
+//! A tile is `Consumed` once the deadline sweep sees the workers' group
+//! past its task (a worker took it): its deadline runs from then. A result
+//! may complete it from `Placed` too, when it comes before the sweep looks.
+//! SQLite holds the same story durably (`tiles.status`, partition, offset,
+//! attempts); this is what the engine decides with.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -28,19 +30,32 @@ pub struct Placement {
 enum Phase {
     /// No task on the broker yet.
     Unsent,
-    /// A task is being published; where the one before it is, if any.
-    Sending { before: Option<Placed> },
-    /// Its latest task is on the broker.
-    Placed(Placed),
+    /// A task is being published; where the one before it is, and since
+    /// when a worker has had it, if any.
+    Sending { before: Option<(Placement, Option<Instant>)> },
+    /// Its latest task is on the broker, not yet taken.
+    Placed(Placement),
+    /// A worker took its latest task (the workers' group was first seen past
+    /// it `since`): no result by `since` + the tile timeout sends it again.
+    Consumed { at: Placement, since: Instant },
     /// Its result is stored.
     Done,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Placed {
-    at: Placement,
-    /// When the workers' group was first seen past the task (a worker took it).
-    taken_at: Option<Instant>,
+impl Phase {
+    /// Waiting at `at` for a result, taken `since` if known.
+    fn waiting(at: Placement, since: Option<Instant>) -> Self {
+        since.map_or(Phase::Placed(at), |since| Phase::Consumed { at, since })
+    }
+
+    /// Where its task waits, and since when a worker has had it.
+    fn waits_at(&self) -> Option<(Placement, Option<Instant>)> {
+        match *self {
+            Phase::Placed(at) => Some((at, None)),
+            Phase::Consumed { at, since } => Some((at, Some(since))),
+            Phase::Unsent | Phase::Sending { .. } | Phase::Done => None,
+        }
+    }
 }
 
 /// Why the deadline sweep sends a tile again.
@@ -86,7 +101,7 @@ impl Tile {
     /// A tile a previous run sent `attempts` times, the last one to `placement`
     /// if the broker acknowledged it.
     pub fn resumed(attempts: u32, placement: Option<Placement>) -> Self {
-        let phase = placement.map_or(Phase::Unsent, |at| Phase::Placed(Placed { at, taken_at: None }));
+        let phase = placement.map_or(Phase::Unsent, Phase::Placed);
         Tile { phase, attempts, ..Tile::unsent() }
     }
 
@@ -111,16 +126,13 @@ impl Tile {
 
     /// Where its latest task is, while it waits there for a result.
     pub fn placement(&self) -> Option<Placement> {
-        match self.phase {
-            Phase::Placed(p) => Some(p.at),
-            _ => None,
-        }
+        self.phase.waits_at().map(|(at, _)| at)
     }
 
     /// Whether a worker's report about its `attempt` (0: unknown) concerns
     /// the task now outstanding, not an earlier one already sent again.
     pub fn answers_latest(&self, attempt: u32) -> bool {
-        matches!(self.phase, Phase::Placed(_)) && (attempt == 0 || attempt == self.attempts)
+        self.phase.waits_at().is_some() && (attempt == 0 || attempt == self.attempts)
     }
 
     /// Gives it the window slot its task, left on the broker by a previous
@@ -139,7 +151,7 @@ impl Tile {
     pub fn begin_send(&mut self, slot: Option<Slot>, avoid: &BTreeSet<i32>) -> Option<Option<i32>> {
         let before = match self.phase {
             Phase::Unsent => None,
-            Phase::Placed(p) => Some(p),
+            Phase::Placed(_) | Phase::Consumed { .. } => self.phase.waits_at(),
             Phase::Sending { .. } | Phase::Done => return None,
         };
         self.phase = Phase::Sending { before };
@@ -158,7 +170,7 @@ impl Tile {
     /// `attempts`th (as the store counts them).
     pub fn sent(&mut self, at: Placement, attempts: u32) {
         if let Phase::Sending { .. } = self.phase {
-            self.phase = Phase::Placed(Placed { at, taken_at: None });
+            self.phase = Phase::Placed(at);
             self.attempts = attempts;
         }
     }
@@ -166,7 +178,7 @@ impl Tile {
     /// The sending failed: the tile is where it was before.
     pub fn send_failed(&mut self) {
         if let Phase::Sending { before } = self.phase {
-            self.phase = before.map_or(Phase::Unsent, Phase::Placed);
+            self.phase = before.map_or(Phase::Unsent, |(at, since)| Phase::waiting(at, since));
         }
     }
 
@@ -191,23 +203,24 @@ impl Tile {
 
     /// Judges the task at `at` against where the workers' group stands in
     /// its partition at `now`: overdue if the broker lost it, or if a worker
-    /// took it `timeout` ago or more without answering (then the clock
-    /// starts again). A tile that moved on since `at` was read is never
-    /// overdue.
+    /// took it `timeout` ago or more without answering (then it is `Placed`
+    /// again, its clock stopped). A task first seen taken makes the tile
+    /// `Consumed`. A tile that moved on since `at` was read is never overdue.
     pub fn overdue(&mut self, at: Placement, position: Position, now: Instant, timeout: Duration) -> Option<Overdue> {
-        let Phase::Placed(placed) = &mut self.phase else { return None };
-        if placed.at != at {
+        let (placed, since) = self.phase.waits_at()?;
+        if placed != at {
             return None;
         }
         if at.offset >= position.end {
             return Some(Overdue::Lost);
         }
         if position.committed.is_some_and(|c| c > at.offset) {
-            let since = *placed.taken_at.get_or_insert(now);
+            let since = since.unwrap_or(now);
             if now.duration_since(since) >= timeout {
-                placed.taken_at = None;
+                self.phase = Phase::Placed(at);
                 return Some(Overdue::Unanswered(timeout));
             }
+            self.phase = Phase::Consumed { at, since };
         }
         None
     }
@@ -218,6 +231,24 @@ mod tests {
     use super::*;
 
     const AT: Placement = Placement { partition: 2, offset: 40 };
+
+    #[test]
+    fn a_taken_task_makes_the_tile_consumed_and_a_retry_or_a_failed_one_keeps_its_clock() {
+        let (timeout, t0) = (Duration::from_secs(10), Instant::now());
+        let taken = Position { committed: Some(41), end: 41 };
+        let mut tile = Tile::resumed(1, Some(AT));
+        assert!(matches!(tile.phase, Phase::Placed(AT)));
+        assert_eq!(tile.overdue(AT, taken, t0, timeout), None);
+        assert!(matches!(tile.phase, Phase::Consumed { at: AT, since } if since == t0));
+        assert!(tile.answers_latest(1) && tile.placement() == Some(AT), "still waiting for its result");
+        // A sending that fails leaves it consumed, its deadline unmoved.
+        tile.begin_send(None, &BTreeSet::new()).unwrap();
+        tile.send_failed();
+        assert!(matches!(tile.phase, Phase::Consumed { at: AT, since } if since == t0));
+        assert_eq!(tile.overdue(AT, taken, t0 + timeout, timeout), Some(Overdue::Unanswered(timeout)));
+        assert!(matches!(tile.phase, Phase::Placed(AT)), "not answered: its clock stops until it is seen taken again");
+        assert!(tile.complete(), "a result completes a consumed or a placed tile");
+    }
 
     #[test]
     fn a_tile_goes_unsent_sending_placed_done() {
