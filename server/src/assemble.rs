@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::Context;
 use app::api::Output;
-use pipeline::jpeg::{Splice, check_tile, encode_tile};
+use pipeline::jpeg::{Splice, TileIndex, check_tile, encode_tile};
 use pipeline::{Channels, Frame, TileGrid};
 
 /// The tiles of one image on disk: raw samples of `channels`, one file each.
@@ -87,8 +87,14 @@ pub fn read_tile(raw: &Path, rect: pipeline::Rect, channels: Channels) -> anyhow
 /// a job relies on.
 pub fn check_stored(raw: &Path, rect: pipeline::Rect, channels: Channels, output: Output) -> anyhow::Result<()> {
     if let Output::Jpeg { quality } = output {
-        match std::fs::read(raw.with_extension("jpg")) {
-            Ok(bytes) => return Ok(check_tile(&bytes, (rect.width, rect.height), quality)?),
+        let path = raw.with_extension("jpg");
+        match std::fs::read(&path) {
+            Ok(stored) => {
+                let (bytes, index) = TileIndex::split(&stored);
+                let read = check_tile(bytes, (rect.width, rect.height), quality)?;
+                anyhow::ensure!(index.is_none_or(|i| i == read), "{} holds another tile's index", path.display());
+                return Ok(());
+            }
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             Err(_) => {}
         }
@@ -116,8 +122,8 @@ impl<F: Fn(u32) -> PathBuf> Tiles<F> {
         read_tile(&(self.path)(tile), rect, self.channels)
     }
 
-    /// Tile `tile` as a JPEG of `quality`: the worker's, or coded from its
-    /// PNG or raw samples.
+    /// Tile `tile` as a JPEG of `quality`: the worker's as stored (with its
+    /// index), or coded from its PNG or raw samples.
     fn jpeg(&self, tile: u32, quality: u8) -> anyhow::Result<Vec<u8>> {
         let rect = self.grid.tile(tile).context("a tile of the grid")?;
         if let Some(progress) = &self.progress {
@@ -336,6 +342,39 @@ mod tests {
             let error = encoder.join().unwrap().unwrap_err().to_string();
             assert!(error.contains("the job stopped"), "{error}");
         });
+    }
+
+    #[test]
+    fn workers_jpeg_tiles_are_joined_by_the_index_stored_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
+        let output = Output::Jpeg { quality: 90 };
+        let stored: Vec<Vec<u8>> = tiles
+            .grid
+            .tiles()
+            .map(|(_, rect)| {
+                let mut jpeg = encode_tile(&image.crop(rect), 90).unwrap();
+                check_tile(&jpeg, (rect.width, rect.height), 90).unwrap().append_to(&mut jpeg);
+                jpeg
+            })
+            .collect();
+        for (t, rect) in tiles.grid.tiles() {
+            std::fs::write((tiles.path)(t).with_extension("jpg"), &stored[t as usize]).unwrap();
+            check_stored(&(tiles.path)(t), rect, Channels::Rgb, output).unwrap();
+        }
+        let out = dir.path().join("joined.jpg");
+        write(output, &tiles, &out).unwrap();
+        assert!(std::fs::read(&out).unwrap() == encode_tile(&image, 90).unwrap(), "the whole image's JPEG");
+
+        // Tile 1 (16x16, as tile 0) with tile 0's index is not resumed.
+        let (jpeg, _) = TileIndex::split(&stored[1]);
+        let (_, index) = TileIndex::split(&stored[0]);
+        let mut spoilt = jpeg.to_vec();
+        index.unwrap().append_to(&mut spoilt);
+        std::fs::write((tiles.path)(1).with_extension("jpg"), spoilt).unwrap();
+        let rect = tiles.grid.tile(1).unwrap();
+        let error = check_stored(&(tiles.path)(1), rect, Channels::Rgb, output).unwrap_err().to_string();
+        assert!(error.contains("another tile's index"), "{error}");
     }
 
     #[test]

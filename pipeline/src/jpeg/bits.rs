@@ -193,6 +193,23 @@ impl<R: std::io::Read> BitReader<R> {
     }
 }
 
+/// A scan's entropy-coded bytes up to its first marker with their stuffing
+/// removed (0xFF00 is 0xFF), into `out`: the bits a [`BitReader`] reads, bit
+/// `n` of the scan at bit `n` of `out`, for [`BitWriter::copy`].
+pub fn unstuff(scan: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut rest = scan;
+    while let Some(at) = rest.iter().position(|&b| b == 0xFF) {
+        out.extend_from_slice(&rest[..at]);
+        if rest.get(at + 1) != Some(&0x00) {
+            return;
+        }
+        out.push(0xFF);
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+}
+
 /// Whether any byte of `word` is 0xFF (a zero byte of its complement).
 fn has_ff_byte(word: u64) -> bool {
     let inverse = !word;

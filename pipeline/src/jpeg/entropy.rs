@@ -3,28 +3,26 @@
 
 use super::bits::{BitReader, BitWriter};
 use super::huffman::{Decoder as HuffmanDecoder, Encoder as HuffmanEncoder};
-use super::{Block, Jpeg, JpegError, McuBits, McuRow, Row};
+use super::{Block, Jpeg, JpegError, McuBits, McuRow, Row, Run};
 
-/// Appends the bits of a run of `mcus` (which ends at bit `end`) as they
-/// were coded, but for the first DC difference of each component: its
-/// predictor is now `predictors`' (one per component), which are left as
-/// the run's last DC values.
-pub(super) fn copy_mcus(
+/// Appends the bits of `run` as they were coded, but for the first DC
+/// difference of each component: its predictor is now `predictors`' (one
+/// per component), which are left as the run's last DC values.
+pub(super) fn copy_run(
     writer: &mut BitWriter,
-    (mcus, end): (&[McuBits], u64),
+    run: &Run,
     predictors: &mut [i16],
     encoders: &[HuffmanEncoder; 4],
     tape: (&[u8], u64),
 ) {
-    let (Some(first), Some(last)) = (mcus.first(), mcus.last()) else { return };
     let n = predictors.len();
     for (ci, predictor) in predictors.iter_mut().enumerate() {
-        let bits = &first.components[ci];
+        let bits = &run.components[ci];
         let (size, extra) = magnitude(i32::from(bits.first_dc) - i32::from(*predictor));
         encoders[if ci == 0 { 0 } else { 2 }].put_with(writer, size, extra);
-        let until = if ci + 1 < n { first.components[ci + 1].dc_at } else { end };
+        let until = if ci + 1 < n { run.components[ci + 1].dc_at } else { run.end };
         writer.copy(tape, bits.ac_at, until);
-        *predictor = last.components[ci].last_dc;
+        *predictor = bits.last_dc;
     }
 }
 
@@ -40,12 +38,19 @@ pub(super) struct ScanReader<'j, R> {
 }
 
 impl<'j, R: std::io::Read> ScanReader<'j, R> {
+    /// A reader that keeps each row's coefficients, or with `copy` only
+    /// where each MCU's bits lie.
     pub(super) fn new(jpeg: &'j Jpeg, scan: R, copy: bool) -> Self {
-        let mut bits = BitReader::new(scan);
-        if copy {
-            bits.record();
-        }
+        let bits = BitReader::new(scan);
         Self { jpeg, bits, predictors: vec![0; jpeg.components.len()], since_restart: 0, copy }
+    }
+
+    /// A reader that copies: where each MCU's bits lie, and the bits
+    /// themselves (see [`BitReader::record`]).
+    pub(super) fn recording(jpeg: &'j Jpeg, scan: R) -> Self {
+        let mut reader = Self::new(jpeg, scan, true);
+        reader.bits.record();
+        reader
     }
 
     pub(super) fn row(&mut self, cols: u32) -> Result<Row, JpegError> {

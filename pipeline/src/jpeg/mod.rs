@@ -22,16 +22,18 @@ mod bits;
 mod dc;
 mod entropy;
 mod huffman;
+mod index;
 mod markers;
 mod splice;
 
+pub use index::TileIndex;
 pub use splice::{Splice, check_tile, encode_tile};
 
 use std::collections::VecDeque;
 
 use crate::frame::{Channels, Frame};
 use bits::BitWriter;
-use entropy::{ScanReader, copy_mcus, encode_block};
+use entropy::{ScanReader, copy_run, encode_block};
 use huffman::{Decoder as HuffmanDecoder, Encoder as HuffmanEncoder};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,12 +89,33 @@ struct McuBits {
     components: [ComponentBits; 3],
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct ComponentBits {
     dc_at: u64,
     ac_at: u64,
     first_dc: i16,
     last_dc: i16,
+}
+
+/// A run of MCUs, as copying its bits needs it: per component where its
+/// first MCU's first block's DC and AC begin and that DC, and its last MCU's
+/// last DC; and the bit where the run ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Run {
+    components: [ComponentBits; 3],
+    end: u64,
+}
+
+impl Run {
+    /// The run of `mcus`, which ends at bit `end`; `None` if it is empty.
+    fn of(mcus: &[McuBits], end: u64) -> Option<Self> {
+        let (first, last) = (mcus.first()?, mcus.last()?);
+        let mut components = first.components;
+        for (c, last) in components.iter_mut().zip(&last.components) {
+            c.last_dc = last.last_dc;
+        }
+        Some(Self { components, end })
+    }
 }
 
 /// One decoded MCU row, as the split keeps it: its coefficients (to encode
@@ -215,7 +238,6 @@ impl Jpeg {
         let mut reader = ScanReader::new(self, scan, true);
         for _ in 0..rows {
             reader.row(cols)?;
-            reader.bits.forget_before(reader.bits.position());
         }
         Ok(())
     }
@@ -265,7 +287,7 @@ impl Jpeg {
             keep_from[i] = keep_from[i + 1].min(wanted[i].y0);
         }
         let encoders = HuffmanEncoder::standard();
-        let mut reader = ScanReader::new(self, scan, copy);
+        let mut reader = if copy { ScanReader::recording(self, scan) } else { ScanReader::new(self, scan, false) };
         let mut band: VecDeque<Row> = VecDeque::new();
         let mut band_start = 0u32;
         let mut next = 0;
@@ -363,13 +385,9 @@ impl Jpeg {
                     }
                 }
                 Row::Bits { mcus, end } => {
-                    copy_mcus(
-                        &mut writer,
-                        (&mcus[x0..x1], mcus.get(x1).map_or(*end, |m| m.start)),
-                        &mut predictors[..n],
-                        encoders,
-                        tape,
-                    );
+                    if let Some(run) = Run::of(&mcus[x0..x1], mcus.get(x1).map_or(*end, |m| m.start)) {
+                        copy_run(&mut writer, &run, &mut predictors[..n], encoders, tape);
+                    }
                 }
             }
         }

@@ -10,9 +10,9 @@
 //! that coding the whole image gives (tested). The master never holds more
 //! than a row of tiles' JPEGs, and never runs a DCT.
 
-use super::bits::BitWriter;
+use super::bits::{BitWriter, unstuff};
 use super::huffman::Encoder as HuffmanEncoder;
-use super::{Component, Jpeg, JpegError, Row, ScanReader, copy_mcus};
+use super::{Component, Jpeg, JpegError, Row, Run, ScanReader, TileIndex, copy_run};
 use crate::frame::{Channels, Frame, on_white};
 use crate::geometry::{Rect, TileGrid};
 
@@ -81,10 +81,12 @@ impl Reference {
 
 /// Checks a worker's JPEG tile for a result at `quality`: its size is
 /// `width` x `height`, it is coded as [`encode_tile`] codes, and its scan
-/// reads through. A tile that passes can be spliced.
-pub fn check_tile(bytes: &[u8], (width, height): (u32, u32), quality: u8) -> Result<(), JpegError> {
+/// reads through. A tile that passes can be spliced; stored with its index
+/// appended ([`TileIndex::append_to`]), it is spliced without decoding it
+/// again.
+pub fn check_tile(bytes: &[u8], (width, height): (u32, u32), quality: u8) -> Result<TileIndex, JpegError> {
     let (jpeg, scan) = Reference::new(quality)?.parse(bytes, width, height)?;
-    jpeg.check_scan(scan)
+    TileIndex::read(&jpeg, scan)
 }
 
 /// Writes a JPEG result a row of tiles at a time: [`Splice::header`], then
@@ -98,6 +100,8 @@ pub struct Splice {
     encoders: [HuffmanEncoder; 4],
     /// The grid row the next band is.
     row: u32,
+    /// Each column's unstuffed scan, kept for the next band's.
+    tapes: Vec<Vec<u8>>,
 }
 
 impl Splice {
@@ -120,6 +124,7 @@ impl Splice {
             predictors,
             encoders: HuffmanEncoder::standard(),
             row: 0,
+            tapes: vec![Vec::new(); grid.columns() as usize],
         })
     }
 
@@ -133,8 +138,10 @@ impl Splice {
         header
     }
 
-    /// The next row of tiles, from their JPEGs (left to right): the bytes it
-    /// adds. A tile that is not as [`check_tile`] wants is an error.
+    /// The next row of tiles, from their JPEGs (left to right), each as
+    /// stored: with its index appended, or without (then its scan is
+    /// decoded to find its bits). Returns the bytes the row adds. A tile
+    /// that is not as [`check_tile`] wants is an error.
     pub fn band(&mut self, tiles: &[impl AsRef<[u8]>]) -> Result<Vec<u8>, JpegError> {
         let columns = self.grid.columns();
         let first = self.row * columns;
@@ -142,20 +149,34 @@ impl Splice {
         if rects.len() != columns as usize || tiles.len() != rects.len() {
             return Err(JpegError::Malformed("not a row of the result's tiles"));
         }
-        let parsed = tiles
-            .iter()
-            .zip(&rects)
-            .map(|(bytes, rect)| self.reference.parse(bytes.as_ref(), rect.width, rect.height))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut readers: Vec<_> = parsed.iter().map(|(jpeg, scan)| ScanReader::new(jpeg, *scan, true)).collect();
         let layout = self.reference.jpeg.layout();
-        for _ in 0..rects[0].height.div_ceil(layout.mcu_height) {
-            for (reader, rect) in readers.iter_mut().zip(&rects) {
-                let Row::Bits { mcus, end } = reader.row(rect.width.div_ceil(layout.mcu_width))? else {
-                    unreachable!("a reader that copies reads bits");
-                };
-                copy_mcus(&mut self.writer, (&mcus, end), &mut self.predictors, &self.encoders, reader.bits.tape());
-                reader.bits.forget_before(reader.bits.position());
+        let mcu_rows = rects[0].height.div_ceil(layout.mcu_height);
+        let n = self.predictors.len();
+        let mut parsed = Vec::with_capacity(tiles.len());
+        for ((stored, rect), tape) in tiles.iter().zip(&rects).zip(&mut self.tapes) {
+            let (bytes, index) = TileIndex::split(stored.as_ref());
+            let (jpeg, scan) = self.reference.parse(bytes, rect.width, rect.height)?;
+            match index {
+                Some(_) => unstuff(scan, tape),
+                None => tape.clear(),
+            }
+            parsed.push((jpeg, scan, index));
+        }
+        let mut scans: Vec<TileScan> = parsed
+            .iter()
+            .zip(&self.tapes)
+            .map(|((jpeg, scan, index), tape)| {
+                let bits = 8 * tape.len() as u64;
+                match index.as_ref().and_then(|i| i.runs(mcu_rows, n, bits)) {
+                    Some(runs) => TileScan::Indexed { runs: runs.iter(), tape },
+                    None => TileScan::Read(Box::new(ScanReader::recording(jpeg, *scan))),
+                }
+            })
+            .collect();
+        for _ in 0..mcu_rows {
+            for (scan, rect) in scans.iter_mut().zip(&rects) {
+                let (run, tape) = scan.next_run(rect.width.div_ceil(layout.mcu_width))?;
+                copy_run(&mut self.writer, &run, &mut self.predictors, &self.encoders, tape);
             }
         }
         self.row += 1;
@@ -170,6 +191,33 @@ impl Splice {
         let mut end = self.writer.finish();
         end.extend_from_slice(&[0xFF, 0xD9]);
         Ok(end)
+    }
+}
+
+/// A tile's scan as a band reads it, MCU row by MCU row: from its index and
+/// its unstuffed bits, or decoded.
+enum TileScan<'a> {
+    Indexed { runs: std::slice::Iter<'a, Run>, tape: &'a [u8] },
+    Read(Box<ScanReader<'a, &'a [u8]>>),
+}
+
+impl TileScan<'_> {
+    /// The next MCU row's run (of `cols` MCUs) and the bits it lies in.
+    fn next_run(&mut self, cols: u32) -> Result<(Run, (&[u8], u64)), JpegError> {
+        match self {
+            Self::Indexed { runs, tape } => {
+                let run = *runs.next().expect("the index was checked to have every row");
+                Ok((run, (tape, 0)))
+            }
+            Self::Read(reader) => {
+                reader.bits.forget_before(reader.bits.position());
+                let Row::Bits { mcus, end } = reader.row(cols)? else {
+                    unreachable!("a reader that copies reads bits");
+                };
+                let run = Run::of(&mcus, end).ok_or(JpegError::Malformed("an empty MCU row"))?;
+                Ok((run, reader.bits.tape()))
+            }
+        }
     }
 }
 
@@ -203,22 +251,41 @@ mod tests {
         Frame::with_channels(width, height, channels, pixels)
     }
 
-    fn spliced(image: &Frame, tile_size: u32, quality: u8) -> Vec<u8> {
-        let grid = TileGrid::new(image.width, image.height, tile_size);
-        let mut splice = Splice::new(grid, quality).unwrap();
-        let mut out = splice.header();
-        for row in 0..grid.rows() {
-            let tiles: Vec<Vec<u8>> = (row * grid.columns()..(row + 1) * grid.columns())
-                .map(|t| encode_tile(&image.crop(grid.tile(t).unwrap()), quality).unwrap())
-                .collect();
-            for (t, tile) in tiles.iter().enumerate() {
-                let rect = grid.tile(row * grid.columns() + t as u32).unwrap();
-                check_tile(tile, (rect.width, rect.height), quality).unwrap();
-            }
-            out.extend(splice.band(&tiles).unwrap());
-        }
-        out.extend(splice.finish().unwrap());
+    /// The tiles of `image`, checked, as the master stores them: each with
+    /// what `index` makes of its index appended.
+    fn stored_tiles(image: &Frame, grid: TileGrid, quality: u8, index: impl Fn(TileIndex) -> Vec<u8>) -> Vec<Vec<u8>> {
+        grid.tiles()
+            .map(|(_, rect)| {
+                let mut tile = encode_tile(&image.crop(rect), quality).unwrap();
+                let found = check_tile(&tile, (rect.width, rect.height), quality).unwrap();
+                tile.extend(index(found));
+                tile
+            })
+            .collect()
+    }
+
+    fn appended(index: TileIndex) -> Vec<u8> {
+        let mut out = Vec::new();
+        index.append_to(&mut out);
         out
+    }
+
+    /// The bits of a tile's scan, unstuffed.
+    fn scan_bits(tile: &[u8]) -> u64 {
+        let (_, scan) = Jpeg::parse(tile).unwrap();
+        let mut tape = Vec::new();
+        unstuff(scan, &mut tape);
+        8 * tape.len() as u64
+    }
+
+    fn splice(tiles: &[Vec<u8>], grid: TileGrid, quality: u8) -> Result<Vec<u8>, JpegError> {
+        let mut splice = Splice::new(grid, quality)?;
+        let mut out = splice.header();
+        for row in tiles.chunks(grid.columns() as usize) {
+            out.extend(splice.band(row)?);
+        }
+        out.extend(splice.finish()?);
+        Ok(out)
     }
 
     #[test]
@@ -231,7 +298,74 @@ mod tests {
             for channels in [Channels::Rgb, Channels::Rgba] {
                 let image = image(width, height, channels);
                 let whole = encode_tile(&image, quality).unwrap();
-                assert!(spliced(&image, tile, quality) == whole, "{width}x{height}, {tile} px tiles, q{quality}");
+                let grid = TileGrid::new(width, height, tile);
+                let indexed = stored_tiles(&image, grid, quality, appended);
+                let bare = stored_tiles(&image, grid, quality, |_| Vec::new());
+                for (tiles, how) in [(indexed, "copied by their index"), (bare, "decoded")] {
+                    let spliced = splice(&tiles, grid, quality).unwrap();
+                    assert!(spliced == whole, "{width}x{height}, {tile} px tiles, q{quality}, {how}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_is_stored_after_its_tile() {
+        let tile = encode_tile(&image(48, 40, Channels::Rgb), 75).unwrap();
+        let index = check_tile(&tile, (48, 40), 75).unwrap();
+        assert_eq!(index.rows.len(), 3, "40 rows are three 16 px MCU rows");
+        assert!(index.runs(3, 3, scan_bits(&tile)).is_some(), "a tile's own index is followed");
+        let mut stored = tile.clone();
+        index.append_to(&mut stored);
+        assert_eq!(TileIndex::split(&stored), (&tile[..], Some(index)));
+        assert_eq!(TileIndex::split(&tile), (&tile[..], None));
+        // A count of rows beyond the bytes there is no index.
+        let count = stored.len() - 12;
+        stored[count..count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(TileIndex::split(&stored).1, None);
+    }
+
+    #[test]
+    fn an_index_that_is_not_its_tiles_is_not_followed() {
+        let (image, grid, quality) = (image(64, 64, Channels::Rgb), TileGrid::new(64, 64, 32), 75);
+        let whole = encode_tile(&image, quality).unwrap();
+        type Spoil = fn(&mut TileIndex);
+        let wrong: [(&str, Spoil); 5] = [
+            ("a row missing", |i| i.rows.truncate(1)),
+            ("beyond the scan", |i| i.rows[1].end += 8 * 4096),
+            ("a row starting elsewhere", |i| i.rows[1].components[0].dc_at += 1),
+            ("marks out of order", |i| i.rows[0].components[1].ac_at = 0),
+            ("a DC out of range", |i| i.rows[0].components[0].first_dc = 1024),
+        ];
+        let tile = encode_tile(&image.crop(grid.tile(0).unwrap()), quality).unwrap();
+        let bits = scan_bits(&tile);
+        for (what, spoil) in wrong {
+            let mut index = check_tile(&tile, (32, 32), quality).unwrap();
+            assert!(index.runs(2, 3, bits).is_some());
+            spoil(&mut index);
+            assert!(index.runs(2, 3, bits).is_none(), "{what}: refused");
+            let tiles = stored_tiles(&image, grid, quality, |mut index| {
+                spoil(&mut index);
+                appended(index)
+            });
+            assert!(splice(&tiles, grid, quality).unwrap() == whole, "{what}: decoded instead");
+        }
+    }
+
+    #[test]
+    fn a_garbled_index_never_panics() {
+        let (image, grid, quality) = (image(32, 32, Channels::Rgb), TileGrid::new(32, 32, 32), 90);
+        let tiles = stored_tiles(&image, grid, quality, appended);
+        let jpeg_len = encode_tile(&image, quality).unwrap().len();
+        for at in jpeg_len..tiles[0].len() {
+            for flip in [0x01, 0x80, 0xFF] {
+                let mut garbled = tiles.clone();
+                garbled[0][at] ^= flip;
+                // Either refused, or a JPEG (DC values read from a garbled
+                // index within range give other pixels, not a crash).
+                if let Ok(out) = splice(&garbled, grid, quality) {
+                    assert!(out.ends_with(&[0xFF, 0xD9]));
+                }
             }
         }
     }

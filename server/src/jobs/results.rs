@@ -229,15 +229,17 @@ struct Stored {
 
 /// Checks a result's pixels against its header and its job's `output`: a
 /// PNG or raw tile is decoded, a JPEG one (taken only for a JPEG result of
-/// the same quality) is read through without decoding.
-fn check(h: &ResultHeader, pixels: Vec<u8>, output: Output) -> anyhow::Result<Stored> {
+/// the same quality) is read through without decoding, and stored with the
+/// index that reading gave, so that joining it does not read it again.
+fn check(h: &ResultHeader, mut pixels: Vec<u8>, output: Output) -> anyhow::Result<Stored> {
     let (extension, bytes) = match h.encoding {
         Encoding::Jpeg => {
             let Output::Jpeg { quality } = output else {
                 anyhow::bail!("a JPEG tile for a {} result", output.extension());
             };
             h.check()?;
-            pipeline::jpeg::check_tile(&pixels, (h.rect.width, h.rect.height), quality)?;
+            let index = pipeline::jpeg::check_tile(&pixels, (h.rect.width, h.rect.height), quality)?;
+            index.append_to(&mut pixels);
             ("jpg", pixels)
         }
         Encoding::Png => {
