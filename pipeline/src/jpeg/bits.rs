@@ -133,7 +133,17 @@ impl<R: std::io::Read> BitReader<R> {
         }
     }
 
+    /// The next 32 bits, without consuming them.
+    #[inline]
+    pub fn peek32(&mut self) -> u32 {
+        if self.count < 32 {
+            self.fill();
+        }
+        (self.acc >> 32) as u32
+    }
+
     /// The next 16 bits, without consuming them.
+    #[inline]
     pub fn peek16(&mut self) -> u32 {
         if self.count < 16 {
             self.fill();
@@ -141,6 +151,8 @@ impl<R: std::io::Read> BitReader<R> {
         (self.acc >> 48) as u32
     }
 
+    /// Drops `n` bits; a peek must have made them available.
+    #[inline]
     pub fn consume(&mut self, n: u32) {
         self.acc <<= n;
         self.count -= n;

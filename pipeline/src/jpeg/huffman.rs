@@ -52,6 +52,15 @@ impl Decoder {
         self.counts == encoder.counts && self.values == encoder.values
     }
 
+    /// The symbol at the top of `peek` (the next bits, left-aligned) and its
+    /// code's length, if the code is at most `FAST_BITS` long.
+    #[inline]
+    pub fn fast(&self, peek: u32) -> Option<(u32, u8)> {
+        let (length, value) = self.fast[(peek >> (32 - FAST_BITS)) as usize];
+        (length > 0).then_some((u32::from(length), value))
+    }
+
+    #[inline]
     pub fn decode(&self, bits: &mut BitReader<impl std::io::Read>) -> Result<u8, JpegError> {
         let peek = bits.peek16();
         let (length, value) = self.fast[(peek >> (16 - FAST_BITS)) as usize];
