@@ -6,7 +6,7 @@
 //! (at most 16383 px a side), so that result is assembled at the end.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::Context;
@@ -14,13 +14,15 @@ use app::api::Output;
 use pipeline::jpeg::{Splice, TileIndex, check_tile, encode_tile};
 use pipeline::{Channels, Frame, TileGrid};
 
-/// The tiles of one image on disk: raw samples of `channels`, one file each.
-/// With `progress`, a tile is read only once it is done.
-pub struct Tiles<F: Fn(u32) -> PathBuf> {
-    pub grid: TileGrid,
-    pub channels: Channels,
-    pub path: F,
-    pub progress: Option<Arc<Progress>>,
+use crate::done_tiles::{DoneTiles, Form};
+
+/// The finished tiles of one image (of `channels`), in a job's file of done
+/// tiles. With `progress`, a tile is read only once it is done.
+pub struct Tiles {
+    grid: TileGrid,
+    channels: Channels,
+    done: Mutex<DoneTiles>,
+    progress: Option<Arc<Progress>>,
 }
 
 /// Which tiles of a running job are done, for an encoder that waits on them.
@@ -61,45 +63,54 @@ impl Progress {
     }
 }
 
-/// A done tile's samples. It is stored as it came from the worker: its PNG
-/// beside `raw` (`<t>.png`, a fifth of the bytes to write and read back), or
-/// raw samples at `raw` (`<t>.rgb`).
-pub fn read_tile(raw: &Path, rect: pipeline::Rect, channels: Channels) -> anyhow::Result<Vec<u8>> {
-    let png = raw.with_extension("png");
-    match std::fs::read(&png) {
-        Ok(bytes) => {
+/// A done tile's samples, from its bytes as stored: a PNG (a fifth of the
+/// raw bytes to write and read back) or raw samples.
+fn samples(
+    tile: u32,
+    (form, bytes): (Form, Vec<u8>),
+    rect: pipeline::Rect,
+    channels: Channels,
+) -> anyhow::Result<Vec<u8>> {
+    match form {
+        Form::Png => {
             let shape = (rect.width, rect.height, channels);
             let frame = pipeline::codec::decode(&bytes, pipeline::codec::Encoding::Png, shape)
-                .with_context(|| format!("decoding {}", png.display()))?;
+                .with_context(|| format!("decoding tile {tile}"))?;
             Ok(frame.pixels)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let pixels = std::fs::read(raw).with_context(|| format!("reading {}", raw.display()))?;
-            let whole = pixels.len() == Frame::len_of(rect.width, rect.height, channels);
-            anyhow::ensure!(whole, "{} is not a whole tile", raw.display());
-            Ok(pixels)
+        Form::Raw => {
+            anyhow::ensure!(
+                bytes.len() == Frame::len_of(rect.width, rect.height, channels),
+                "tile {tile} is not a whole tile"
+            );
+            Ok(bytes)
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", png.display())),
+        Form::Jpeg => anyhow::bail!("tile {tile} is a JPEG, and the result is not"),
     }
 }
 
-/// Checks a done tile's stored file, whatever form it came in: what resuming
-/// a job relies on.
-pub fn check_stored(raw: &Path, rect: pipeline::Rect, channels: Channels, output: Output) -> anyhow::Result<()> {
-    if let Output::Jpeg { quality } = output {
-        let path = raw.with_extension("jpg");
-        match std::fs::read(&path) {
-            Ok(stored) => {
-                let (bytes, index) = TileIndex::split(&stored);
-                let read = check_tile(bytes, (rect.width, rect.height), quality)?;
-                anyhow::ensure!(index.is_none_or(|i| i == read), "{} holds another tile's index", path.display());
-                return Ok(());
-            }
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            Err(_) => {}
+/// Reads `tile` from `done` (blocking): an error if it is not there.
+fn stored(done: &mut DoneTiles, tile: u32) -> anyhow::Result<(Form, Vec<u8>)> {
+    done.read(tile).context("reading the done tiles")?.with_context(|| format!("tile {tile} is not stored"))
+}
+
+/// Checks a done tile as stored, whatever form it came in: what resuming a
+/// job relies on.
+pub fn check_stored(
+    done: &mut DoneTiles,
+    (tile, rect): (u32, pipeline::Rect),
+    channels: Channels,
+    output: Output,
+) -> anyhow::Result<()> {
+    match (stored(done, tile)?, output) {
+        ((Form::Jpeg, stored), Output::Jpeg { quality }) => {
+            let (bytes, index) = TileIndex::split(&stored);
+            let read = check_tile(bytes, (rect.width, rect.height), quality)?;
+            anyhow::ensure!(index.is_none_or(|i| i == read), "tile {tile} holds another tile's index");
+            Ok(())
         }
+        (stored, _) => samples(tile, stored, rect, channels).map(drop),
     }
-    read_tile(raw, rect, channels).map(drop)
 }
 
 /// Whether `output` can be encoded while the results arrive.
@@ -114,30 +125,34 @@ struct Band {
     pixels: Vec<u8>,
 }
 
-impl<F: Fn(u32) -> PathBuf> Tiles<F> {
-    fn read(&self, tile: u32, rect: pipeline::Rect) -> anyhow::Result<Vec<u8>> {
+impl Tiles {
+    /// The tiles of `grid` in the file of done tiles at `done`.
+    pub fn new(grid: TileGrid, channels: Channels, done: &Path, progress: Option<Arc<Progress>>) -> Self {
+        Self { grid, channels, done: Mutex::new(DoneTiles::new(done)), progress }
+    }
+
+    /// Tile `tile`'s bytes as stored, once it is done.
+    fn stored(&self, tile: u32) -> anyhow::Result<(Form, Vec<u8>)> {
         if let Some(progress) = &self.progress {
             progress.wait(tile)?;
         }
-        read_tile(&(self.path)(tile), rect, self.channels)
+        stored(&mut self.done.lock().expect("lock"), tile)
+    }
+
+    fn read(&self, tile: u32, rect: pipeline::Rect) -> anyhow::Result<Vec<u8>> {
+        samples(tile, self.stored(tile)?, rect, self.channels)
     }
 
     /// Tile `tile` as a JPEG of `quality`: the worker's as stored (with its
     /// index), or coded from its PNG or raw samples.
     fn jpeg(&self, tile: u32, quality: u8) -> anyhow::Result<Vec<u8>> {
         let rect = self.grid.tile(tile).context("a tile of the grid")?;
-        if let Some(progress) = &self.progress {
-            progress.wait(tile)?;
-        }
-        let raw = (self.path)(tile);
-        let path = raw.with_extension("jpg");
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let pixels = read_tile(&raw, rect, self.channels)?;
+        match self.stored(tile)? {
+            (Form::Jpeg, bytes) => Ok(bytes),
+            stored => {
+                let pixels = samples(tile, stored, rect, self.channels)?;
                 Ok(encode_tile(&Frame::with_channels(rect.width, rect.height, self.channels, pixels), quality)?)
             }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
@@ -162,7 +177,7 @@ impl<F: Fn(u32) -> PathBuf> Tiles<F> {
 
 /// Writes the image to `out` as `output`. JPEG has no alpha: an image with
 /// alpha is flattened onto white.
-pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path) -> anyhow::Result<()> {
+pub fn write(output: Output, tiles: &Tiles, out: &Path) -> anyhow::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     match output {
         Output::Png => write_png(tiles, file),
@@ -202,7 +217,7 @@ pub fn write(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, out: &Path)
 /// Joins the tiles' JPEGs (see [`pipeline::jpeg::Splice`]): a row of
 /// compressed tiles in memory, no DCT. A tile that came as PNG or raw is
 /// coded first, as a worker would have.
-fn write_jpeg(tiles: &Tiles<impl Fn(u32) -> PathBuf>, quality: u8, mut file: impl Write) -> anyhow::Result<()> {
+fn write_jpeg(tiles: &Tiles, quality: u8, mut file: impl Write) -> anyhow::Result<()> {
     let grid = tiles.grid;
     let mut splice = Splice::new(grid, quality)?;
     file.write_all(&splice.header())?;
@@ -220,7 +235,7 @@ fn write_jpeg(tiles: &Tiles<impl Fn(u32) -> PathBuf>, quality: u8, mut file: imp
 
 /// Adaptive filters: the whole image is written once, so the better filter
 /// per row is worth its time.
-fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, file: impl Write + 'static) -> anyhow::Result<()> {
+fn write_png(tiles: &Tiles, file: impl Write + 'static) -> anyhow::Result<()> {
     let grid = &tiles.grid;
     let size = (grid.width, grid.height);
     let encoder = pipeline::codec::png_encoder(file, size, tiles.channels, png::Filter::Adaptive);
@@ -238,10 +253,11 @@ fn write_png(tiles: &Tiles<impl Fn(u32) -> PathBuf>, file: impl Write + 'static)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::done_tiles::append;
 
     /// A smooth image (JPEG's best case), with a gradient of alpha when asked
     /// for, cut into tiles on disk.
-    fn tiles_on_disk(dir: &Path, channels: Channels) -> (Frame, Tiles<impl Fn(u32) -> PathBuf>) {
+    fn tiles_on_disk(dir: &Path, channels: Channels) -> (Frame, Tiles) {
         let (w, h) = (37, 23);
         let pixels = (0..h)
             .flat_map(|y| {
@@ -254,20 +270,20 @@ mod tests {
         let image = Frame::with_channels(w, h, channels, pixels);
         let grid = TileGrid::new(w, h, 16);
         // Stored as results come: every other tile as its PNG, the rest raw.
+        let done = dir.join("done");
         for (t, rect) in grid.tiles() {
             let tile = image.crop(rect);
             if t % 2 == 0 {
                 let png = pipeline::codec::encode(&tile, pipeline::codec::Encoding::Png);
-                std::fs::write(dir.join(format!("{t}.png")), png).unwrap();
+                append(&done, t, Form::Png, &png).unwrap();
             } else {
-                std::fs::write(dir.join(format!("{t}.rgb")), tile.pixels).unwrap();
+                append(&done, t, Form::Raw, &tile.pixels).unwrap();
             }
         }
-        let dir = dir.to_owned();
-        (image, Tiles { grid, channels, path: move |t| dir.join(format!("{t}.rgb")), progress: None })
+        (image, Tiles::new(grid, channels, &done, None))
     }
 
-    fn write_and_read(output: Output, tiles: &Tiles<impl Fn(u32) -> PathBuf>, dir: &Path) -> image::DynamicImage {
+    fn write_and_read(output: Output, tiles: &Tiles, dir: &Path) -> image::DynamicImage {
         let out = dir.join(format!("result.{}", output.extension()));
         write(output, tiles, &out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
@@ -358,9 +374,10 @@ mod tests {
                 jpeg
             })
             .collect();
+        let done = dir.path().join("done");
         for (t, rect) in tiles.grid.tiles() {
-            std::fs::write((tiles.path)(t).with_extension("jpg"), &stored[t as usize]).unwrap();
-            check_stored(&(tiles.path)(t), rect, Channels::Rgb, output).unwrap();
+            append(&done, t, Form::Jpeg, &stored[t as usize]).unwrap();
+            check_stored(&mut DoneTiles::new(&done), (t, rect), Channels::Rgb, output).unwrap();
         }
         let out = dir.path().join("joined.jpg");
         write(output, &tiles, &out).unwrap();
@@ -371,9 +388,9 @@ mod tests {
         let (_, index) = TileIndex::split(&stored[0]);
         let mut spoilt = jpeg.to_vec();
         index.unwrap().append_to(&mut spoilt);
-        std::fs::write((tiles.path)(1).with_extension("jpg"), spoilt).unwrap();
+        append(&done, 1, Form::Jpeg, &spoilt).unwrap();
         let rect = tiles.grid.tile(1).unwrap();
-        let error = check_stored(&(tiles.path)(1), rect, Channels::Rgb, output).unwrap_err().to_string();
+        let error = check_stored(&mut DoneTiles::new(&done), (1, rect), Channels::Rgb, output).unwrap_err().to_string();
         assert!(error.contains("another tile's index"), "{error}");
     }
 
@@ -382,16 +399,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
         // A raw tile cut short, then a stored PNG that is not one.
-        std::fs::write((tiles.path)(5), [1, 2, 3]).unwrap();
+        let done = dir.path().join("done");
+        append(&done, 5, Form::Raw, &[1, 2, 3]).unwrap();
         for output in [Output::Png, Output::Webp, Output::Jpeg { quality: 90 }] {
             let error = format!("{:#}", write(output, &tiles, &dir.path().join("out")).unwrap_err());
             assert!(error.contains("not a whole tile"), "{error}");
         }
         let (_, tiles) = tiles_on_disk(dir.path(), Channels::Rgb);
-        std::fs::write((tiles.path)(4).with_extension("png"), b"\x89PNG garbage").unwrap();
+        append(&done, 4, Form::Png, b"\x89PNG garbage").unwrap();
         for output in [Output::Png, Output::Webp, Output::Jpeg { quality: 90 }] {
             let error = format!("{:#}", write(output, &tiles, &dir.path().join("out")).unwrap_err());
-            assert!(error.contains("decoding") && error.contains("4.png"), "{error}");
+            assert!(error.contains("decoding tile 4"), "{error}");
         }
+        let none = Tiles::new(tiles.grid, Channels::Rgb, &dir.path().join("no-file"), None);
+        let error = format!("{:#}", write(Output::Png, &none, &dir.path().join("out")).unwrap_err());
+        assert!(error.contains("tile 0 is not stored"), "{error}");
     }
 }

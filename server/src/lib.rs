@@ -8,6 +8,7 @@ pub mod batches;
 pub mod cache;
 pub mod config;
 pub mod disk;
+pub mod done_tiles;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -10,7 +10,7 @@ use rdkafka::producer::FutureRecord;
 use tracing::{info, warn};
 
 use super::active::Finishing;
-use super::{Jobs, streamed_result, tile_file};
+use super::{Jobs, done_tiles_file, streamed_result};
 
 /// How long a job whose result could not be written waits to try again.
 const FINISH_RETRY: Duration = Duration::from_secs(5);
@@ -82,8 +82,8 @@ impl Jobs {
         let partial = path.with_extension("partial");
         let target = partial.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let path = |t| tile_file(&tiles_dir, t);
-            let tiles = crate::assemble::Tiles { grid: shape.grid, channels: shape.channels, path, progress: None };
+            let done = done_tiles_file(&tiles_dir);
+            let tiles = crate::assemble::Tiles::new(shape.grid, shape.channels, &done, None);
             crate::assemble::write(shape.output, &tiles, &target)
         })
         .await

@@ -128,8 +128,8 @@ impl Jobs {
         self.settings.jobs_dir.join(job_id).join("tiles")
     }
 
-    fn tile_path(&self, job_id: &str, tile: u32) -> PathBuf {
-        tile_file(&self.tiles_dir(job_id), tile)
+    fn done_tiles_path(&self, job_id: &str) -> PathBuf {
+        done_tiles_file(&self.tiles_dir(job_id))
     }
 
     /// Lets go of every running job on shutdown: their encoders stop waiting
@@ -208,9 +208,10 @@ fn streamed_result(tiles_dir: &std::path::Path) -> PathBuf {
     tiles_dir.join("result.partial")
 }
 
-/// Where a finished tile's raw RGB pixels are kept until the result is written.
-fn tile_file(tiles_dir: &std::path::Path, tile: u32) -> PathBuf {
-    tiles_dir.join(format!("{tile}.rgb"))
+/// Where the finished tiles are kept until the result is written (see
+/// [`crate::done_tiles`]).
+fn done_tiles_file(tiles_dir: &std::path::Path) -> PathBuf {
+    tiles_dir.join("done")
 }
 
 /// Tile indices below `total` that are not among `pending`.

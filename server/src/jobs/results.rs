@@ -23,6 +23,7 @@ use plumbing::now_ms;
 
 use super::Jobs;
 use super::active::{Shape, Shared};
+use crate::done_tiles::{Form, append};
 
 /// Times a result is offered to the store before it is parked, so that one
 /// result that cannot be stored does not hold up every other job's.
@@ -123,7 +124,7 @@ impl Jobs {
             return Ok(a.wants(h.tile).map(|attempts| (a.shape(), attempts)));
         }
         // Not registered (yet): keep it if the job is running, e.g. still
-        // being resumed after a restart (which checks each tile file's size
+        // being resumed after a restart (which checks each stored tile
         // against the input's channels).
         Ok(match self.store.job(&h.job_id).await? {
             Some(job) if !job.status.is_finished() => {
@@ -136,9 +137,11 @@ impl Jobs {
 
     /// Checks a result's pixels off the async threads (a PNG result takes
     /// about a millisecond to decode, a JPEG one a fraction of that to read
-    /// through), then stores them as they came: a PNG is a fifth of the raw
-    /// bytes to write now and read back, a JPEG is joined into the result as
-    /// it is. False if they are unreadable (the result is ignored).
+    /// through), then appends them as they came to the job's done tiles: a
+    /// PNG is a fifth of the raw bytes to write now and read back, a JPEG is
+    /// joined into the result as it is. False if they are unreadable (the
+    /// result is ignored). Results are stored one at a time (the collect
+    /// loop awaits each), so the file has one writer.
     async fn keep_pixels(&self, h: &ResultHeader, pixels: &[u8], output: Output) -> anyhow::Result<bool> {
         let (header, payload) = (h.clone(), pixels.to_vec());
         let checked = tokio::task::spawn_blocking(move || check(&header, payload, output));
@@ -149,11 +152,12 @@ impl Jobs {
                 return Ok(false);
             }
         };
-        let path = self.tile_path(&h.job_id, h.tile);
+        let path = self.done_tiles_path(&h.job_id);
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        write_atomically(&path.with_extension(stored.extension), &stored.bytes).await?;
+        let tile = h.tile;
+        tokio::task::spawn_blocking(move || append(&path, tile, stored.form, &stored.bytes)).await??;
         Ok(true)
     }
 
@@ -221,9 +225,9 @@ struct Arrival {
     bytes: usize,
 }
 
-/// A result's pixels as they are stored: the file's extension and bytes.
+/// A result's pixels as they are stored.
 struct Stored {
-    extension: &'static str,
+    form: Form,
     bytes: Vec<u8>,
 }
 
@@ -232,7 +236,7 @@ struct Stored {
 /// the same quality) is read through without decoding, and stored with the
 /// index that reading gave, so that joining it does not read it again.
 fn check(h: &ResultHeader, mut pixels: Vec<u8>, output: Output) -> anyhow::Result<Stored> {
-    let (extension, bytes) = match h.encoding {
+    let (form, bytes) = match h.encoding {
         Encoding::Jpeg => {
             let Output::Jpeg { quality } = output else {
                 anyhow::bail!("a JPEG tile for a {} result", output.extension());
@@ -240,28 +244,13 @@ fn check(h: &ResultHeader, mut pixels: Vec<u8>, output: Output) -> anyhow::Resul
             h.check()?;
             let index = pipeline::jpeg::check_tile(&pixels, (h.rect.width, h.rect.height), quality)?;
             index.append_to(&mut pixels);
-            ("jpg", pixels)
+            (Form::Jpeg, pixels)
         }
         Encoding::Png => {
             h.decode_pixels(&pixels)?;
-            ("png", pixels)
+            (Form::Png, pixels)
         }
-        Encoding::Raw => ("rgb", h.decode_pixels(&pixels)?.pixels),
+        Encoding::Raw => (Form::Raw, h.decode_pixels(&pixels)?.pixels),
     };
-    Ok(Stored { extension, bytes })
-}
-
-/// Writes a file under a temporary name and renames it into place, so that
-/// a reader (the assembler) never sees half a tile, even when a duplicate
-/// result rewrites it.
-pub(super) async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = match tokio::fs::write(&temporary, bytes).await {
-        Ok(()) => tokio::fs::rename(&temporary, path).await,
-        Err(e) => Err(e),
-    };
-    if written.is_err() {
-        let _ = tokio::fs::remove_file(&temporary).await;
-    }
-    written
+    Ok(Stored { form, bytes })
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::active::{Active, Clock, Parts, Shape, Shared};
 use super::tile::{Placement, Tile};
-use super::{DISPATCH_CONCURRENCY, Jobs, Start, input, raster, streamed_result, tile_file, tiles_not_in};
+use super::{DISPATCH_CONCURRENCY, Jobs, Start, done_tiles_file, input, raster, streamed_result, tiles_not_in};
 use crate::admission::Reservation;
 use crate::intake::{self, Source};
 use input::Input;
@@ -226,8 +226,8 @@ impl Jobs {
         a.stream_result(|progress| {
             tokio::task::spawn_blocking(move || {
                 let partial = streamed_result(&tiles_dir);
-                let path = |t| tile_file(&tiles_dir, t);
-                let tiles = crate::assemble::Tiles { grid, channels, path, progress: Some(progress) };
+                let done = done_tiles_file(&tiles_dir);
+                let tiles = crate::assemble::Tiles::new(grid, channels, &done, Some(progress));
                 crate::assemble::write(output, &tiles, &partial)
             })
         });
@@ -245,14 +245,23 @@ impl Jobs {
     ) -> anyhow::Result<Vec<Tile>> {
         let mut tiles: Vec<Tile> = (0..grid.len()).map(|_| Tile::unsent()).collect();
         let pending = self.store.pending_tiles(id).await?;
-        for t in tiles_not_in(&pending, grid.len()) {
-            let (path, rect) = (self.tile_path(id, t), grid.tile(t).expect("in the grid"));
-            match tokio::task::spawn_blocking(move || crate::assemble::check_stored(&path, rect, channels, output))
-                .await?
-            {
-                Ok(_) => tiles[t as usize] = Tile::done(),
-                Err(_) => {
-                    warn!(job = %id, tile = t, "a done tile's pixels are missing; processing it again");
+        let done = tiles_not_in(&pending, grid.len());
+        let path = self.done_tiles_path(id);
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut stored = crate::done_tiles::DoneTiles::new(&path);
+            done.into_iter()
+                .map(|t| {
+                    let rect = grid.tile(t).expect("in the grid");
+                    (t, crate::assemble::check_stored(&mut stored, (t, rect), channels, output))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (t, check) in checked {
+            match check {
+                Ok(()) => tiles[t as usize] = Tile::done(),
+                Err(e) => {
+                    warn!(job = %id, tile = t, error = %e, "a done tile's pixels are missing; processing it again");
                     self.store.reopen_tile(id, t).await?;
                 }
             }
