@@ -23,6 +23,10 @@ const HEADER: usize = MAGIC.len() + 4 + 1 + 4 + 4;
 const END_MAGIC: [u8; 4] = *b"tpe\n";
 /// After the bytes: [`END_MAGIC`] and the check again.
 const TRAILER: usize = END_MAGIC.len() + 4;
+/// The most bytes a record holds: more than any tile a result can carry
+/// (`pipeline::wire::MAX_MESSAGE_BYTES`), so that a damaged header cannot
+/// make a reader allocate much.
+const MAX_BYTES: u32 = 64 * 1024 * 1024;
 /// How much a reader looking for the next header reads at a time.
 const SEARCH_CHUNK: usize = 64 * 1024;
 
@@ -60,7 +64,9 @@ fn check(tile: u32, len: u32) -> u32 {
 /// Blocking. Only one writer may append to a file at a time.
 pub fn append(path: &Path, tile: u32, form: Form, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a tile of 4 GiB or more"))?;
+        .ok()
+        .filter(|&len| len <= MAX_BYTES)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a tile over 64 MiB"))?;
     let mut record = Vec::with_capacity(HEADER + bytes.len() + TRAILER);
     record.extend_from_slice(&MAGIC);
     record.extend_from_slice(&tile.to_le_bytes());
@@ -157,7 +163,8 @@ fn parse(header: &[u8; HEADER]) -> Option<(u32, Form, u32)> {
     let (len, rest) = rest.split_first_chunk::<4>()?;
     let (sum, _) = rest.split_first_chunk::<4>()?;
     let (tile, len) = (u32::from_le_bytes(*tile), u32::from_le_bytes(*len));
-    (*magic == MAGIC && u32::from_le_bytes(*sum) == check(tile, len)).then_some((tile, Form::from_code(form)?, len))
+    let valid = *magic == MAGIC && u32::from_le_bytes(*sum) == check(tile, len) && len <= MAX_BYTES;
+    valid.then_some((tile, Form::from_code(form)?, len))
 }
 
 /// Where the next [`MAGIC`] at or after `from` (and before `end`) starts.
@@ -229,6 +236,15 @@ mod tests {
         half.write_all(&MAGIC[..5]).unwrap();
         append(&path, 4, Form::Png, b"four").unwrap();
         assert_eq!(done.read(4).unwrap(), Some((Form::Png, b"four".to_vec())));
+    }
+
+    #[test]
+    fn a_record_is_at_most_64_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("done");
+        let big = vec![0; MAX_BYTES as usize + 1];
+        assert_eq!(append(&path, 0, Form::Raw, &big).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        assert!(!path.exists() || std::fs::metadata(&path).unwrap().len() == 0);
     }
 
     #[test]
