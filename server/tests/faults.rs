@@ -15,72 +15,88 @@ use testkit::*;
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const DEADLINE: Duration = Duration::from_secs(120);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_master_killed_mid_job_resumes_from_its_files() {
-    let broker = Broker::start();
-    let prefix = unique_prefix("kill-master");
-    let data = tempfile::tempdir().unwrap();
-    let env = [("TILEPIPE_TILE_SIZE", "128".to_owned())];
-    let (mut master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
-    let workers = [TestWorker::start(&broker, &prefix, "k-1"), TestWorker::start(&broker, &prefix, "k-2")];
+/// A master in a process of its own (128 px tiles), two workers, and a job
+/// whose master is killed once a few of its tiles are done.
+struct KilledMidJob {
+    broker: Broker,
+    prefix: String,
+    data: tempfile::TempDir,
+    workers: Vec<TestWorker>,
+    image: pipeline::Frame,
+    job: app::api::Job,
+    /// The tiles done before the kill.
+    before: HashMap<u32, app::api::Tile>,
+}
 
-    let image = test_image(2048, 2048);
-    let job = api.submit(&image, &[Operation::default()]).await;
-    api.progressed(&job.id, 3, DEADLINE).await;
-    let before: HashMap<u32, _> =
-        api.tiles(&job.id).await.into_iter().filter(|t| t.done_at.is_some()).map(|t| (t.idx, t)).collect();
-    master.kill();
-    assert!(before.len() < 256, "the job finished before the master could be killed");
-
-    let (_master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
-    let done = api.finished(&job.id, DEADLINE).await;
-    api.assert_exact(&done, &image, &[Operation::default()]).await;
-    let first_task = done.stages.as_ref().and_then(|s| s.first_task_ms);
-    assert_eq!(first_task, None, "a resumed job's first task is not timed from an upload");
-    // Tiles done before the crash were kept, not done again.
-    for tile in api.tiles(&job.id).await {
-        if let Some(earlier) = before.get(&tile.idx) {
-            assert_eq!((&tile.worker_id, tile.done_at), (&earlier.worker_id, earlier.done_at), "tile {}", tile.idx);
-        }
+impl KilledMidJob {
+    fn env() -> [(&'static str, String); 1] {
+        [("TILEPIPE_TILE_SIZE", "128".to_owned())]
     }
-    for w in workers {
-        w.stop().await;
+
+    async fn start(name: &str) -> Self {
+        let broker = Broker::start();
+        let prefix = unique_prefix(name);
+        let data = tempfile::tempdir().unwrap();
+        let (mut master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &Self::env());
+        let workers = ["1", "2"].map(|n| TestWorker::start(&broker, &prefix, &format!("{name}-{n}"))).into();
+
+        let image = test_image(2048, 2048);
+        let job = api.submit(&image, &[Operation::default()]).await;
+        api.progressed(&job.id, 3, DEADLINE).await;
+        let before: HashMap<u32, _> =
+            api.tiles(&job.id).await.into_iter().filter(|t| t.done_at.is_some()).map(|t| (t.idx, t)).collect();
+        master.kill();
+        assert!(before.len() < 256, "the job finished before the master could be killed");
+        Self { broker, prefix, data, workers, image, job, before }
+    }
+
+    /// The master started again on the same data; waits for the job.
+    async fn restart(&self) -> (Process, Api, app::api::Job) {
+        let (master, api) =
+            server_process(Path::new(SERVER), &self.broker, &self.prefix, self.data.path(), &Self::env());
+        let done = api.finished(&self.job.id, DEADLINE).await;
+        api.assert_exact(&done, &self.image, &[Operation::default()]).await;
+        (master, api, done)
+    }
+
+    async fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.stop().await;
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn done_tiles_lost_in_a_crash_are_processed_again() {
-    let broker = Broker::start();
-    let prefix = unique_prefix("lost-tiles");
-    let data = tempfile::tempdir().unwrap();
-    let env = [("TILEPIPE_TILE_SIZE", "128".to_owned())];
-    let (mut master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
-    let workers = [TestWorker::start(&broker, &prefix, "l-1"), TestWorker::start(&broker, &prefix, "l-2")];
+async fn a_master_killed_mid_job_resumes_from_its_files() {
+    let mut killed = KilledMidJob::start("kill-master").await;
+    let (_master, api, done) = killed.restart().await;
+    let first_task = done.stages.as_ref().and_then(|s| s.first_task_ms);
+    assert_eq!(first_task, None, "a resumed job's first task is not timed from an upload");
+    // Tiles done before the crash were kept, not done again.
+    for tile in api.tiles(&done.id).await {
+        if let Some(earlier) = killed.before.get(&tile.idx) {
+            assert_eq!((&tile.worker_id, tile.done_at), (&earlier.worker_id, earlier.done_at), "tile {}", tile.idx);
+        }
+    }
+    killed.stop_workers().await;
+}
 
-    let image = test_image(2048, 2048);
-    let job = api.submit(&image, &[Operation::default()]).await;
-    api.progressed(&job.id, 3, DEADLINE).await;
-    let before: HashMap<u32, _> =
-        api.tiles(&job.id).await.into_iter().filter(|t| t.done_at.is_some()).map(|t| (t.idx, t)).collect();
-    master.kill();
-    assert!(before.len() < 256, "the job finished before the master could be killed");
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn done_tiles_lost_in_a_crash_are_processed_again() {
+    let mut killed = KilledMidJob::start("lost-tiles").await;
     // The disk lost what the crash had not written: the first tile's record
     // is cut short, those after it are gone. Results stored after the restart
     // follow the cut record.
-    let done_tiles = data.path().join("jobs").join(&job.id).join("tiles").join("done");
+    let done_tiles = killed.data.path().join("jobs").join(&killed.job.id).join("tiles").join("done");
     std::fs::File::options().write(true).open(&done_tiles).unwrap().set_len(30).unwrap();
 
-    let (_master, api) = server_process(Path::new(SERVER), &broker, &prefix, data.path(), &env);
-    let done = api.finished(&job.id, DEADLINE).await;
-    api.assert_exact(&done, &image, &[Operation::default()]).await;
-    for tile in api.tiles(&job.id).await {
-        if let Some(earlier) = before.get(&tile.idx) {
+    let (_master, api, done) = killed.restart().await;
+    for tile in api.tiles(&done.id).await {
+        if let Some(earlier) = killed.before.get(&tile.idx) {
             assert!(tile.done_at > earlier.done_at, "tile {} was processed again", tile.idx);
         }
     }
-    for w in workers {
-        w.stop().await;
-    }
+    killed.stop_workers().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
