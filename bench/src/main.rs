@@ -55,12 +55,18 @@ struct Args {
     /// with the median total (times on a shared machine drift by a third).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Partitions of the tasks topic (the server's default: 4).
+    #[arg(long, default_value_t = 4)]
+    task_partitions: u32,
 }
 
 const DEADLINE: Duration = Duration::from_secs(600);
+/// `--task-partitions`, for every system the bench starts.
+static TASK_PARTITIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    TASK_PARTITIONS.set(args.task_partitions).expect("set once");
     let ops = vec![Operation::default(); args.blurs.max(1)];
     let png = args.format == "png";
     let kind = if png { "PNG" } else { "JPEG" };
@@ -401,7 +407,11 @@ async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Resul
     let broker = Broker::start();
     let prefix = unique_prefix("bench");
     let data = tempfile::tempdir()?;
-    let env = [("TILEPIPE_TILE_SIZE", tile.to_string()), ("TILEPIPE_MAX_UPLOAD_BYTES", (4u64 << 30).to_string())];
+    let env = [
+        ("TILEPIPE_TILE_SIZE", tile.to_string()),
+        ("TILEPIPE_MAX_UPLOAD_BYTES", (4u64 << 30).to_string()),
+        ("TILEPIPE_TASK_PARTITIONS", TASK_PARTITIONS.get().copied().unwrap_or(4).to_string()),
+    ];
     let (server, api) = server_process(&binary("server"), &broker, &prefix, data.path(), &env);
     let pool: Vec<Process> =
         (0..workers).map(|i| worker_process(&binary("worker"), &broker, &prefix, &format!("bench-{i}"))).collect();

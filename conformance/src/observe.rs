@@ -41,8 +41,6 @@ impl Log {
     }
 }
 
-pub const RESULT_PARTITIONS: i32 = 4;
-
 /// Reads the three topics from their start into a shared [`Log`].
 pub struct Observer {
     pub log: Arc<Mutex<Log>>,
@@ -59,7 +57,7 @@ impl Observer {
             .create()
             .context("creating the kit's consumer")?;
         let mut assignment = TopicPartitionList::new();
-        for p in 0..RESULT_PARTITIONS {
+        for p in 0..plumbing::kafka::RESULT_PARTITIONS {
             assignment.add_partition_offset(&topics.results, p, Offset::Beginning)?;
         }
         assignment.add_partition_offset(&topics.heartbeats, 0, Offset::Beginning)?;
@@ -145,8 +143,9 @@ impl Offsets {
     /// The end (next offset) of every partition of the topics a worker writes to.
     pub fn reply_ends(&self) -> anyhow::Result<HashMap<(String, i32), i64>> {
         let mut ends = HashMap::new();
-        let partitions =
-            (0..RESULT_PARTITIONS).map(|p| (&self.topics.results, p)).chain([(&self.topics.dead_letters, 0)]);
+        let partitions = (0..plumbing::kafka::RESULT_PARTITIONS)
+            .map(|p| (&self.topics.results, p))
+            .chain([(&self.topics.dead_letters, 0)]);
         for (topic, p) in partitions {
             let (_, high) = self.consumer.fetch_watermarks(topic, p, TIMEOUT)?;
             ends.insert((topic.clone(), p), high);

@@ -111,9 +111,13 @@ impl ConsumerContext for Logged {
     }
 }
 
-/// Creates the five topics if they do not exist. The tasks topic gets many
-/// partitions (the most workers that can share a job); every topic accepts
-/// messages as large as the largest tile.
+/// Partitions of the results topic the server creates.
+pub const RESULT_PARTITIONS: i32 = 1;
+
+/// Creates the five topics if they do not exist. The tasks topic gets
+/// `task_partitions` (the most workers that can share a job), the others
+/// one each: one reader each, and every partition costs the broker reads on
+/// each poll. Every topic accepts messages as large as the largest tile.
 pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<_> = client_config(brokers).create().context("creating Kafka admin client")?;
     let max_bytes = MAX_MESSAGE_BYTES.to_string();
@@ -122,7 +126,7 @@ pub async fn ensure_topics(brokers: &str, topics: &Topics, task_partitions: i32)
     };
     let wanted = [
         new(&topics.tasks, task_partitions),
-        new(&topics.results, 4),
+        new(&topics.results, RESULT_PARTITIONS),
         new(&topics.heartbeats, 1),
         new(&topics.dead_letters, 1),
         new(&topics.control, 1),

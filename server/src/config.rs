@@ -24,8 +24,10 @@ pub struct Config {
     #[arg(long, env = "TILEPIPE_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
 
-    /// Partitions of the tasks topic: the most workers that can share a job.
-    #[arg(long, env = "TILEPIPE_TASK_PARTITIONS", default_value_t = 12)]
+    /// Partitions of the tasks topic, when the server creates it: the most
+    /// workers that can share a job. Each costs the broker reads on every
+    /// poll (see docs/performance.md), so it is no larger than needed.
+    #[arg(long, env = "TILEPIPE_TASK_PARTITIONS", default_value_t = 4)]
     pub task_partitions: i32,
 
     /// Tasks kept outstanding on the broker per live worker: the dispatch

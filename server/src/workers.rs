@@ -49,6 +49,7 @@ pub async fn sweep_liveness(
     shutdown: CancellationToken,
 ) {
     let mut known: HashMap<String, WorkerStatus> = HashMap::new();
+    let mut alive_before = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -68,7 +69,19 @@ pub async fn sweep_liveness(
         let Ok(workers) = store.workers(now_ms(), timeout).await else {
             continue;
         };
-        window.resize(workers.iter().filter(|w| w.status == WorkerStatus::Alive).count());
+        let alive = workers.iter().filter(|w| w.status == WorkerStatus::Alive).count();
+        window.resize(alive);
+        let partitions = window.partitions();
+        if alive != alive_before && alive > partitions {
+            warn!(
+                alive,
+                partitions,
+                "more workers than task partitions: {} of them get no tasks; give a new topic prefix a tasks \
+                 topic with more partitions (TILEPIPE_TASK_PARTITIONS)",
+                alive - partitions
+            );
+        }
+        alive_before = alive;
         for worker in workers {
             let previous = known.insert(worker.id.clone(), worker.status);
             if previous.is_some_and(|p| p != worker.status) {

@@ -230,18 +230,6 @@ impl Jpeg {
         self.layout().covering(region)
     }
 
-    /// Entropy-decodes the whole scan without keeping it: whether every MCU
-    /// is there and well formed (what a crop needs), at a fraction of a
-    /// decode's cost and memory.
-    pub fn check_scan(&self, scan: impl std::io::Read) -> Result<(), JpegError> {
-        let (cols, rows) = self.layout().mcus();
-        let mut reader = ScanReader::new(self, scan, true);
-        for _ in 0..rows {
-            reader.row(cols)?;
-        }
-        Ok(())
-    }
-
     /// Entropy-decodes the scan once, top to bottom, and writes each wanted
     /// crop as soon as its last MCU row is decoded, holding only the MCU rows
     /// that crops still to come need. `wanted` must be sorted by `y1`;

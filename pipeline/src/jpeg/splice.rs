@@ -10,6 +10,8 @@
 //! that coding the whole image gives (tested). The master never holds more
 //! than a row of tiles' JPEGs, and never runs a DCT.
 
+use std::sync::OnceLock;
+
 use super::bits::{BitWriter, unstuff};
 use super::huffman::Encoder as HuffmanEncoder;
 use super::{Component, Jpeg, JpegError, Row, Run, ScanReader, TileIndex, copy_run};
@@ -52,6 +54,18 @@ struct Reference {
 }
 
 impl Reference {
+    /// The reference for `quality`, made once per quality: the master
+    /// checks every result tile against it.
+    fn of(quality: u8) -> Result<&'static Self, JpegError> {
+        static MADE: [OnceLock<Reference>; 256] = [const { OnceLock::new() }; 256];
+        let cell = &MADE[usize::from(quality)];
+        if let Some(made) = cell.get() {
+            return Ok(made);
+        }
+        let made = Self::new(quality)?;
+        Ok(cell.get_or_init(|| made))
+    }
+
     fn new(quality: u8) -> Result<Self, JpegError> {
         let bytes = encode_tile(&Frame::black(16, 16), quality)?;
         let (jpeg, scan) = Jpeg::parse(&bytes)?;
@@ -85,7 +99,7 @@ impl Reference {
 /// appended ([`TileIndex::append_to`]), it is spliced without decoding it
 /// again.
 pub fn check_tile(bytes: &[u8], (width, height): (u32, u32), quality: u8) -> Result<TileIndex, JpegError> {
-    let (jpeg, scan) = Reference::new(quality)?.parse(bytes, width, height)?;
+    let (jpeg, scan) = Reference::of(quality)?.parse(bytes, width, height)?;
     TileIndex::read(&jpeg, scan)
 }
 
@@ -93,7 +107,7 @@ pub fn check_tile(bytes: &[u8], (width, height): (u32, u32), quality: u8) -> Res
 /// [`Splice::band`] for each row of the grid from the top, then
 /// [`Splice::finish`]. Each returns the bytes to append to the file.
 pub struct Splice {
-    reference: Reference,
+    reference: &'static Reference,
     grid: TileGrid,
     writer: BitWriter,
     predictors: Vec<i16>,
@@ -108,7 +122,7 @@ impl Splice {
     /// A result of `grid`'s size at `quality`. Its tiles must lie on MCU
     /// boundaries, and a JPEG is at most 65535 pixels a side.
     pub fn new(grid: TileGrid, quality: u8) -> Result<Self, JpegError> {
-        let reference = Reference::new(quality)?;
+        let reference = Reference::of(quality)?;
         let layout = reference.jpeg.layout();
         if !grid.tile_size.is_multiple_of(layout.mcu_width) || !grid.tile_size.is_multiple_of(layout.mcu_height) {
             return Err(JpegError::Unsupported("tiles that do not lie on MCU boundaries"));

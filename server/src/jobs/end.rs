@@ -81,18 +81,16 @@ impl Jobs {
         // Write then rename: a reader never sees half a file.
         let partial = path.with_extension("partial");
         let target = partial.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let done = done_tiles_file(&tiles_dir);
-            let tiles = crate::assemble::Tiles::new(shape.grid, shape.channels, &done, None);
-            crate::assemble::write(shape.output, &tiles, &target)
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|written| written);
-        let placed = match written {
-            Ok(()) => tokio::fs::rename(&partial, &path).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
+        let placed: anyhow::Result<()> = async {
+            tokio::task::spawn_blocking(move || {
+                let done = done_tiles_file(&tiles_dir);
+                let tiles = crate::assemble::Tiles::new(shape.grid, shape.channels, &done, None);
+                crate::assemble::write(shape.output, &tiles, &target)
+            })
+            .await??;
+            Ok(tokio::fs::rename(&partial, &path).await?)
+        }
+        .await;
         if placed.is_err() {
             let _ = tokio::fs::remove_file(&partial).await;
         }

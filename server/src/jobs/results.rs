@@ -143,21 +143,24 @@ impl Jobs {
     /// result is ignored). Results are stored one at a time (the collect
     /// loop awaits each), so the file has one writer.
     async fn keep_pixels(&self, h: &ResultHeader, pixels: &[u8], output: Output) -> anyhow::Result<bool> {
-        let (header, payload) = (h.clone(), pixels.to_vec());
-        let checked = tokio::task::spawn_blocking(move || check(&header, payload, output));
-        let stored = match checked.await? {
-            Ok(stored) => stored,
-            Err(e) => {
-                warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
-                return Ok(false);
+        let (header, payload, path) = (h.clone(), pixels.to_vec(), self.done_tiles_path(&h.job_id));
+        // One hop to the blocking pool: the check is CPU, the append is I/O.
+        // Unreadable pixels are the worker's fault (`Ok(Err)`); a tile that
+        // cannot be stored is ours (`Err`), and parks the reply.
+        let kept = tokio::task::spawn_blocking(move || -> std::io::Result<anyhow::Result<()>> {
+            let stored = match check(&header, payload, output) {
+                Ok(stored) => stored,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
             }
-        };
-        let path = self.done_tiles_path(&h.job_id);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            append(&path, header.tile, stored.form, &stored.bytes).map(Ok)
+        });
+        if let Err(e) = kept.await?? {
+            warn!(job = %h.job_id, tile = h.tile, worker = %h.worker_id, error = %e, "unreadable result pixels; ignored");
+            return Ok(false);
         }
-        let tile = h.tile;
-        tokio::task::spawn_blocking(move || append(&path, tile, stored.form, &stored.bytes)).await??;
         Ok(true)
     }
 
