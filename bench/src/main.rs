@@ -335,10 +335,8 @@ fn baseline(jpeg: &[u8], chain: &[Operation], tile: u32) -> anyhow::Result<Basel
     let process = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    // JPEG q90 with the server's encoder, as the job's result.
-    let mut result = Vec::new();
-    let (w, h) = (output.width as u16, output.height as u16);
-    jpeg_encoder::Encoder::new(&mut result, 90).encode(&output.pixels, w, h, jpeg_encoder::ColorType::Rgb)?;
+    // JPEG q90 coded as the job's result is.
+    let result = pipeline::jpeg::encode_tile(&output, 90)?;
     std::hint::black_box(result);
     let encode = t.elapsed().as_secs_f64();
     Ok(Baseline { decode, process, encode, total: started.elapsed().as_secs_f64() })

@@ -127,7 +127,7 @@ impl Corpus {
             attempt: 1,
             encoding: Encoding::Raw,
             source: None,
-            jpeg_quality: None,
+            jpeg_tile_quality: None,
         }
     }
 
@@ -220,11 +220,11 @@ impl Corpus {
     pub fn jpeg_result(&mut self) -> Case {
         let mut case = self.raw(&[Operation::Invert], Channels::Rgb, Place::Inside);
         let mut task = Task::decode(&case.payload).expect("the kit's task decodes");
-        task.header.jpeg_quality = Some(85);
+        task.header.jpeg_tile_quality = Some(90);
         case.payload = task.encode();
-        case.name = format!("{} (the job's result is a JPEG of quality 85)", case.name);
+        case.name = format!("{} (the job's result is a JPEG of quality 90)", case.name);
         if let Expect::Result { jpeg_quality, .. } = &mut case.expect {
-            *jpeg_quality = Some(85);
+            *jpeg_quality = Some(90);
         }
         case
     }

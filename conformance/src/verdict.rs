@@ -106,7 +106,7 @@ pub fn judge(
             match header.encoding {
                 Encoding::Jpeg => {
                     let Some(quality) = jpeg_quality else {
-                        return Err("a JPEG result for a task without jpeg_quality".into());
+                        return Err("a JPEG result for a task without jpeg_tile_quality".into());
                     };
                     pipeline::jpeg::check_tile(pixels, (width, height), *quality).map_err(|e| {
                         format!("the master would not splice this JPEG tile ({e}) and would send the task again")

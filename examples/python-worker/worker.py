@@ -269,9 +269,9 @@ def task_input(header, payload):
     channels = header.get("channels", 3)
     if channels not in (3, 4) or isinstance(channels, bool):
         raise TaskError("channels must be 3 or 4")
-    quality = header.get("jpeg_quality")
+    quality = header.get("jpeg_tile_quality")
     if quality is not None and (not isinstance(quality, int) or not 1 <= quality <= 100):
-        raise TaskError("jpeg_quality must be 1..=100")
+        raise TaskError("jpeg_tile_quality must be 1..=100")
     w, h = width + 2 * halo, height + 2 * halo
     encoding = header.get("encoding", "raw")
     if encoding == "raw":

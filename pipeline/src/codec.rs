@@ -16,7 +16,7 @@ pub enum Encoding {
     Png,
     /// In a task: a baseline JPEG file of a region of the upload, cut from
     /// it losslessly (see `pipeline::jpeg`); the task's `source` says where.
-    /// In a result: the tile as a JPEG of the task's `jpeg_quality`, coded
+    /// In a result: the tile as a JPEG of the task's `jpeg_tile_quality`, coded
     /// by [`crate::jpeg::encode_tile`]; the master checks it with
     /// [`crate::jpeg::check_tile`], it is never decoded here.
     Jpeg,

@@ -229,7 +229,7 @@ async fn a_jpeg_result_is_the_same_whether_tiles_come_as_jpeg_or_raw() {
     // Odd tiles come back as JPEG tiles of the quality the task asks for,
     // even ones raw.
     let mixed = FakeWorker::start(&broker, &prefix, |task| {
-        let (tile, quality) = (task.header.tile, task.header.jpeg_quality);
+        let (tile, quality) = (task.header.tile, task.header.jpeg_tile_quality);
         let raw = answer(task.clone(), "mixed", None);
         let (Some(quality), 1) = (quality, tile % 2) else { return Some(raw) };
         let pipeline::wire::Reply::Done(result) = pipeline::wire::Reply::decode(&raw).unwrap() else { unreachable!() };

@@ -27,7 +27,7 @@ async fn process(task: Task, worker_id: &str) -> anyhow::Result<Vec<u8>> {
         let started = Instant::now();
         let output = ops::process_tile(&header.ops, input, header.halo);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let jpeg = header.jpeg_quality.and_then(|quality| pipeline::jpeg::encode_tile(&output, quality).ok());
+        let jpeg = header.jpeg_tile_quality.and_then(|quality| pipeline::jpeg::encode_tile(&output, quality).ok());
         let (encoding, pixels) = match jpeg {
             Some(jpeg) => (Encoding::Jpeg, jpeg),
             None => (Encoding::Png, codec::encode(&output, Encoding::Png)),

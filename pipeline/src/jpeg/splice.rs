@@ -19,9 +19,11 @@ use crate::frame::{Channels, Frame, on_white};
 use crate::geometry::{Rect, TileGrid};
 
 /// A tile's pixels as a baseline JPEG at `quality`, coded as every tile of
-/// a JPEG result is (jpeg-encoder's defaults: standard Huffman tables, no
-/// restart markers, 4:2:0 below quality 90 and 4:4:4 from it on). Alpha is
-/// flattened onto white, as JPEG has none.
+/// a JPEG result is: 4:2:0 at every quality (as libjpeg and OpenCV write by
+/// default: from quality 90 on, jpeg-encoder would code 4:4:4, twice the
+/// chroma blocks, 1.7x the time), otherwise jpeg-encoder's defaults
+/// (standard Huffman tables, no restart markers). Alpha is flattened onto
+/// white, as JPEG has none.
 pub fn encode_tile(tile: &Frame, quality: u8) -> Result<Vec<u8>, JpegError> {
     let flattened;
     let rgb = match tile.channels {
@@ -35,7 +37,9 @@ pub fn encode_tile(tile: &Frame, quality: u8) -> Result<Vec<u8>, JpegError> {
         return Err(JpegError::Unsupported("a JPEG is at most 65535 pixels a side"));
     };
     let mut out = Vec::with_capacity(rgb.len() / 8);
-    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    encoder
         .encode(rgb, width, height, jpeg_encoder::ColorType::Rgb)
         .map_err(|_| JpegError::Unsupported("the tile cannot be coded as a JPEG"))?;
     Ok(out)
@@ -304,8 +308,8 @@ mod tests {
 
     #[test]
     fn spliced_tiles_are_the_whole_images_jpeg_byte_for_byte() {
-        // 4:2:0 (quality < 90) and 4:4:4, edge tiles of odd sizes, one tile
-        // and many, with and without alpha.
+        // Qualities below and from 90, edge tiles of odd sizes, one tile and
+        // many, with and without alpha.
         for (width, height, tile, quality) in
             [(100, 75, 32, 75), (100, 75, 16, 90), (64, 48, 64, 95), (45, 130, 48, 50)]
         {
@@ -381,6 +385,16 @@ mod tests {
                     assert!(out.ends_with(&[0xFF, 0xD9]));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn tiles_are_4_2_0_at_every_quality() {
+        for quality in [1, 50, 89, 90, 95, 100] {
+            let bytes = encode_tile(&image(48, 32, Channels::Rgb), quality).unwrap();
+            let (jpeg, _) = Jpeg::parse(&bytes).unwrap();
+            let sampling: Vec<_> = jpeg.components.iter().map(|c| (c.h, c.v)).collect();
+            assert_eq!(sampling, [(2, 2), (1, 1), (1, 1)], "q{quality}");
         }
     }
 

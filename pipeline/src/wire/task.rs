@@ -36,11 +36,13 @@ pub struct TaskHeader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     /// The job's result is a JPEG of this quality (1..=100): the worker may
-    /// answer with its tile coded as [`crate::jpeg::encode_tile`] codes it,
-    /// which the master joins into the result without decoding. A PNG or
-    /// raw answer is still taken.
+    /// answer with its tile coded as [`crate::jpeg::encode_tile`] codes it
+    /// (4:2:0), which the master joins into the result without decoding. A
+    /// PNG or raw answer is still taken. (It replaced `jpeg_quality`, whose
+    /// tiles were 4:4:4 from quality 90: a worker that knows only that name
+    /// now answers PNG instead of coding tiles the master would refuse.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jpeg_quality: Option<u8>,
+    pub jpeg_tile_quality: Option<u8>,
 }
 
 /// The region of the image a `jpeg` task carries (a window around the tile
@@ -116,8 +118,8 @@ impl TaskHeader {
         if self.halo > ops::MAX_HALO {
             return Err(WireError::Invalid(format!("halo must be at most {}, got {}", ops::MAX_HALO, self.halo)));
         }
-        if self.jpeg_quality.is_some_and(|q| !(1..=100).contains(&q)) {
-            return Err(WireError::Invalid("jpeg_quality must be 1..=100".into()));
+        if self.jpeg_tile_quality.is_some_and(|q| !(1..=100).contains(&q)) {
+            return Err(WireError::Invalid("jpeg_tile_quality must be 1..=100".into()));
         }
         // Both below 2048 + 2 * 512: no overflow.
         Ok((self.rect.width + 2 * self.halo, self.rect.height + 2 * self.halo))

@@ -15,7 +15,7 @@ fn task() -> Task {
         attempt: 2,
         encoding: Encoding::Raw,
         source: None,
-        jpeg_quality: None,
+        jpeg_tile_quality: None,
     };
     let input = Frame::new(5, 4, (0..60).collect());
     Task { header, input }
@@ -51,15 +51,15 @@ fn task_round_trips() {
 #[test]
 fn a_task_may_ask_for_a_jpeg_result_of_a_valid_quality() {
     let mut t = task();
-    assert!(!String::from_utf8_lossy(&t.encode()).contains("jpeg_quality"), "absent when not asked");
-    t.header.jpeg_quality = Some(90);
+    assert!(!String::from_utf8_lossy(&t.encode()).contains("jpeg_tile_quality"), "absent when not asked");
+    t.header.jpeg_tile_quality = Some(90);
     let bytes = t.encode();
-    assert!(String::from_utf8_lossy(&bytes).contains(r#""jpeg_quality":90"#));
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""jpeg_tile_quality":90"#));
     assert_eq!(Task::decode(&bytes).unwrap(), t);
     for bad in [0, 101] {
-        t.header.jpeg_quality = Some(bad);
+        t.header.jpeg_tile_quality = Some(bad);
         let error = Task::decode(&t.encode()).unwrap_err().to_string();
-        assert!(error.contains("jpeg_quality must be 1..=100"), "{error}");
+        assert!(error.contains("jpeg_tile_quality must be 1..=100"), "{error}");
     }
 }
 

@@ -225,7 +225,7 @@ impl Active {
             attempt: self.tiles.get(tile as usize)?.attempts() + 1,
             encoding: Encoding::Raw,
             source: None,
-            jpeg_quality: match self.output {
+            jpeg_tile_quality: match self.output {
                 Output::Jpeg { quality } => Some(quality),
                 Output::Png | Output::Webp | Output::Tiff => None,
             },
