@@ -408,7 +408,7 @@ async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Resul
     let env = [
         ("TILEPIPE_TILE_SIZE", tile.to_string()),
         ("TILEPIPE_MAX_UPLOAD_BYTES", (4u64 << 30).to_string()),
-        ("TILEPIPE_TASK_PARTITIONS", TASK_PARTITIONS.get().copied().unwrap_or(4).to_string()),
+        ("TILEPIPE_TASK_PARTITIONS", TASK_PARTITIONS.get().expect("set in main").to_string()),
     ];
     let (server, api) = server_process(&binary("server"), &broker, &prefix, data.path(), &env);
     let pool: Vec<Process> =

@@ -63,6 +63,17 @@ fn a_task_may_ask_for_a_jpeg_result_of_a_valid_quality() {
     }
 }
 
+#[test]
+fn the_old_jpeg_quality_field_asks_for_no_jpeg_tile() {
+    // A master before 4:2:0 tiles sent `jpeg_quality`: today's worker then
+    // answers PNG rather than a tile that master would refuse.
+    let t = task();
+    let header = serde_json::to_string(&t.header).unwrap().replacen('{', r#"{"jpeg_quality":90,"#, 1);
+    let decoded = Task::decode(&message(b"TPT1", &header, &t.input.pixels)).unwrap();
+    assert_eq!(decoded.header.jpeg_tile_quality, None);
+    assert_eq!(decoded.input, t.input);
+}
+
 fn result(encoding: Encoding) -> TileResult {
     TileResult {
         header: ResultHeader {
