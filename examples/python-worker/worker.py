@@ -371,7 +371,7 @@ class Worker:
                     "enable.auto.commit": True,
                     "enable.auto.offset.store": False,
                     "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
-                    "fetch.wait.max.ms": 50,
+                    "fetch.wait.max.ms": 200,
                     "session.timeout.ms": 10000,
                     "queued.max.messages.kbytes": 16384,
                     "partition.assignment.strategy": "range,roundrobin",

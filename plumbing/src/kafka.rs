@@ -17,14 +17,21 @@ use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 /// `TILEPIPE_KAFKA_SASL_USERNAME=u` sets `sasl.username=u`.
 pub const ENV_PREFIX: &str = "TILEPIPE_KAFKA_";
 
-/// `fetch.wait.max.ms` of the consumers on a job's path (a worker's tasks,
-/// the master's results). nisshi answers a fetch that finds nothing by
-/// reading again after half the wait, then half the rest, and so on: a
-/// shorter wait hears of a new message sooner but costs the broker more
-/// reads. With 25 ms an idle system kept nisshi at 80 to 90% of a core;
-/// with 50 (and a deeper dispatch window to hide it) the broker's CPU per
-/// job fell by a quarter to a half and jobs got faster (README, Performance).
+/// `fetch.wait.max.ms` of the master's results consumer. nisshi answers a
+/// fetch that finds nothing by reading again after half the wait, then half
+/// the rest, and so on: a shorter wait hears of a new message sooner but
+/// costs the broker more reads. With 25 ms an idle system kept nisshi at 80
+/// to 90% of a core. The last result of a job is heard of up to half of
+/// this late, so it stays short.
 pub const PROMPT_FETCH_WAIT_MS: u32 = 50;
+
+/// `fetch.wait.max.ms` of a worker's tasks consumer. A worker has the
+/// dispatch window's tasks queued ahead of it, so hearing of the next one
+/// up to 100 ms late costs it nothing, and each poll round costs the broker
+/// a read of every partition the worker has. Against 50 ms: an idle system's
+/// broker at 12% of a core instead of 26%, and a third less broker CPU per
+/// job (docs/performance.md, "Polls").
+pub const TASKS_FETCH_WAIT_MS: u32 = 200;
 
 /// `fetch.wait.max.ms` of consumers that a few hundred ms do not hurt
 /// (heartbeats, stopped jobs): librdkafka's default.

@@ -43,9 +43,7 @@ impl Clients {
             .set("topic.metadata.refresh.interval.ms", "5000")
             // One tile at a time per worker: do not hoard tasks other members could take.
             .set("queued.max.messages.kbytes", "16384")
-            // The master keeps only a window of tasks queued, so a worker must
-            // hear of a new one soon.
-            .set("fetch.wait.max.ms", plumbing::kafka::PROMPT_FETCH_WAIT_MS.to_string())
+            .set("fetch.wait.max.ms", plumbing::kafka::TASKS_FETCH_WAIT_MS.to_string())
             .env_overrides()
             .create_with_context(Logged::new("tasks"))
             .context("creating Kafka consumer")?;
