@@ -25,7 +25,9 @@ impl Clients {
         let producer: FutureProducer = client
             .clone()
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .set("linger.ms", "0")
+            // Held replies are handed over together (see `held`): a
+            // moment's linger makes sure they share a request.
+            .set("linger.ms", "2")
             .set("acks", "all")
             .env_overrides()
             .create()

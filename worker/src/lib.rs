@@ -6,18 +6,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod clients;
 mod heartbeat;
+mod held;
 mod stopped;
 mod task;
 pub mod usage;
 
 use anyhow::Context;
 use clap::Parser;
-use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use pipeline::wire::Topics;
 use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
@@ -29,6 +30,7 @@ use tracing::{info, warn};
 
 use clients::{Clients, leave};
 use heartbeat::{Status, heartbeats};
+use held::Held;
 use task::{Outgoing, handle};
 
 #[derive(Debug, Clone, Parser)]
@@ -89,31 +91,58 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // processed while the broker stores the last ones, and a task's offset
     // is stored only once its reply (and every earlier one) is acknowledged.
     let mut in_flight = FuturesOrdered::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                let reply: Reply = reply;
-                if !reply.sent {
-                    break;
-                }
-                reply.acknowledge(&consumer, &status);
-            }
-            message = consumer.recv(), if in_flight.len() < IN_FLIGHT => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "tasks consumer");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                let task = TaskAt { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
-                let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
+    // Replies not yet sent: held while more tasks are queued, so that
+    // several go in one request (see `held`).
+    let mut held = Held::new(IN_FLIGHT / 2);
+    let mut tile = Duration::ZERO;
+    'tasks: loop {
+        let room = in_flight.len() + held.len() < IN_FLIGHT && !shutdown.is_cancelled();
+        let queued = room.then(|| consumer.recv().now_or_never()).flatten();
+        if held.due(Instant::now(), queued.is_none(), tile) {
+            for (outgoing, task) in held.take() {
                 in_flight.push_back(send_reply(&producer, outgoing, task, &shutdown));
             }
         }
+        // The acknowledgements already in; a new reply's first poll hands
+        // it to the producer.
+        while let Some(Some(reply)) = in_flight.next().now_or_never() {
+            let reply: Reply = reply;
+            if !reply.acknowledge(&consumer, &status) {
+                break 'tasks;
+            }
+        }
+        let message = match queued {
+            Some(message) => message,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    if !reply.acknowledge(&consumer, &status) {
+                        break;
+                    }
+                    continue;
+                }
+                message = consumer.recv(), if in_flight.len() + held.len() < IN_FLIGHT => message,
+            },
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "tasks consumer");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let task =
+            TaskAt { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
+        let started = Instant::now();
+        let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
+        tile = started.elapsed();
+        held.push((outgoing, task), Instant::now());
+    }
+    // Tiles processed are worth sending, even when stopping.
+    for (outgoing, task) in held.take() {
+        in_flight.push_back(send_reply(&producer, outgoing, task, &shutdown));
     }
     settle(&mut in_flight, &consumer, &status, &id).await;
 
@@ -152,10 +181,9 @@ async fn settle(
 ) {
     let drain = async {
         while let Some(reply) = in_flight.next().await {
-            if !reply.sent {
+            if !reply.acknowledge(consumer, status) {
                 break;
             }
-            reply.acknowledge(consumer, status);
         }
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
@@ -163,7 +191,7 @@ async fn settle(
     }
 }
 
-/// Replies sent and not yet acknowledged, at most.
+/// Replies held, or sent and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 8;
 
 /// Where a task was read from.
@@ -184,8 +212,12 @@ struct Reply {
 }
 
 impl Reply {
-    /// Counts the tile and stores its task's offset, to be committed.
-    fn acknowledge(&self, consumer: &LoggedConsumer, status: &Status) {
+    /// Counts the tile and stores its task's offset, to be committed; false
+    /// if the reply was never sent (the worker is stopping).
+    fn acknowledge(&self, consumer: &LoggedConsumer, status: &Status) -> bool {
+        if !self.sent {
+            return false;
+        }
         if self.processed {
             status.done.fetch_add(1, Ordering::Relaxed);
         }
@@ -193,6 +225,7 @@ impl Reply {
         if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
             warn!(error = %e, "storing task offset");
         }
+        true
     }
 }
 
