@@ -61,12 +61,17 @@ struct Args {
 }
 
 const DEADLINE: Duration = Duration::from_secs(600);
-/// `--task-partitions`, for every system the bench starts.
-static TASK_PARTITIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The system a distributed run starts.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    workers: usize,
+    tile: u32,
+    task_partitions: u32,
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    TASK_PARTITIONS.set(args.task_partitions).expect("set once");
     let ops = vec![Operation::default(); args.blurs.max(1)];
     let png = args.format == "png";
     let kind = if png { "PNG" } else { "JPEG" };
@@ -96,8 +101,10 @@ fn main() -> anyhow::Result<()> {
     // Every measurement once per round, interleaved, so that a slow spell
     // of the machine falls on all of them alike.
     let runtime = tokio::runtime::Runtime::new()?;
-    let configs: Vec<(u32, usize)> =
-        args.tile_sizes.iter().flat_map(|&tile| args.workers.iter().map(move |&workers| (tile, workers))).collect();
+    let task_partitions = args.task_partitions;
+    let shape = |workers, tile| Shape { workers, tile, task_partitions };
+    let configs: Vec<Shape> =
+        args.tile_sizes.iter().flat_map(|&tile| args.workers.iter().map(move |&workers| shape(workers, tile))).collect();
     let (mut singles, mut opencvs, mut runs) =
         (Vec::new(), Vec::new(), (0..configs.len()).map(|_| Vec::new()).collect::<Vec<Vec<Run>>>());
     for round in 1..=args.rounds.max(1) {
@@ -108,8 +115,8 @@ fn main() -> anyhow::Result<()> {
                 opencvs.extend(opencv(&jpeg)?);
             }
         }
-        for (i, &(tile, workers)) in configs.iter().enumerate() {
-            runs[i].push(runtime.block_on(distributed((name, &jpeg), &ops, workers, tile))?);
+        for (i, &config) in configs.iter().enumerate() {
+            runs[i].push(runtime.block_on(distributed((name, &jpeg), &ops, config))?);
         }
     }
 
@@ -136,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         "| workers | tile | total s | upload s | first task ms | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (&(tile, workers), rounds) in configs.iter().zip(runs) {
+    for (&Shape { workers, tile, .. }, rounds) in configs.iter().zip(runs) {
         let totals: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.total)).collect();
         let run = median_by(rounds, |r| r.total).context("at least one round")?;
         let s = &run.stages;
@@ -164,14 +171,15 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{workers} workers, {tile} px tiles: totals {}", totals.join(", "));
     }
     println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
+    let first = shape(args.workers[0], args.tile_sizes[0]);
     if args.concurrent > 0 {
-        runtime.block_on(concurrent(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.concurrent))?;
+        runtime.block_on(concurrent(&jpeg, &ops, first, args.concurrent))?;
     }
     if args.batch_zip > 0 {
-        runtime.block_on(batch_zip(&jpeg, &ops, args.workers[0], args.tile_sizes[0], args.batch_zip))?;
+        runtime.block_on(batch_zip(&jpeg, &ops, first, args.batch_zip))?;
     }
     if args.zoom {
-        runtime.block_on(zoom((name, &jpeg), &ops, args.workers[0], args.tile_sizes[0]))?;
+        runtime.block_on(zoom((name, &jpeg), &ops, first))?;
     }
     Ok(())
 }
@@ -179,8 +187,8 @@ fn main() -> anyhow::Result<()> {
 /// The job once more, then its result's Deep Zoom pyramid built on request
 /// and polled until ready: the time, and the server's resident memory
 /// before and at most while it is built.
-async fn zoom((name, image): (&str, &[u8]), chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<()> {
-    let System { server, api, .. } = &system(chain, workers, tile).await?;
+async fn zoom((name, image): (&str, &[u8]), chain: &[Operation], shape: Shape) -> anyhow::Result<()> {
+    let System { server, api, .. } = &system(chain, shape).await?;
     let job = api.submit_with(name, image.to_vec(), &[("ops", &serde_json::to_string(chain)?)]).await;
     let job = api.finished(&job.id, DEADLINE).await;
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
@@ -216,9 +224,9 @@ async fn zoom((name, image): (&str, &[u8]), chain: &[Operation], workers: usize,
 /// `n` PNG results of `jpeg` in one batch (the first processed, the rest
 /// from the result cache), then the batch's zip downloaded: the time to its first
 /// byte and to its end, and the server's resident memory while it streams.
-async fn batch_zip(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32, n: usize) -> anyhow::Result<()> {
+async fn batch_zip(jpeg: &[u8], chain: &[Operation], shape: Shape, n: usize) -> anyhow::Result<()> {
     use futures::StreamExt;
-    let System { server, api, .. } = &system(chain, workers, tile).await?;
+    let System { server, api, .. } = &system(chain, shape).await?;
     let client = reqwest::Client::new();
     let batch: app::api::Batch = client.post(api.url("/api/batches")).send().await?.json().await?;
     let ops = serde_json::to_string(chain)?;
@@ -401,14 +409,14 @@ struct System {
     _data: tempfile::TempDir,
 }
 
-async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Result<System> {
+async fn system(chain: &[Operation], Shape { workers, tile, task_partitions }: Shape) -> anyhow::Result<System> {
     let broker = Broker::start();
     let prefix = unique_prefix("bench");
     let data = tempfile::tempdir()?;
     let env = [
         ("TILEPIPE_TILE_SIZE", tile.to_string()),
         ("TILEPIPE_MAX_UPLOAD_BYTES", (4u64 << 30).to_string()),
-        ("TILEPIPE_TASK_PARTITIONS", TASK_PARTITIONS.get().expect("set in main").to_string()),
+        ("TILEPIPE_TASK_PARTITIONS", task_partitions.to_string()),
     ];
     let (server, api) = server_process(&binary("server"), &broker, &prefix, data.path(), &env);
     let pool: Vec<Process> =
@@ -426,8 +434,8 @@ async fn system(chain: &[Operation], workers: usize, tile: u32) -> anyhow::Resul
 
 /// `n` uploads of `jpeg` at once: how many were admitted and how many got
 /// 503, the seconds until all admitted ones were done, the server's peak.
-async fn concurrent(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32, n: usize) -> anyhow::Result<()> {
-    let System { server, api, .. } = &system(chain, workers, tile).await?;
+async fn concurrent(jpeg: &[u8], chain: &[Operation], shape: Shape, n: usize) -> anyhow::Result<()> {
+    let System { server, api, .. } = &system(chain, shape).await?;
     let started = Instant::now();
     let client = reqwest::Client::new();
     let ops = serde_json::to_string(chain)?;
@@ -463,10 +471,9 @@ async fn concurrent(jpeg: &[u8], chain: &[Operation], workers: usize, tile: u32,
 async fn distributed(
     (name, image): (&str, &[u8]),
     chain: &[Operation],
-    workers: usize,
-    tile: u32,
+    shape: Shape,
 ) -> anyhow::Result<Run> {
-    let System { broker, server, pool, api, .. } = &system(chain, workers, tile).await?;
+    let System { broker, server, pool, api, .. } = &system(chain, shape).await?;
 
     let bytes_before = broker_bytes(api).await?;
     let cpu = || -> [f64; 3] {
