@@ -103,8 +103,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let task_partitions = args.task_partitions;
     let shape = |workers, tile| Shape { workers, tile, task_partitions };
-    let configs: Vec<Shape> =
-        args.tile_sizes.iter().flat_map(|&tile| args.workers.iter().map(move |&workers| shape(workers, tile))).collect();
+    let configs: Vec<Shape> = args
+        .tile_sizes
+        .iter()
+        .flat_map(|&tile| args.workers.iter().map(move |&workers| shape(workers, tile)))
+        .collect();
     let (mut singles, mut opencvs, mut runs) =
         (Vec::new(), Vec::new(), (0..configs.len()).map(|_| Vec::new()).collect::<Vec<Vec<Run>>>());
     for round in 1..=args.rounds.max(1) {
@@ -468,11 +471,7 @@ async fn concurrent(jpeg: &[u8], chain: &[Operation], shape: Shape, n: usize) ->
     Ok(())
 }
 
-async fn distributed(
-    (name, image): (&str, &[u8]),
-    chain: &[Operation],
-    shape: Shape,
-) -> anyhow::Result<Run> {
+async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: Shape) -> anyhow::Result<Run> {
     let System { broker, server, pool, api, .. } = &system(chain, shape).await?;
 
     let bytes_before = broker_bytes(api).await?;

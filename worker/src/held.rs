@@ -29,13 +29,13 @@ impl<T> Held<T> {
         self.replies.push(reply);
     }
 
-    /// Whether the held replies must go now: the worker is about to wait
-    /// for a task (`waiting`), it holds its limit, or processing one more
-    /// tile, if it takes as long as the last one (`tile`), would keep the
-    /// oldest past [`LINGER`].
-    pub fn due(&self, now: Instant, waiting: bool, tile: Duration) -> bool {
+    /// Whether the held replies must go now: unless the next task is queued
+    /// and of the same job as the last (`alike`), whose time (`tile`)
+    /// predicts its own; when the limit is held; or when one more such tile
+    /// would keep the oldest past [`LINGER`].
+    pub fn due(&self, now: Instant, alike: bool, tile: Duration) -> bool {
         let Some(since) = self.since else { return false };
-        waiting || self.replies.len() >= self.limit || now.saturating_duration_since(since) + tile >= LINGER
+        !alike || self.replies.len() >= self.limit || now.saturating_duration_since(since) + tile >= LINGER
     }
 
     /// The held replies, oldest first; none are held after.
@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn nothing_held_is_never_due() {
         let held: Held<u32> = Held::new(4);
-        assert!(!held.due(Instant::now(), true, LINGER));
+        assert!(!held.due(Instant::now(), false, LINGER));
     }
 
     #[test]
@@ -63,8 +63,8 @@ mod tests {
         let mut held = Held::new(4);
         held.push(1, start);
         held.push(2, start + FAST);
-        assert!(!held.due(start + FAST, false, FAST));
-        assert!(held.due(start + FAST, true, FAST), "the worker is about to wait: they go");
+        assert!(!held.due(start + FAST, true, FAST));
+        assert!(held.due(start + FAST, false, FAST), "no task queued, or another job's: they go");
     }
 
     #[test]
@@ -72,12 +72,12 @@ mod tests {
         let start = Instant::now();
         let mut held = Held::new(2);
         held.push(1, start);
-        assert!(!held.due(start, false, FAST));
+        assert!(!held.due(start, true, FAST));
         held.push(2, start);
-        assert!(held.due(start, false, FAST));
+        assert!(held.due(start, true, FAST));
         assert_eq!(held.take(), [1, 2]);
         assert_eq!(held.len(), 0);
-        assert!(!held.due(start, true, FAST), "taken");
+        assert!(!held.due(start, false, FAST), "taken");
     }
 
     #[test]
@@ -85,9 +85,9 @@ mod tests {
         let start = Instant::now();
         let mut held = Held::new(8);
         held.push(1, start);
-        assert!(held.due(start, false, LINGER), "a tile as slow as the linger");
-        assert!(!held.due(start + LINGER / 2, false, Duration::ZERO));
-        assert!(held.due(start + LINGER, false, Duration::ZERO), "the linger is up");
+        assert!(held.due(start, true, LINGER), "a tile as slow as the linger");
+        assert!(!held.due(start + LINGER / 2, true, Duration::ZERO));
+        assert!(held.due(start + LINGER, true, Duration::ZERO), "the linger is up");
     }
 
     #[test]
@@ -97,6 +97,6 @@ mod tests {
         held.push(1, start);
         held.take();
         held.push(2, start + LINGER);
-        assert!(!held.due(start + LINGER + FAST, false, FAST));
+        assert!(!held.due(start + LINGER + FAST, true, FAST));
     }
 }

@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use pipeline::wire::Topics;
+use pipeline::wire::{TileKey, Topics};
 use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -94,11 +94,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Replies not yet sent: held while more tasks are queued, so that
     // several go in one request (see `held`).
     let mut held = Held::new(IN_FLIGHT / 2);
-    let mut tile = Duration::ZERO;
+    // The last tile's job, and how long it took.
+    let (mut last_job, mut tile) = (None::<String>, Duration::ZERO);
     'tasks: loop {
         let room = in_flight.len() + held.len() < IN_FLIGHT && !shutdown.is_cancelled();
         let queued = room.then(|| consumer.recv().now_or_never()).flatten();
-        if held.due(Instant::now(), queued.is_none(), tile) {
+        let alike = match &queued {
+            Some(Ok(next)) => last_job.is_some() && job_of(next) == last_job.as_deref(),
+            _ => false,
+        };
+        if held.due(Instant::now(), alike, tile) {
             for (outgoing, task) in held.take() {
                 in_flight.push_back(send_reply(&producer, outgoing, task, &shutdown));
             }
@@ -137,7 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             TaskAt { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
         let started = Instant::now();
         let outgoing = handle(&message, &id, &topics, &stopped, &status).await;
-        tile = started.elapsed();
+        (last_job, tile) = (job_of(&message).map(str::to_owned), started.elapsed());
         held.push((outgoing, task), Instant::now());
     }
     // Tiles processed are worth sending, even when stopping.
@@ -189,6 +194,12 @@ async fn settle(
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         warn!(worker = %id, "replies not acknowledged in time; their tiles go to other workers");
     }
+}
+
+/// The job a task's key names, if it names one.
+fn job_of(message: &impl Message) -> Option<&str> {
+    let key = std::str::from_utf8(message.key()?).ok()?;
+    TileKey::parse(key).map(|k| k.job_id)
 }
 
 /// Replies held, or sent and not yet acknowledged, at most.
