@@ -6,6 +6,7 @@
 #   scripts/bench.sh --size 32768 --no-baselines --rounds 1   # the gigapixel case
 #   scripts/bench.sh --no-baselines --concurrent 8 --rounds 1   # eight uploads at once, under the memory budget
 #   scripts/bench.sh --no-baselines --rounds 1 --zoom          # and the result's zoomable pyramid
+#   scripts/bench.sh --no-baselines --rounds 1 --idle 10       # and what a system with no job costs
 # Needs nisshi on PATH (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."

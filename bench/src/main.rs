@@ -47,6 +47,11 @@ struct Args {
     /// resolution" asks for): how long, and the server's memory meanwhile.
     #[arg(long)]
     zoom: bool,
+
+    /// Also measure, over this many seconds, what a system with no job
+    /// costs (nisshi polls for its waiting readers): CPU per process.
+    #[arg(long, default_value_t = 0)]
+    idle: u64,
     /// The uploaded image's format: `jpeg`, or `png` (read by rows on the
     /// master; its baselines are skipped).
     #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
@@ -184,6 +189,9 @@ fn main() -> anyhow::Result<()> {
     if args.zoom {
         runtime.block_on(zoom((name, &jpeg), &ops, first))?;
     }
+    if args.idle > 0 {
+        runtime.block_on(idle(&ops, first, Duration::from_secs(args.idle)))?;
+    }
     Ok(())
 }
 
@@ -220,6 +228,28 @@ async fn zoom((name, image): (&str, &[u8]), chain: &[Operation], shape: Shape) -
         megapixels / took,
         mb(before),
         mb(peak),
+    );
+    Ok(())
+}
+
+/// The CPU a system costs with no job, over `period` (after one small job
+/// and a few seconds for the clients to settle), in percent of one core.
+async fn idle(chain: &[Operation], shape: Shape, period: Duration) -> anyhow::Result<()> {
+    let system = system(chain, shape).await?;
+    // Not a synchronisation: the warm-up job's last fetches and commits
+    // are what this leaves out of the measure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = system.cpu_seconds();
+    tokio::time::sleep(period).await;
+    let after = system.cpu_seconds();
+    let percent = |i: usize| 100.0 * (after[i] - before[i]) / period.as_secs_f64();
+    println!(
+        "\nIdle, over {} s (no job; the bench's workers heartbeat every second): broker {:.0}%, server {:.0}%, {} workers {:.0}% of a core",
+        period.as_secs(),
+        percent(0),
+        percent(1),
+        system.pool.len(),
+        percent(2)
     );
     Ok(())
 }
@@ -412,6 +442,15 @@ struct System {
     _data: tempfile::TempDir,
 }
 
+impl System {
+    /// CPU seconds used so far by the broker, the server and the workers.
+    fn cpu_seconds(&self) -> [f64; 3] {
+        let of = |p: Option<f64>| p.unwrap_or(0.0);
+        let workers = self.pool.iter().map(|w| of(w.cpu_seconds())).sum();
+        [of(self.broker.cpu_seconds()), of(self.server.cpu_seconds()), workers]
+    }
+}
+
 async fn system(chain: &[Operation], Shape { workers, tile, task_partitions }: Shape) -> anyhow::Result<System> {
     let broker = Broker::start();
     let prefix = unique_prefix("bench");
@@ -472,14 +511,11 @@ async fn concurrent(jpeg: &[u8], chain: &[Operation], shape: Shape, n: usize) ->
 }
 
 async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: Shape) -> anyhow::Result<Run> {
-    let System { broker, server, pool, api, .. } = &system(chain, shape).await?;
+    let system = system(chain, shape).await?;
+    let System { server, pool, api, .. } = &system;
 
     let bytes_before = broker_bytes(api).await?;
-    let cpu = || -> [f64; 3] {
-        let of = |p: Option<f64>| p.unwrap_or(0.0);
-        [of(broker.cpu_seconds()), of(server.cpu_seconds()), pool.iter().map(|w| of(w.cpu_seconds())).sum()]
-    };
-    let cpu_before = cpu();
+    let cpu_before = system.cpu_seconds();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let part = reqwest::multipart::Part::bytes(image.to_vec()).file_name(name.to_owned());
@@ -498,7 +534,7 @@ async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: S
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let total = started.elapsed().as_secs_f64();
-    let cpu_after = cpu();
+    let cpu_after = system.cpu_seconds();
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
 
     let broker_bytes = broker_bytes(api).await? - bytes_before;
