@@ -1,6 +1,7 @@
-//! Replies held back while more tasks are queued, so that several reach the
-//! broker in one produce request: nisshi's cost is per request (a
-//! transaction, a watermark read, statements prepared afresh), not per byte.
+//! Replies held back while more tasks of the same job are queued, so that
+//! several reach the broker in one produce request: nisshi's cost is per
+//! request (a transaction, a watermark read, statements prepared afresh),
+//! not per byte.
 
 use std::time::{Duration, Instant};
 

@@ -18,8 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Tasks outstanding per live worker: one being processed, one arriving and
 /// enough queued ahead of it to cover how late a worker may hear of a new
-/// task (`TASKS_FETCH_WAIT_MS`; measured: see
-/// docs/performance.md).
+/// task (`TASKS_FETCH_WAIT_MS`; measured: see docs/performance.md).
 pub const DEFAULT_PER_WORKER: usize = 32;
 
 pub struct Window {
