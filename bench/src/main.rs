@@ -52,6 +52,7 @@ struct Args {
     /// costs (nisshi polls for its waiting readers): CPU per process.
     #[arg(long, default_value_t = 0)]
     idle: u64,
+
     /// The uploaded image's format: `jpeg`, or `png` (read by rows on the
     /// master; its baselines are skipped).
     #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
