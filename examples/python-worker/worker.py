@@ -374,13 +374,20 @@ class Worker:
                     "fetch.wait.max.ms": 200,
                     "session.timeout.ms": 10000,
                     "queued.max.messages.kbytes": 16384,
+                    # Fetch when fewer than 8 tasks wait here, then all there are.
+                    "queued.min.messages": 8,
+                    "fetch.queue.backoff.ms": 20,
                     "partition.assignment.strategy": "range,roundrobin",
                 }
             )
         )
         self.control = Consumer(
             config.client(
-                **{"group.id": f"{config.group}-control-{config.worker_id}", "enable.auto.commit": False}
+                **{
+                    "group.id": f"{config.group}-control-{config.worker_id}",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 2000,
+                }
             )
         )
 

@@ -19,7 +19,11 @@ use tracing::warn;
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     client_config(brokers)
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("linger.ms", "2")
+        // Tasks refilled as a group of results comes in share a produce
+        // request: nisshi's cost is per partition written in a request (a
+        // transaction and four statements). 2 ms: 1.5 tasks a write; 10 ms:
+        // 3.3 (docs/performance.md, "Fewer broker statements").
+        .set("linger.ms", "10")
         .set("acks", "all")
         .env_overrides()
         .create()

@@ -45,6 +45,13 @@ impl Clients {
             .set("topic.metadata.refresh.interval.ms", "5000")
             // One tile at a time per worker: do not hoard tasks other members could take.
             .set("queued.max.messages.kbytes", "16384")
+            // Fetch only when fewer than 8 tasks are queued here (checked
+            // every 20 ms), and then all that wait: a worker with work ahead
+            // of it does not poll the broker, and it takes the window's
+            // refills several at a time (half the broker's reads of the
+            // tasks topic; docs/performance.md, "Fewer broker statements").
+            .set("queued.min.messages", "8")
+            .set("fetch.queue.backoff.ms", "20")
             .set("fetch.wait.max.ms", plumbing::kafka::TASKS_FETCH_WAIT_MS.to_string())
             .env_overrides()
             .create_with_context(Logged::new("tasks"))
@@ -55,7 +62,7 @@ impl Clients {
             .set("group.id", format!("{}-control-{id}", topics.workers_group))
             .set("enable.auto.commit", "false")
             .set("topic.metadata.refresh.interval.ms", "5000")
-            .set("fetch.wait.max.ms", plumbing::kafka::RELAXED_FETCH_WAIT_MS.to_string())
+            .set("fetch.wait.max.ms", plumbing::kafka::CONTROL_FETCH_WAIT_MS.to_string())
             .env_overrides()
             .create_with_context(Logged::new("control"))
             .context("creating Kafka control consumer")?;

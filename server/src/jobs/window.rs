@@ -7,9 +7,11 @@
 //! workers: enough queued per worker that none waits for the next task.
 //!
 //! The master also picks each task's partition: the one with the fewest
-//! tasks outstanding. A fast worker empties its partitions sooner, so it is
-//! given more; a tile sent again goes to another partition than the one
-//! whose worker just failed it.
+//! tasks outstanding, or the last one chosen while it has at most `STICKY`
+//! more than that (tasks that follow each other then share a produce
+//! request, which nisshi stores at a cost per partition written). A fast
+//! worker empties its partitions sooner, so it is given more; a tile sent
+//! again goes to another partition than the one whose worker just failed it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 /// enough queued ahead of it to cover how late a worker may hear of a new
 /// task (`TASKS_FETCH_WAIT_MS`; measured: see docs/performance.md).
 pub const DEFAULT_PER_WORKER: usize = 32;
+
+/// Tasks a partition may have beyond the least loaded one's and still be
+/// given the next task because it was given the last one.
+const STICKY: u32 = 4;
 
 pub struct Window {
     permits: Arc<Semaphore>,
@@ -34,8 +40,8 @@ struct State {
     size: usize,
     /// Outstanding tasks per partition of the tasks topic.
     outstanding: Vec<u32>,
-    /// Where the search for the least loaded partition starts, so ties rotate.
-    cursor: usize,
+    /// The partition given the last task.
+    last: usize,
 }
 
 /// One outstanding task's place in the window, given back when dropped (its
@@ -54,7 +60,7 @@ impl Window {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(per_worker)),
             per_worker,
-            state: Mutex::new(State { size: per_worker, outstanding: vec![0; partitions.max(1)], cursor: 0 }),
+            state: Mutex::new(State { size: per_worker, outstanding: vec![0; partitions.max(1)], last: 0 }),
             busy: watch::Sender::new(false),
         })
     }
@@ -123,13 +129,17 @@ impl Window {
 }
 
 impl State {
-    /// The least loaded partition outside `avoid`, or of all if every one is in it.
+    /// The least loaded partition outside `avoid`, or of all if every one
+    /// is in it; the last one given while it is within `STICKY` of that.
     fn take_least_loaded(&mut self, avoid: &BTreeSet<usize>) -> usize {
         let n = self.outstanding.len();
-        let all = || (0..n).map(|i| (self.cursor + i) % n);
+        // From the one after the last, so that ties rotate.
+        let all = || (1..=n).map(|i| (self.last + i) % n);
         let least = |candidates: &mut dyn Iterator<Item = usize>| candidates.min_by_key(|&p| self.outstanding[p]);
-        let partition = least(&mut all().filter(|p| !avoid.contains(p))).or_else(|| least(&mut all())).unwrap_or(0);
-        self.cursor = (partition + 1) % n;
+        let least = least(&mut all().filter(|p| !avoid.contains(p))).or_else(|| least(&mut all())).unwrap_or(0);
+        let sticks = !avoid.contains(&self.last) && self.outstanding[self.last] <= self.outstanding[least] + STICKY;
+        let partition = if sticks { self.last } else { least };
+        self.last = partition;
         self.outstanding[partition] += 1;
         partition
     }
@@ -209,14 +219,35 @@ mod tests {
 
     #[tokio::test]
     async fn spreads_over_the_least_loaded_partitions() {
-        let window = Window::new(3, 10);
-        let slots: Vec<Slot> = (0..6).map(|_| now(window.acquire()).unwrap()).collect();
-        assert_eq!(window.outstanding(), vec![2, 2, 2]);
+        let window = Window::new(3, 30);
+        let slots: Vec<Slot> = (0..15).map(|_| now(window.acquire()).unwrap()).collect();
+        assert_eq!(window.outstanding(), vec![5, 5, 5]);
         // Partition 1's tasks finish first: it gets the next ones.
         let mut slots: Vec<Slot> = slots.into_iter().filter(|s| s.partition() != 1).collect();
         slots.push(now(window.acquire()).unwrap());
         assert_eq!(slots.last().unwrap().partition(), 1);
-        assert_eq!(window.outstanding(), vec![2, 1, 2]);
+        assert_eq!(window.outstanding(), vec![5, 1, 5]);
+    }
+
+    #[tokio::test]
+    async fn tasks_in_a_row_share_a_partition_within_a_few() {
+        let window = Window::new(4, 40);
+        let partitions: Vec<i32> = (0..12).map(|_| now(window.acquire()).unwrap().partition()).collect();
+        // Each slot is given back at once: every partition is as loaded, so
+        // the same one keeps being chosen.
+        assert!(partitions.iter().all(|&p| p == partitions[0]), "{partitions:?}");
+        let held: Vec<Slot> = (0..12).map(|_| now(window.acquire()).unwrap()).collect();
+        let mut runs: Vec<(i32, usize)> = Vec::new();
+        for slot in &held {
+            match runs.last_mut() {
+                Some((p, n)) if *p == slot.partition() => *n += 1,
+                _ => runs.push((slot.partition(), 1)),
+            }
+        }
+        let expected = STICKY as usize + 1;
+        assert_eq!(runs.iter().map(|r| r.1).collect::<Vec<_>>(), vec![expected, expected, 12 - 2 * expected]);
+        let outstanding = window.outstanding();
+        assert!(outstanding.iter().max().unwrap() - outstanding.iter().min().unwrap() <= STICKY + 1, "{outstanding:?}");
     }
 
     #[tokio::test]
