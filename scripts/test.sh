@@ -51,11 +51,22 @@ TILEPIPE_ADDR=$token_addr TILEPIPE_TOKEN=e2e-token TILEPIPE_TOPIC_PREFIX="e2e-to
   TILEPIPE_DATA_DIR=$run_dir/token-data target/release/server >"$run_dir/token-server.log" 2>&1 & pids+=($!)
 wait_for_port "$token_addr" 60
 
+# A third whose tasks topic has one partition, and two workers: one of them
+# gets no tasks, and the dashboard says so.
+narrow_addr=127.0.0.1:$(free_port)
+TILEPIPE_ADDR=$narrow_addr TILEPIPE_TOPIC_PREFIX="e2e-narrow-$$-" TILEPIPE_TASK_PARTITIONS=1 \
+  TILEPIPE_DATA_DIR=$run_dir/narrow-data target/release/server >"$run_dir/narrow-server.log" 2>&1 & pids+=($!)
+wait_for_port "$narrow_addr" 60
+for n in 1 2; do
+  TILEPIPE_TOPIC_PREFIX="e2e-narrow-$$-" TILEPIPE_WORKER_ID="e2e-narrow-$n" TILEPIPE_HEARTBEAT_SECS=1 \
+    target/release/worker >"$run_dir/narrow-worker-$n.log" 2>&1 & pids+=($!)
+done
+
 status=0
-(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" E2E_TOKEN_BASE_URL="http://$token_addr" \
+(cd end2end && E2E_BASE_URL="http://$TILEPIPE_ADDR" E2E_TOKEN_BASE_URL="http://$token_addr" E2E_NARROW_BASE_URL="http://$narrow_addr" \
   E2E_LEAVING_WORKER_PID=$leaving_pid npx playwright test) 2>&1 | tee "$run_dir/playwright.log" || status=$?
 if ((status != 0)); then
-  for f in "$run_dir"/{server,token-server,worker-1,worker-2}.log; do echo "--- $f"; tail -n 40 "$f"; done
+  for f in "$run_dir"/{server,token-server,narrow-server,worker-1,worker-2}.log; do echo "--- $f"; tail -n 40 "$f"; done
 fi
 
 # One closing line for everything that ran.

@@ -302,6 +302,9 @@ pub struct Stats {
     pub tiles_done: u64,
     pub workers_alive: u64,
     pub workers_lost: u64,
+    /// Partitions of the tasks topic. Each is read by one worker, so the
+    /// workers alive beyond this many get no tasks.
+    pub task_partitions: u64,
 }
 
 /// Stored as the same snake_case word (`tiles.status`).

@@ -9,6 +9,20 @@ test("the dashboard lists the workers as alive", async ({ page }) => {
   }
 });
 
+// scripts/test.sh starts a server whose tasks topic has one partition, with two workers.
+const narrowBase = process.env.E2E_NARROW_BASE_URL;
+
+test("with more workers alive than task partitions, the dashboard says how many get no tasks", async ({ page }) => {
+  test.skip(!narrowBase, "needs the one-partition server scripts/test.sh starts");
+  await page.goto(`${narrowBase}/dashboard`);
+  await waitForLive(page);
+  await expect(page.locator("#workers tr.worker[data-status=alive]")).toHaveCount(2);
+  const warning = page.locator("#idle-workers");
+  await expect(warning).toContainText("2 workers are alive, but the tasks topic has 1 partition");
+  await expect(warning).toContainText("1 worker gets no tasks");
+  await expect(warning).toHaveAttribute("role", "status");
+});
+
 test("each worker shows its CPU, memory and runtime, with sparklines that grow live", async ({ page }) => {
   await page.goto("/dashboard");
   await waitForLive(page);

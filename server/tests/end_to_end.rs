@@ -121,6 +121,8 @@ async fn two_workers_process_an_image_seamlessly() {
 
     let stats: app::api::Stats = reqwest::get(server.url("/api/stats")).await.unwrap().json().await.unwrap();
     assert_eq!((stats.jobs_done, stats.tiles_done, stats.workers_alive), (1, 9, 2));
+    // The tasks topic's partitions, as the broker has them (the test kit's 4).
+    assert_eq!(stats.task_partitions, 4);
 
     // A chain of operations runs through the same path, exactly too.
     let chain = vec![Operation::Grayscale, Operation::GaussianBlur { kernel: 9, sigma: None }, Operation::Invert];

@@ -23,7 +23,8 @@ pub fn Dashboard() -> impl IntoView {
     }
 }
 
-/// Every worker, by id: its state, what it does and what it costs.
+/// Every worker, by id: its state, what it does and what it costs; and a
+/// warning when more are alive than can get tasks.
 #[component]
 fn WorkersTable() -> impl IntoView {
     let live = Live::get();
@@ -32,7 +33,20 @@ fn WorkersTable() -> impl IntoView {
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
     };
+    // The tasks topic's partitions do not change while the server runs.
+    let partitions = RwSignal::new(None::<u64>);
+    #[cfg(feature = "hydrate")]
+    leptos::task::spawn_local(async move {
+        if let Ok(stats) = crate::client::get_json::<crate::api::Stats>("/api/stats").await {
+            partitions.set(Some(stats.task_partitions));
+        }
+    });
+    let idle = move || {
+        let alive = live.workers.with(|w| w.values().filter(|w| w.status == WorkerStatus::Alive).count() as u64);
+        partitions.get().and_then(|p| idle_workers(alive, p))
+    };
     view! {
+        {move || idle().map(|warning| view! { <p class="hint" id="idle-workers" role="status">{warning}</p> })}
         <table id="workers">
             <caption class="sr-only">"Workers, updated live"</caption>
             <thead>
@@ -54,6 +68,19 @@ fn WorkersTable() -> impl IntoView {
             </tbody>
         </table>
     }
+}
+
+/// Why some of the `alive` workers get no tasks, if the tasks topic has
+/// fewer `partitions` than that.
+fn idle_workers(alive: u64, partitions: u64) -> Option<String> {
+    let idle = alive.checked_sub(partitions).filter(|&n| n > 0)?;
+    let (workers, get) = if idle == 1 { ("worker", "gets") } else { ("workers", "get") };
+    Some(format!(
+        "{alive} workers are alive, but the tasks topic has {partitions} partition{}, each read by one \
+         worker: {idle} {workers} {get} no tasks. A new topic prefix for the server and the workers, with \
+         more partitions (TILEPIPE_TOPIC_PREFIX, TILEPIPE_TASK_PARTITIONS), puts them all to work.",
+        if partitions == 1 { "" } else { "s" }
+    ))
 }
 
 #[component]
@@ -358,5 +385,21 @@ fn SystemPanel() -> impl IntoView {
                 }
             }}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idle_workers;
+
+    #[test]
+    fn warns_only_when_more_workers_are_alive_than_partitions() {
+        assert_eq!(idle_workers(0, 4), None);
+        assert_eq!(idle_workers(4, 4), None);
+        let one = idle_workers(5, 4).expect("one worker idle");
+        assert!(one.contains("5 workers are alive") && one.contains("4 partitions"), "{one}");
+        assert!(one.contains("1 worker gets no tasks"), "{one}");
+        let three = idle_workers(4, 1).expect("three workers idle");
+        assert!(three.contains("1 partition,") && three.contains("3 workers get no tasks"), "{three}");
     }
 }

@@ -103,5 +103,6 @@ async fn list_workers(State(state): State<AppState>) -> AppResult<Json<Vec<Worke
 }
 
 async fn stats(State(state): State<AppState>) -> AppResult<Json<Stats>> {
-    Ok(Json(state.store.stats(now_ms(), worker_timeout(&state)).await?))
+    let stats = state.store.stats(now_ms(), worker_timeout(&state)).await?;
+    Ok(Json(Stats { task_partitions: state.jobs.window().partitions() as u64, ..stats }))
 }

@@ -77,6 +77,7 @@ impl Store {
             tiles_done: tiles_done as u64,
             workers_alive: alive,
             workers_lost: workers.len() as u64 - alive,
+            task_partitions: 0, // the broker's: the API fills it in
         })
     }
 }
