@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     let png = args.format == "png";
     let kind = if png { "PNG" } else { "JPEG" };
     eprintln!("generating a {0}x{0} {kind}…", args.size);
-    let image = photo_like(args.size, args.size);
+    let image = Frame::photo_like(args.size, args.size);
     let jpeg = if png { pipeline::codec::encode_png(&image) } else { encode_jpeg(&image)? };
     drop(image);
     let raw_mb = mb(Frame::byte_len(args.size, args.size) as u64);
@@ -308,23 +308,6 @@ fn ratio(total: f64, baseline: Option<f64>) -> String {
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
-}
-
-/// Smooth gradients and waves with a little grain: compresses like a photo.
-fn photo_like(width: u32, height: u32) -> Frame {
-    let mut noise = pipeline::noise::Xorshift64::new(0x2545_F491_4F6C_DD1D);
-    let mut pixels = Vec::with_capacity(Frame::byte_len(width, height));
-    for y in 0..height {
-        for x in 0..width {
-            let grain = (noise.next_u64() >> 60) as f32 - 8.0;
-            let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
-            let wave = ((fx * 23.0).sin() * (fy * 17.0).cos() * 60.0) + grain;
-            pixels.push((90.0 + 120.0 * fx + wave).clamp(0.0, 255.0) as u8);
-            pixels.push((60.0 + 150.0 * fy + wave).clamp(0.0, 255.0) as u8);
-            pixels.push((200.0 - 100.0 * fx * fy + wave).clamp(0.0, 255.0) as u8);
-        }
-    }
-    Frame::new(width, height, pixels)
 }
 
 fn encode_jpeg(frame: &Frame) -> anyhow::Result<Vec<u8>> {

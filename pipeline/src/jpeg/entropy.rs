@@ -2,7 +2,7 @@
 //! or as where each MCU's bits lie), and written again.
 
 use super::bits::{BitReader, BitWriter};
-use super::huffman::{Decoder as HuffmanDecoder, Encoder as HuffmanEncoder};
+use super::huffman::{Decoder as HuffmanDecoder, END, Encoder as HuffmanEncoder};
 use super::{Block, Jpeg, JpegError, McuBits, McuRow, Row, Run};
 
 /// Appends the bits of `run` as they were coded, but for the first DC
@@ -87,7 +87,11 @@ impl<'j, R: std::io::Read> ScanReader<'j, R> {
                             let bits = &mut mcu.components[ci];
                             (bits.dc_at, bits.ac_at, bits.first_dc) = (dc_at, self.bits.position(), block[0]);
                         }
-                        read_ac(&mut self.bits, ac, (!self.copy).then_some(block))?;
+                        if self.copy {
+                            skip_ac(&mut self.bits, ac)?;
+                        } else {
+                            read_ac(&mut self.bits, ac, Some(block))?;
+                        }
                     }
                 }
                 mcu.components[ci].last_dc = self.predictors[ci];
@@ -133,9 +137,18 @@ fn decode_dc(
 fn read_ac(
     bits: &mut BitReader<impl std::io::Read>,
     ac: &HuffmanDecoder,
+    block: Option<&mut Block>,
+) -> Result<(), JpegError> {
+    read_ac_from(1, bits, ac, block)
+}
+
+/// [`read_ac`] from coefficient `k` on.
+fn read_ac_from(
+    mut k: usize,
+    bits: &mut BitReader<impl std::io::Read>,
+    ac: &HuffmanDecoder,
     mut block: Option<&mut Block>,
 ) -> Result<(), JpegError> {
-    let mut k = 1;
     while k < 64 {
         // At least 32 bits: a short code and its extra bits, or a long
         // code's 16 and then up to 10 extra bits.
@@ -166,6 +179,27 @@ fn read_ac(
     }
     if k > 64 {
         return Err(JpegError::Malformed("a zero run out of the block"));
+    }
+    Ok(())
+}
+
+/// A block's AC coefficients read past, checked but without their values
+/// (what copying bits needs): one table lookup a coefficient, code and
+/// extra bits consumed at once; a long code takes [`read_ac`]'s way.
+fn skip_ac(bits: &mut BitReader<impl std::io::Read>, ac: &HuffmanDecoder) -> Result<(), JpegError> {
+    let mut k: usize = 1;
+    while k < 64 {
+        let Some((length, advance)) = ac.skip(bits.peek32()) else {
+            return read_ac_from(k, bits, ac, None);
+        };
+        bits.consume(length);
+        if advance == END {
+            return Ok(());
+        }
+        k += advance as usize;
+    }
+    if k > 64 {
+        return Err(JpegError::Malformed("an AC coefficient out of the block"));
     }
     Ok(())
 }

@@ -5,11 +5,13 @@ use super::JpegError;
 use super::bits::{BitReader, BitWriter};
 
 /// Codes up to this long are found with one table lookup.
-const FAST_BITS: u32 = 9;
+const FAST_BITS: u32 = 11;
 
 pub struct Decoder {
     /// By the next `FAST_BITS` bits: the code's length (0: longer) and value.
     fast: Vec<(u8, u8)>,
+    /// By the same bits, for an AC table read past (see [`Decoder::skip`]).
+    skip: Vec<(u8, u8)>,
     /// Per code length 1..=16: the largest code (-1: none) and where its
     /// values start in `values`, less the smallest code.
     max_code: [i32; 17],
@@ -44,7 +46,20 @@ impl Decoder {
             }
             code <<= 1;
         }
-        Ok(Self { fast, max_code, offset, counts: *counts, values: values.to_vec() })
+        let skip = fast.iter().map(|&(length, rs)| skip_entry(length, rs)).collect();
+        Ok(Self { fast, skip, max_code, offset, counts: *counts, values: values.to_vec() })
+    }
+
+    /// For an AC coefficient read past without its value, from `peek` (the
+    /// next bits, left-aligned): how many bits its code and extra bits take
+    /// together and how far it moves the position in the block ([`END`]:
+    /// the end of the block); `None` for a code longer than `FAST_BITS` or
+    /// a coefficient too large (the slow path decides). One lookup and one
+    /// shift a coefficient.
+    #[inline]
+    pub fn skip(&self, peek: u32) -> Option<(u32, u32)> {
+        let (bits, advance) = self.skip[(peek >> (32 - FAST_BITS)) as usize];
+        (bits > 0).then_some((u32::from(bits), u32::from(advance)))
     }
 
     /// Whether this table assigns the same codes as `encoder`'s.
@@ -77,6 +92,21 @@ impl Decoder {
             }
         }
         Err(JpegError::Malformed("bad Huffman code"))
+    }
+}
+
+/// [`Decoder::skip`]'s advance at the end of a block.
+pub const END: u32 = 0;
+
+/// [`Decoder::skip`]'s entry for a code of `length` bits (0: longer) with
+/// value `rs` (a zero run and a size): `(0, 0)` when the slow path decides.
+fn skip_entry(length: u8, rs: u8) -> (u8, u8) {
+    let (run, size) = (rs >> 4, rs & 15);
+    match (length, size) {
+        (0, _) | (_, 11..) => (0, 0),
+        (_, 0) if run == 15 => (length, 16), // sixteen zeros
+        (_, 0) => (length, END as u8),
+        _ => (length + size, run + 1),
     }
 }
 
@@ -164,3 +194,17 @@ const AC_CHROMA_VALUES: [u8; 162] = [
     0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9,
     0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_entry_takes_a_code_and_its_extra_bits_together() {
+        assert_eq!(skip_entry(4, 0x00), (4, END as u8), "the end of the block");
+        assert_eq!(skip_entry(11, 0xF0), (11, 16), "sixteen zeros");
+        assert_eq!(skip_entry(3, 0x23), (6, 3), "two zeros, then a coefficient of 3 bits");
+        assert_eq!(skip_entry(0, 0x01), (0, 0), "a code longer than the table: the slow path");
+        assert_eq!(skip_entry(5, 0x0B), (0, 0), "a size no 8-bit image has: the slow path refuses it");
+    }
+}
