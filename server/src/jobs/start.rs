@@ -293,6 +293,7 @@ impl Jobs {
         // Each as a slot frees up (a stopped job stops taking them), a few
         // sendings at a time.
         let (mut next, mut sending) = (None, futures::stream::FuturesUnordered::new());
+        let mut left = unsent.iter().filter(|&&u| u).count();
         loop {
             tokio::select! {
                 Some(sent) = sending.next(), if !sending.is_empty() => {
@@ -302,10 +303,11 @@ impl Jobs {
                     Some(tile) => next = Some(tile?).filter(|&t| unsent[t as usize]),
                     None => break,
                 },
-                slot = self.window.acquire(), if next.is_some() && sending.len() < DISPATCH_CONCURRENCY => {
+                slot = self.window.acquire(left), if next.is_some() && sending.len() < DISPATCH_CONCURRENCY => {
                     if self.get(id).is_none() {
                         break;
                     }
+                    left = left.saturating_sub(1);
                     sending.push(self.publish(id, next.take().expect("guarded"), Some(slot)));
                 }
             }

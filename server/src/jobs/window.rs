@@ -9,9 +9,11 @@
 //! The master also picks each task's partition: the one with the fewest
 //! tasks outstanding, or the last one chosen while it has at most `STICKY`
 //! more than that (tasks that follow each other then share a produce
-//! request, which nisshi stores at a cost per partition written). A fast
-//! worker empties its partitions sooner, so it is given more; a tile sent
-//! again goes to another partition than the one whose worker just failed it.
+//! request, which nisshi stores at a cost per partition written). A job's
+//! last few tasks go strictly to the least loaded, so that its workers run
+//! out of work together rather than one finishing alone. A fast worker
+//! empties its partitions sooner, so it is given more; a tile sent again
+//! goes to another partition than the one whose worker just failed it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -77,11 +79,13 @@ impl Window {
     }
 
     /// Waits for a free slot (first come, first served across jobs), on the
-    /// least loaded partition.
-    pub async fn acquire(self: &Arc<Self>) -> Slot {
+    /// least loaded partition; `left` is how many tasks the job has still
+    /// to send, this one included.
+    pub async fn acquire(self: &Arc<Self>, left: usize) -> Slot {
         let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
         let mut state = self.state.lock().expect("lock");
-        let partition = state.take_least_loaded(&BTreeSet::new());
+        let sticky = left > state.outstanding.len() * (STICKY as usize + 1);
+        let partition = state.take_least_loaded(&BTreeSet::new(), sticky);
         self.update_busy(&state);
         Slot { window: Arc::clone(self), partition, _permit: permit }
     }
@@ -131,13 +135,14 @@ impl Window {
 impl State {
     /// The least loaded partition outside `avoid`, or of all if every one
     /// is in it; the last one given while it is within `STICKY` of that.
-    fn take_least_loaded(&mut self, avoid: &BTreeSet<usize>) -> usize {
+    fn take_least_loaded(&mut self, avoid: &BTreeSet<usize>, sticky: bool) -> usize {
         let n = self.outstanding.len();
         // From the one after the last, so that ties rotate.
         let all = || (1..=n).map(|i| (self.last + i) % n);
         let least = |candidates: &mut dyn Iterator<Item = usize>| candidates.min_by_key(|&p| self.outstanding[p]);
         let least = least(&mut all().filter(|p| !avoid.contains(p))).or_else(|| least(&mut all())).unwrap_or(0);
-        let sticks = !avoid.contains(&self.last) && self.outstanding[self.last] <= self.outstanding[least] + STICKY;
+        let sticks =
+            sticky && !avoid.contains(&self.last) && self.outstanding[self.last] <= self.outstanding[least] + STICKY;
         let partition = if sticks { self.last } else { least };
         self.last = partition;
         self.outstanding[partition] += 1;
@@ -159,7 +164,7 @@ impl Slot {
         state.outstanding[self.partition] -= 1;
         let mut avoid: BTreeSet<usize> = avoid.iter().filter_map(|&p| usize::try_from(p).ok()).collect();
         avoid.insert(self.partition);
-        self.partition = state.take_least_loaded(&avoid);
+        self.partition = state.take_least_loaded(&avoid, false);
     }
 }
 
@@ -181,6 +186,9 @@ impl std::fmt::Debug for Slot {
 mod tests {
     use super::*;
 
+    /// Tasks left to send for a job far from its end.
+    const MANY: usize = 1000;
+
     fn now<T>(future: impl Future<Output = T>) -> Option<T> {
         futures::FutureExt::now_or_never(future)
     }
@@ -188,11 +196,11 @@ mod tests {
     #[tokio::test]
     async fn holds_per_worker_slots_for_each_live_worker() {
         let window = Window::new(12, 3);
-        let held: Vec<Slot> = (0..3).map(|_| now(window.acquire()).expect("free")).collect();
-        assert!(now(window.acquire()).is_none(), "one worker: three slots");
+        let held: Vec<Slot> = (0..3).map(|_| now(window.acquire(MANY)).expect("free")).collect();
+        assert!(now(window.acquire(MANY)).is_none(), "one worker: three slots");
         window.resize(2);
-        let more: Vec<Slot> = (0..3).map(|_| now(window.acquire()).expect("free")).collect();
-        assert!(now(window.acquire()).is_none(), "two workers: six slots");
+        let more: Vec<Slot> = (0..3).map(|_| now(window.acquire(MANY)).expect("free")).collect();
+        assert!(now(window.acquire(MANY)).is_none(), "two workers: six slots");
         assert_eq!(window.usage(), (6, 6));
         drop(more);
         window.resize(1);
@@ -208,23 +216,23 @@ mod tests {
     async fn shrinking_below_the_held_slots_waits_for_them() {
         let window = Window::new(4, 2);
         window.resize(2);
-        let held: Vec<Slot> = (0..4).map(|_| now(window.acquire()).expect("free")).collect();
+        let held: Vec<Slot> = (0..4).map(|_| now(window.acquire(MANY)).expect("free")).collect();
         window.resize(1);
         assert_eq!(window.usage(), (4, 4), "held slots are not taken away");
         drop(held);
         window.resize(1);
         assert_eq!(window.usage(), (2, 0));
-        assert!(now(window.acquire()).is_some());
+        assert!(now(window.acquire(MANY)).is_some());
     }
 
     #[tokio::test]
     async fn spreads_over_the_least_loaded_partitions() {
         let window = Window::new(3, 30);
-        let slots: Vec<Slot> = (0..15).map(|_| now(window.acquire()).unwrap()).collect();
+        let slots: Vec<Slot> = (0..15).map(|_| now(window.acquire(MANY)).unwrap()).collect();
         assert_eq!(window.outstanding(), vec![5, 5, 5]);
         // Partition 1's tasks finish first: it gets the next ones.
         let mut slots: Vec<Slot> = slots.into_iter().filter(|s| s.partition() != 1).collect();
-        slots.push(now(window.acquire()).unwrap());
+        slots.push(now(window.acquire(MANY)).unwrap());
         assert_eq!(slots.last().unwrap().partition(), 1);
         assert_eq!(window.outstanding(), vec![5, 1, 5]);
     }
@@ -232,11 +240,11 @@ mod tests {
     #[tokio::test]
     async fn tasks_in_a_row_share_a_partition_within_a_few() {
         let window = Window::new(4, 40);
-        let partitions: Vec<i32> = (0..12).map(|_| now(window.acquire()).unwrap().partition()).collect();
+        let partitions: Vec<i32> = (0..12).map(|_| now(window.acquire(MANY)).unwrap().partition()).collect();
         // Each slot is given back at once: every partition is as loaded, so
         // the same one keeps being chosen.
         assert!(partitions.iter().all(|&p| p == partitions[0]), "{partitions:?}");
-        let held: Vec<Slot> = (0..12).map(|_| now(window.acquire()).unwrap()).collect();
+        let held: Vec<Slot> = (0..12).map(|_| now(window.acquire(MANY)).unwrap()).collect();
         let mut runs: Vec<(i32, usize)> = Vec::new();
         for slot in &held {
             match runs.last_mut() {
@@ -251,9 +259,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_jobs_last_tasks_even_the_partitions_out() {
+        let window = Window::new(2, 40);
+        let _held: Vec<Slot> = (0..(STICKY as usize + 1)).map(|_| now(window.acquire(MANY)).unwrap()).collect();
+        assert_eq!(window.outstanding(), vec![STICKY + 1, 0], "far from the end: in a row on one");
+        let last: Vec<Slot> = (1..=4).rev().map(|left| now(window.acquire(left)).unwrap()).collect();
+        assert!(last.iter().all(|s| s.partition() == 1), "the end: each to the least loaded");
+        let outstanding = window.outstanding();
+        assert!(outstanding[0].abs_diff(outstanding[1]) <= 1, "{outstanding:?}");
+    }
+
+    #[tokio::test]
     async fn a_task_sent_again_moves_to_another_partition() {
         let window = Window::new(3, 10);
-        let mut slot = now(window.acquire()).unwrap();
+        let mut slot = now(window.acquire(MANY)).unwrap();
         let first = slot.partition();
         slot.move_away(&BTreeSet::new());
         assert_ne!(slot.partition(), first);
@@ -266,7 +285,7 @@ mod tests {
         slot.move_away(&BTreeSet::from([0, 1, 2]));
         assert_eq!(window.outstanding().iter().sum::<u32>(), 1, "nowhere else left: still placed");
         let lonely = Window::new(1, 10);
-        let mut slot = now(lonely.acquire()).unwrap();
+        let mut slot = now(lonely.acquire(MANY)).unwrap();
         slot.move_away(&BTreeSet::new());
         assert_eq!((slot.partition(), lonely.outstanding()), (0, vec![1]), "one partition: it stays");
     }

@@ -124,11 +124,12 @@ impl Store {
         if updated == 0 {
             return Ok(None);
         }
-        sqlx::query("UPDATE jobs SET tiles_done = tiles_done + 1 WHERE id = ?").bind(job_id).execute(&mut *tx).await?;
-        let row: JobRow = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row: JobRow = sqlx::query_as(&format!(
+            "UPDATE jobs SET tiles_done = tiles_done + 1 WHERE id = ? RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         row.try_into().map(Some)
     }
