@@ -6,26 +6,17 @@
 //! the image edge (default 8192); the input is the one `scripts/bench.sh`
 //! uploads (photo-like, q90, 4:2:0). Prints a Markdown table.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use pipeline::jpeg::{Jpeg, McuRect};
 use pipeline::ops::{self, Operation};
 use pipeline::{Frame, TileGrid};
 
-const TILE: u32 = 512;
+use common::best;
 
-/// Best of `runs` runs.
-fn best(runs: u32, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
+const TILE: u32 = 512;
 
 /// Cuts every tile of `grid` with `halo` out of `jpeg`; the crops' bytes.
 fn cut(jpeg: &[u8], grid: TileGrid, halo: u32) -> usize {

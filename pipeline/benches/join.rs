@@ -7,27 +7,18 @@
 //! the image edge (default 8192); the tiles are 512 px of blurred noise at
 //! q90, as a 51x51 blur's result tiles are. Prints a Markdown table.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use pipeline::jpeg::{Splice, check_tile, encode_tile};
 use pipeline::ops::{self, Operation};
 use pipeline::{Channels, Frame, TileGrid};
 
+use common::best;
+
 const TILE: u32 = 512;
 const QUALITY: u8 = 90;
-
-/// Best of `runs` runs.
-fn best(runs: u32, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
 
 /// The result tiles of a 51x51 blur of noise, as workers code them.
 fn result_tiles(grid: TileGrid) -> Vec<Vec<u8>> {
