@@ -1,6 +1,8 @@
 //! Huffman tables: decoding the original's, encoding with the standard ones
 //! (T.81 Annex K.3).
 
+use std::sync::{Arc, OnceLock};
+
 use super::JpegError;
 use super::bits::{BitReader, BitWriter};
 
@@ -60,6 +62,23 @@ impl Decoder {
     pub fn skip(&self, peek: u32) -> Option<(u32, u32)> {
         let (bits, advance) = self.skip[(peek >> (32 - FAST_BITS)) as usize];
         (bits > 0).then_some((u32::from(bits), u32::from(advance)))
+    }
+
+    /// The decoder of a DHT table: one of the standard tables' (every tile a
+    /// worker codes, and most encoders' files) is made once and shared, so
+    /// checking a small result tile does not build its lookup tables anew.
+    pub fn shared(counts: &[u8; 16], values: &[u8]) -> Result<Arc<Self>, JpegError> {
+        static STANDARD: OnceLock<Vec<Arc<Decoder>>> = OnceLock::new();
+        let standard = STANDARD.get_or_init(|| {
+            Encoder::standard()
+                .iter()
+                .map(|e| Arc::new(Decoder::new(&e.counts, e.values).expect("the standard tables are valid")))
+                .collect()
+        });
+        match standard.iter().find(|d| d.counts == *counts && d.values == values) {
+            Some(made) => Ok(Arc::clone(made)),
+            None => Self::new(counts, values).map(Arc::new),
+        }
     }
 
     /// Whether this table assigns the same codes as `encoder`'s.
@@ -198,6 +217,19 @@ const AC_CHROMA_VALUES: [u8; 162] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_standard_tables_decoders_are_made_once() {
+        let [_, ac_luma, ..] = Encoder::standard();
+        let first = Decoder::shared(&ac_luma.counts, ac_luma.values).unwrap();
+        let again = Decoder::shared(&ac_luma.counts, ac_luma.values).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(first.codes_as(&ac_luma));
+        // Another table is its own.
+        let (counts, values) = ([0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0x00, 0x01]);
+        let other = Decoder::shared(&counts, &values).unwrap();
+        assert!(!other.codes_as(&ac_luma) && !Arc::ptr_eq(&other, &first));
+    }
 
     #[test]
     fn a_skip_entry_takes_a_code_and_its_extra_bits_together() {

@@ -1,6 +1,8 @@
 //! A JPEG's marker segments, read up to its scan: the frame, the Huffman
 //! tables, the restart interval and the segments every crop repeats.
 
+use std::sync::Arc;
+
 use super::huffman::Decoder as HuffmanDecoder;
 use super::{Component, Jpeg, JpegError};
 
@@ -27,7 +29,7 @@ impl Jpeg {
             return Err(Malformed("no start-of-image marker"));
         }
         let (mut frame, mut kept) = (None, Vec::new());
-        let (mut dc, mut ac): ([Option<HuffmanDecoder>; 4], [Option<HuffmanDecoder>; 4]) = Default::default();
+        let (mut dc, mut ac): ([Option<Arc<HuffmanDecoder>>; 4], [Option<Arc<HuffmanDecoder>>; 4]) = Default::default();
         let mut restart_interval = 0;
         loop {
             if byte()? != 0xFF {
@@ -124,15 +126,15 @@ fn read_frame(body: &[u8]) -> Result<(u32, u32, Vec<Component>), JpegError> {
 
 fn read_huffman(
     mut body: &[u8],
-    dc: &mut [Option<HuffmanDecoder>; 4],
-    ac: &mut [Option<HuffmanDecoder>; 4],
+    dc: &mut [Option<Arc<HuffmanDecoder>>; 4],
+    ac: &mut [Option<Arc<HuffmanDecoder>>; 4],
 ) -> Result<(), JpegError> {
     while !body.is_empty() {
         let (class, id) = (body[0] >> 4, usize::from(body[0] & 15));
         let counts: [u8; 16] = body.get(1..17).ok_or(JpegError::Malformed("short Huffman table"))?.try_into().unwrap();
         let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
         let values = body.get(17..17 + total).ok_or(JpegError::Malformed("short Huffman table"))?;
-        let table = HuffmanDecoder::new(&counts, values)?;
+        let table = HuffmanDecoder::shared(&counts, values)?;
         match (class, id) {
             (0, 0..=3) => dc[id] = Some(table),
             (1, 0..=3) => ac[id] = Some(table),

@@ -30,6 +30,7 @@ pub use index::TileIndex;
 pub use splice::{Splice, check_tile, encode_tile};
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::frame::{Channels, Frame};
 use bits::BitWriter;
@@ -177,8 +178,9 @@ pub struct Jpeg {
     components: Vec<Component>,
     /// Segments every crop repeats verbatim (JFIF, Adobe, quantisation tables).
     kept: Vec<Vec<u8>>,
-    dc: [Option<HuffmanDecoder>; 4],
-    ac: [Option<HuffmanDecoder>; 4],
+    /// Decoders, shared when standard (see [`HuffmanDecoder::shared`]).
+    dc: [Option<Arc<HuffmanDecoder>>; 4],
+    ac: [Option<Arc<HuffmanDecoder>>; 4],
     restart_interval: u32,
 }
 
