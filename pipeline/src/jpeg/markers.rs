@@ -1,10 +1,8 @@
 //! A JPEG's marker segments, read up to its scan: the frame, the Huffman
 //! tables, the restart interval and the segments every crop repeats.
 
-use std::sync::Arc;
-
 use super::huffman::Decoder as HuffmanDecoder;
-use super::{Component, Jpeg, JpegError};
+use super::{Component, Jpeg, JpegError, Tables};
 
 /// Bytes of header segments a crop may repeat: four quantisation tables, a
 /// JFIF header with a thumbnail and an Adobe marker fit several times over.
@@ -29,7 +27,7 @@ impl Jpeg {
             return Err(Malformed("no start-of-image marker"));
         }
         let (mut frame, mut kept) = (None, Vec::new());
-        let (mut dc, mut ac): ([Option<Arc<HuffmanDecoder>>; 4], [Option<Arc<HuffmanDecoder>>; 4]) = Default::default();
+        let (mut dc, mut ac): (Tables, Tables) = Default::default();
         let mut restart_interval = 0;
         loop {
             if byte()? != 0xFF {
@@ -124,11 +122,7 @@ fn read_frame(body: &[u8]) -> Result<(u32, u32, Vec<Component>), JpegError> {
     Ok((width, height, components))
 }
 
-fn read_huffman(
-    mut body: &[u8],
-    dc: &mut [Option<Arc<HuffmanDecoder>>; 4],
-    ac: &mut [Option<Arc<HuffmanDecoder>>; 4],
-) -> Result<(), JpegError> {
+fn read_huffman(mut body: &[u8], dc: &mut Tables, ac: &mut Tables) -> Result<(), JpegError> {
     while !body.is_empty() {
         let (class, id) = (body[0] >> 4, usize::from(body[0] & 15));
         let counts: [u8; 16] = body.get(1..17).ok_or(JpegError::Malformed("short Huffman table"))?.try_into().unwrap();

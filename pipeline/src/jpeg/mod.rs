@@ -169,6 +169,10 @@ impl Layout {
     }
 }
 
+/// A JPEG's Huffman decoders of one class by table number, shared when
+/// standard (see [`HuffmanDecoder::shared`]).
+type Tables = [Option<Arc<HuffmanDecoder>>; 4];
+
 /// A baseline JPEG read up to its scan: all a crop needs. The scan itself is
 /// read from a stream, so a file of any size is split in bounded memory.
 pub struct Jpeg {
@@ -178,9 +182,8 @@ pub struct Jpeg {
     components: Vec<Component>,
     /// Segments every crop repeats verbatim (JFIF, Adobe, quantisation tables).
     kept: Vec<Vec<u8>>,
-    /// Decoders, shared when standard (see [`HuffmanDecoder::shared`]).
-    dc: [Option<Arc<HuffmanDecoder>>; 4],
-    ac: [Option<Arc<HuffmanDecoder>>; 4],
+    dc: Tables,
+    ac: Tables,
     restart_interval: u32,
 }
 
