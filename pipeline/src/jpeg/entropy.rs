@@ -90,7 +90,7 @@ impl<'j, R: std::io::Read> ScanReader<'j, R> {
                         if self.copy {
                             skip_ac(&mut self.bits, ac)?;
                         } else {
-                            read_ac(&mut self.bits, ac, Some(block))?;
+                            read_ac(&mut self.bits, ac, block)?;
                         }
                     }
                 }
@@ -130,19 +130,13 @@ fn decode_dc(
     Ok(())
 }
 
-/// A block's AC coefficients: into `block[1..]` (which must be zero, or
-/// not looked at), or without a block read past, checked but without their
-/// values (what copying bits needs: one table lookup and two shifts a
-/// coefficient, about twice as fast).
-fn read_ac(
-    bits: &mut BitReader<impl std::io::Read>,
-    ac: &HuffmanDecoder,
-    block: Option<&mut Block>,
-) -> Result<(), JpegError> {
-    read_ac_from(1, bits, ac, block)
+/// A block's AC coefficients, into `block[1..]` (which must be zero).
+fn read_ac(bits: &mut BitReader<impl std::io::Read>, ac: &HuffmanDecoder, block: &mut Block) -> Result<(), JpegError> {
+    read_ac_from(1, bits, ac, Some(block))
 }
 
-/// [`read_ac`] from coefficient `k` on.
+/// A block's AC coefficients from `k` on: into `block`, or without one
+/// read past and checked (how [`skip_ac`] reads a long code).
 fn read_ac_from(
     mut k: usize,
     bits: &mut BitReader<impl std::io::Read>,

@@ -134,7 +134,8 @@ impl Window {
 
 impl State {
     /// The least loaded partition outside `avoid`, or of all if every one
-    /// is in it; the last one given while it is within `STICKY` of that.
+    /// is in it; when `sticky`, the last one given while it is within
+    /// `STICKY` of that.
     fn take_least_loaded(&mut self, avoid: &BTreeSet<usize>, sticky: bool) -> usize {
         let n = self.outstanding.len();
         // From the one after the last, so that ties rotate.
