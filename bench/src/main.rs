@@ -386,14 +386,7 @@ fn master_split(jpeg: &[u8], halo: u32, tile: u32) -> anyhow::Result<f64> {
     let (image, scan) = Jpeg::parse(jpeg)?;
     let layout = image.layout();
     let grid = TileGrid::new(layout.width, layout.height, tile);
-    let halo = i64::from(halo);
-    let wanted: Vec<_> = (0..grid.len())
-        .map(|t| {
-            let r = grid.tile(t).expect("a tile of the grid");
-            let (x, y) = (i64::from(r.x), i64::from(r.y));
-            layout.covering((x - halo, y - halo, x + i64::from(r.width) + halo, y + i64::from(r.height) + halo))
-        })
-        .collect();
+    let wanted: Vec<_> = grid.tiles().map(|(_, rect)| layout.covering_tile(rect, halo)).collect();
     let started = Instant::now();
     let mut bytes = 0;
     image.split(scan, &wanted, |_, crop| {

@@ -23,14 +23,7 @@ fn cut(jpeg: &[u8], grid: TileGrid, halo: u32) -> usize {
     let mut file = jpeg;
     let parsed = Jpeg::read(&mut file).expect("a JPEG");
     let layout = parsed.layout();
-    let halo = i64::from(halo);
-    let wanted: Vec<McuRect> = grid
-        .tiles()
-        .map(|(_, r)| {
-            let (x, y) = (i64::from(r.x), i64::from(r.y));
-            layout.covering((x - halo, y - halo, x + i64::from(r.width) + halo, y + i64::from(r.height) + halo))
-        })
-        .collect();
+    let wanted: Vec<McuRect> = grid.tiles().map(|(_, rect)| layout.covering_tile(rect, halo)).collect();
     let mut bytes = 0;
     parsed
         .split(file, &wanted, |_, crop| {

@@ -160,6 +160,15 @@ impl Layout {
         }
     }
 
+    /// The MCUs a tile's task carries: `rect` and `halo` pixels around it
+    /// (clamped to the image: the halo's mirrored pixels lie inside), plus
+    /// the margin.
+    pub fn covering_tile(&self, rect: crate::Rect, halo: u32) -> McuRect {
+        let halo = i64::from(halo);
+        let (x, y) = (i64::from(rect.x), i64::from(rect.y));
+        self.covering((x - halo, y - halo, x + i64::from(rect.width) + halo, y + i64::from(rect.height) + halo))
+    }
+
     /// The pixels `rect` holds: x, y, width, height.
     pub fn bounds(&self, rect: McuRect) -> (u32, u32, u32, u32) {
         let (x, y) = (rect.x0 * self.mcu_width, rect.y0 * self.mcu_height);

@@ -302,3 +302,15 @@ fn other_tables_and_restarts_are_coded_again() {
     let restarts = encode(331, 203, SamplingFactor::R_4_2_0, 4, true);
     assert!(!Jpeg::parse(&restarts).unwrap().0.bits_copy());
 }
+
+#[test]
+fn a_tiles_crop_holds_its_halo_within_the_image() {
+    let layout = Layout { width: 100, height: 60, mcu_width: 16, mcu_height: 16 };
+    let grid = crate::TileGrid::new(100, 60, 32);
+    for (_, rect) in grid.tiles() {
+        let (x, y, width, height) = layout.bounds(layout.covering_tile(rect, 5));
+        let (left, top) = (rect.x.saturating_sub(5), rect.y.saturating_sub(5));
+        let (right, bottom) = ((rect.x + rect.width + 5).min(100), (rect.y + rect.height + 5).min(60));
+        assert!(x <= left && y <= top && x + width >= right && y + height >= bottom, "{rect:?}");
+    }
+}

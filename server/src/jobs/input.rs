@@ -17,7 +17,7 @@ use anyhow::Context;
 use pipeline::codec::Encoding;
 use pipeline::jpeg::{Jpeg, JpegError, Layout, McuRect};
 use pipeline::wire::{Source, Task, TaskHeader};
-use pipeline::{Channels, Frame, Rect, TileGrid};
+use pipeline::{Channels, Frame, TileGrid};
 use tokio::sync::mpsc;
 
 use super::raster::Raster;
@@ -96,7 +96,7 @@ impl Input {
         match self {
             Input::Raster(raster) => Payload::Region(Arc::clone(raster)),
             Input::Jpeg { layout, crops } => {
-                let (x, y, width, height) = layout.bounds(covering(layout, header.rect, header.halo));
+                let (x, y, width, height) = layout.bounds(layout.covering_tile(header.rect, header.halo));
                 let (image_width, image_height) = (layout.width, layout.height);
                 header.encoding = Encoding::Jpeg;
                 header.source = Some(Source { x, y, width, height, image_width, image_height });
@@ -119,14 +119,6 @@ impl Payload {
     }
 }
 
-/// The MCUs a tile's task carries: the tile and its halo, clamped to the
-/// image (the halo's mirrored pixels lie inside that), plus the margin.
-fn covering(layout: &Layout, rect: Rect, halo: u32) -> McuRect {
-    let halo = i64::from(halo);
-    let (x, y) = (i64::from(rect.x), i64::from(rect.y));
-    layout.covering((x - halo, y - halo, x + i64::from(rect.width) + halo, y + i64::from(rect.height) + halo))
-}
-
 /// Blocking: cuts `tiles` (in grid order) out of the JPEG at `path`, appends
 /// each crop to `crops` and then sends its index. Stops early when the
 /// receiver is gone (the job stopped); sends the error if the file cannot be
@@ -146,7 +138,7 @@ pub fn split(
         let jpeg = Jpeg::read(&mut file)?;
         let layout = jpeg.layout();
         let wanted: Vec<McuRect> =
-            tiles.iter().map(|&t| covering(&layout, grid.tile(t).expect("a tile of the grid"), halo)).collect();
+            tiles.iter().map(|&t| layout.covering_tile(grid.tile(t).expect("a tile of the grid"), halo)).collect();
         let mut failed = None;
         jpeg.split(file, &wanted, |i, crop| {
             if let Err(e) = crops.append(tiles[i], &crop.bytes) {
