@@ -152,6 +152,7 @@ fn main() -> anyhow::Result<()> {
         "| workers | tile | total s | upload s | first task ms | decode s | dispatch s | process s | collect s | encode s | tiles/s | through broker MB | broker / input | server peak MB | worker peak MB | CPU s broker / server / workers | vs single process | vs OpenCV |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let scaling = scaling(&configs, &runs);
     for (&Shape { workers, tile, .. }, rounds) in configs.iter().zip(runs) {
         let totals: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.total)).collect();
         let run = median_by(rounds, |r| r.total).context("at least one round")?;
@@ -180,6 +181,9 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{workers} workers, {tile} px tiles: totals {}", totals.join(", "));
     }
     println!("\n(\"vs ...\" is the distributed time over the baseline's: below 1 is faster.)");
+    for line in scaling {
+        println!("{line}");
+    }
     let first = shape(args.workers[0], args.tile_sizes[0]);
     if args.concurrent > 0 {
         runtime.block_on(concurrent(&jpeg, &ops, first, args.concurrent))?;
@@ -299,6 +303,33 @@ fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
     items.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let middle = items.len() / 2;
     items.into_iter().nth(middle)
+}
+
+/// How much faster more workers are than the fewest, per tile size: the
+/// medians' ratio, and each round's (its runs were side by side).
+fn scaling(configs: &[Shape], runs: &[Vec<Run>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, base) in configs.iter().enumerate() {
+        let fewest = configs.iter().filter(|c| c.tile == base.tile).map(|c| c.workers).min();
+        if fewest != Some(base.workers) {
+            continue;
+        }
+        for (j, more) in configs.iter().enumerate().filter(|(_, c)| c.tile == base.tile && c.workers > base.workers) {
+            let median = |rounds: &[Run]| median_by(rounds.iter().map(|r| r.total).collect(), |&t| t);
+            let (Some(a), Some(b)) = (median(&runs[i]), median(&runs[j])) else { continue };
+            let rounds: Vec<String> =
+                runs[i].iter().zip(&runs[j]).map(|(a, b)| format!("{:.2}x", a.total / b.total)).collect();
+            lines.push(format!(
+                "{} -> {} workers, {} px tiles: {:.2}x faster (medians; rounds {})",
+                base.workers,
+                more.workers,
+                base.tile,
+                a / b,
+                rounds.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 /// `total` over a baseline's time, or a dash without one.
