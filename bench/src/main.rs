@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use app::api::{Job, Stages, Worker, WorkerStatus};
+use app::api::{Event, Job, Stages, Worker, WorkerStatus};
 use clap::Parser;
+use futures::StreamExt;
 use pipeline::{Frame, Operation, TileGrid, ops};
 use server::intake::{self, Limits};
 use testkit::{Broker, Process, binary, eventually, server_process, unique_prefix, worker_process};
@@ -263,7 +264,6 @@ async fn idle(chain: &[Operation], shape: Shape, period: Duration) -> anyhow::Re
 /// from the result cache), then the batch's zip downloaded: the time to its first
 /// byte and to its end, and the server's resident memory while it streams.
 async fn batch_zip(jpeg: &[u8], chain: &[Operation], shape: Shape, n: usize) -> anyhow::Result<()> {
-    use futures::StreamExt;
     let System { server, api, .. } = &system(chain, shape).await?;
     let client = reqwest::Client::new();
     let batch: app::api::Batch = client.post(api.url("/api/batches")).send().await?.json().await?;
@@ -523,6 +523,9 @@ async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: S
     let System { server, pool, api, .. } = &system;
 
     let bytes_before = broker_bytes(api).await?;
+    // The job's end is heard from the event stream, as the dashboard hears it:
+    // polling would cost the server (and this process) CPU the job competes for.
+    let mut events = api.events().await;
     let cpu_before = system.cpu_seconds();
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -533,16 +536,20 @@ async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: S
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
     let upload = started.elapsed().as_secs_f64();
     let job: Job = response.json().await?;
-    let job = loop {
-        let job = api.job(&job.id).await;
-        if job.status.is_finished() {
-            break job;
+    let finished = async {
+        while let Some(event) = events.next().await {
+            if matches!(&event, Event::Job(j) if j.id == job.id && j.status.is_finished()) {
+                return true;
+            }
         }
-        anyhow::ensure!(started.elapsed() < DEADLINE, "the job did not finish");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        false
     };
+    let finished = tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), finished).await;
+    anyhow::ensure!(finished == Ok(true), "the job did not finish");
     let total = started.elapsed().as_secs_f64();
     let cpu_after = system.cpu_seconds();
+    drop(events);
+    let job = api.job(&job.id).await;
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
 
     let broker_bytes = broker_bytes(api).await? - bytes_before;

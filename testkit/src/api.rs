@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use app::api::{Job, JobStatus, Tile};
+use app::api::{Event, Job, JobStatus, Tile};
 use pipeline::Operation;
 
 use crate::{TestServer, eventually, png};
@@ -60,6 +60,17 @@ impl Api {
         response.json().await.unwrap()
     }
 
+    /// The server's live events (`GET /api/events`), from the moment this
+    /// returns: events that come while the caller does something else wait
+    /// in the stream.
+    pub async fn events(&self) -> impl futures::Stream<Item = Event> + Unpin + Send + 'static {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let response = self.get("/api/events").await;
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        response.bytes_stream().eventsource().map(|message| serde_json::from_str(&message.unwrap().data).unwrap())
+    }
+
     /// Waits for the job to finish (done, failed or cancelled).
     pub async fn finished(&self, id: &str, deadline: Duration) -> Job {
         eventually("the job to finish", deadline, || async {
@@ -104,15 +115,11 @@ pub async fn record_events(
     server: &TestServer,
     stop: impl Fn(&app::api::Event) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<app::api::Event>> {
-    use eventsource_stream::Eventsource;
     use futures::StreamExt;
-    let response = reqwest::get(server.url("/api/events")).await.unwrap();
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = server.api().events().await;
     tokio::spawn(async move {
-        let mut stream = response.bytes_stream().eventsource();
         let mut events = Vec::new();
-        while let Some(message) = stream.next().await {
-            let event: app::api::Event = serde_json::from_str(&message.unwrap().data).unwrap();
+        while let Some(event) = stream.next().await {
             let last = stop(&event);
             events.push(event);
             if last {
