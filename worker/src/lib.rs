@@ -202,8 +202,10 @@ fn job_of(message: &impl Message) -> Option<&str> {
     TileKey::parse(key).map(|k| k.job_id)
 }
 
-/// Replies held, or sent and not yet acknowledged, at most.
-const IN_FLIGHT: usize = 8;
+/// Replies held, or sent and not yet acknowledged, at most. Half may be
+/// held: eight replies a request rather than four cut the broker's
+/// statements per job by a tenth (docs/performance.md, "Replies held").
+const IN_FLIGHT: usize = 16;
 
 /// Where a task was read from.
 struct TaskAt {
