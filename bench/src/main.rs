@@ -536,20 +536,20 @@ async fn distributed((name, image): (&str, &[u8]), chain: &[Operation], shape: S
     anyhow::ensure!(response.status() == 201, "upload refused: {}", response.text().await?);
     let upload = started.elapsed().as_secs_f64();
     let job: Job = response.json().await?;
+    // The finished job's event carries the whole job, stage times included.
     let finished = async {
         while let Some(event) = events.next().await {
-            if matches!(&event, Event::Job(j) if j.id == job.id && j.status.is_finished()) {
-                return true;
+            match event {
+                Event::Job(j) if j.id == job.id && j.status.is_finished() => return Some(j),
+                _ => {}
             }
         }
-        false
+        None
     };
     let finished = tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), finished).await;
-    anyhow::ensure!(finished == Ok(true), "the job did not finish");
+    let job = finished.ok().flatten().context("the job did not finish")?;
     let total = started.elapsed().as_secs_f64();
     let cpu_after = system.cpu_seconds();
-    drop(events);
-    let job = api.job(&job.id).await;
     anyhow::ensure!(job.error.is_none(), "the job failed: {:?}", job.error);
 
     let broker_bytes = broker_bytes(api).await? - bytes_before;
