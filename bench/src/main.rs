@@ -306,8 +306,11 @@ fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
 }
 
 /// How much faster more workers are than the fewest, per tile size: the
-/// medians' ratio, and each round's (its runs were side by side).
+/// medians' ratio, and each round's (its runs were side by side). With how
+/// busy the larger job kept the cores and the workers' share of that: the
+/// limit when the broker and the master share the cores with the workers.
 fn scaling(configs: &[Shape], runs: &[Vec<Run>]) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut lines = Vec::new();
     for (i, base) in configs.iter().enumerate() {
         let fewest = configs.iter().filter(|c| c.tile == base.tile).map(|c| c.workers).min();
@@ -315,21 +318,30 @@ fn scaling(configs: &[Shape], runs: &[Vec<Run>]) -> Vec<String> {
             continue;
         }
         for (j, more) in configs.iter().enumerate().filter(|(_, c)| c.tile == base.tile && c.workers > base.workers) {
-            let median = |rounds: &[Run]| median_by(rounds.iter().map(|r| r.total).collect(), |&t| t);
-            let (Some(a), Some(b)) = (median(&runs[i]), median(&runs[j])) else { continue };
+            let (Some(a), Some(b)) = (median_run(&runs[i]), median_run(&runs[j])) else { continue };
             let rounds: Vec<String> =
                 runs[i].iter().zip(&runs[j]).map(|(a, b)| format!("{:.2}x", a.total / b.total)).collect();
+            let cpu: f64 = b.cpu.iter().sum();
             lines.push(format!(
-                "{} -> {} workers, {} px tiles: {:.2}x faster (medians; rounds {})",
+                "{} -> {} workers, {} px tiles: {:.2}x faster (medians; rounds {}); with {} workers the {} cores were {:.0}% busy, {:.0}% of that in the workers",
                 base.workers,
                 more.workers,
                 base.tile,
-                a / b,
-                rounds.join(", ")
+                a.total / b.total,
+                rounds.join(", "),
+                more.workers,
+                cores,
+                100.0 * cpu / (b.total * cores),
+                100.0 * b.cpu[2] / cpu,
             ));
         }
     }
     lines
+}
+
+/// The run with the median total.
+fn median_run(rounds: &[Run]) -> Option<&Run> {
+    median_by(rounds.iter().collect(), |r| r.total)
 }
 
 /// `total` over a baseline's time, or a dash without one.

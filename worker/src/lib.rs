@@ -23,6 +23,7 @@ use pipeline::wire::{TileKey, Topics};
 use plumbing::kafka::LoggedConsumer;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -235,8 +236,15 @@ impl Reply {
             status.done.fetch_add(1, Ordering::Relaxed);
         }
         let TaskAt { topic, partition, offset } = &self.task;
-        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
-            warn!(error = %e, "storing task offset");
+        match consumer.store_offset(topic, *partition, *offset) {
+            Ok(()) => {}
+            // A rebalance took the partition from this worker meanwhile: its
+            // next owner reads the task again from the last committed offset,
+            // and the master counts the tile once.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => {
+                info!(partition, offset, "a rebalance took the task's partition before its reply was acknowledged")
+            }
+            Err(e) => warn!(error = %e, "storing task offset"),
         }
         true
     }
