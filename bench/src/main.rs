@@ -257,6 +257,18 @@ async fn idle(chain: &[Operation], shape: Shape, period: Duration) -> anyhow::Re
         system.pool.len(),
         percent(2)
     );
+    // The master stops reading results after two idle seconds: the first job
+    // after a pause against the same-sized job right after it.
+    let mut processed = Vec::new();
+    for height in [2048, 2048 + 64] {
+        let job = system.api.submit(&testkit::test_image(2048, height), chain).await;
+        let job = system.api.finished(&job.id, DEADLINE).await;
+        processed.push(job.stages.context("a finished job has its stages")?.process_ms);
+    }
+    println!(
+        "A 2048 px job after the idle spell: its tiles processed in {:.0} ms; the next, started at once: {:.0} ms",
+        processed[0], processed[1]
+    );
     Ok(())
 }
 
