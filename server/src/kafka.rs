@@ -159,8 +159,7 @@ pub async fn next_message<'a>(
 /// here as 0.2 to 0.9 s before the first result of a job that followed an
 /// idle spell; confluent-kafka-go#630). Any request to that broker wakes
 /// it, so ask for each resumed partition's watermarks: a cheap read.
-async fn wake_fetcher(consumer: &Arc<LoggedConsumer>) {
-    let consumer = Arc::clone(consumer);
+async fn wake_fetcher(consumer: Arc<LoggedConsumer>) {
     let woken = tokio::task::spawn_blocking(move || {
         let assignment = consumer.assignment()?;
         for element in assignment.elements() {
@@ -227,7 +226,11 @@ pub async fn pause_while_idle(
             _ = busy.wait_for(|b| *b) => {}
         }
         match toggle(false) {
-            Ok(_) => wake_fetcher(&consumer).await,
+            // In the background: a broker that does not answer must not
+            // hold up pausing again.
+            Ok(_) => {
+                tokio::spawn(wake_fetcher(Arc::clone(&consumer)));
+            }
             Err(e) => warn!(error = %e, "resuming the results reader"),
         }
         paused.set(0);
